@@ -1,0 +1,1 @@
+"""Offline training and evaluation of encoders from recorded sessions."""

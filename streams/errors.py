@@ -1,0 +1,31 @@
+"""Exceptions of the streams layer; each message names what was received and what to do."""
+
+from __future__ import annotations
+
+
+class StreamsError(Exception):
+    """Base class of errors raised by the streams layer."""
+
+
+class StreamNotFoundError(StreamsError, LookupError):
+    """No LSL stream matched the query; the message lists the visible streams."""
+
+
+class StreamMismatchError(StreamsError, ValueError):
+    """A (reconnected) stream differs from what was expected."""
+
+
+class StreamLostError(StreamsError, ConnectionError):
+    """A stream stopped delivering data and could not be recovered."""
+
+
+class BufferOverflowError(StreamsError):
+    """A reader asked for samples that the ring buffer has already overwritten."""
+
+
+class SessionFormatError(StreamsError, ValueError):
+    """A Zarr store is not a session of a supported schema (missing array/attribute, version)."""
+
+
+class OutputExistsError(StreamsError, FileExistsError):
+    """The output path exists and overwrite was not asked for."""

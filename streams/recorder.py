@@ -1,0 +1,249 @@
+"""Record one or more LSL streams into one Zarr session.
+
+Each stream has a :class:`~streams.acquisition.StreamReceiver` (its own thread and
+ring buffer). :meth:`Recorder.drain` moves what arrived since the last call from
+each ring buffer into the :class:`~streams.session.SessionWriter`, which appends
+to disk in ~1 s blocks. The writer is only touched from the thread that calls
+:meth:`drain` (the CLI's main loop), so the Zarr store needs no lock.
+
+If the drain falls so far behind that a ring buffer overwrote unread samples,
+the loss is counted and written as a gap — never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from streams.acquisition import Gap, StreamReceiver
+from streams.errors import BufferOverflowError, OutputExistsError, StreamsError
+from streams.lsl import StreamQuery
+from streams.session import SessionWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamStatus:
+    """What one recorded stream has done so far."""
+
+    key: str
+    name: str
+    n_samples: int
+    rate: float | None
+    nominal_rate: float
+    n_gaps: int
+    n_dropped: int
+    n_nonfinite: int
+    n_reconnects: int
+    error: str | None
+
+    def line(self) -> str:
+        """Short status text for the live status line."""
+        rate = f"{self.rate:7.1f} Hz" if self.rate else "      - Hz" if self.nominal_rate else " irregular"
+        text = f"{self.name}: {self.n_samples} samples {rate} gaps={self.n_gaps}"
+        if self.n_dropped:
+            text += f" dropped={self.n_dropped}"
+        if self.n_nonfinite:
+            text += f" nan/inf={self.n_nonfinite}"
+        if self.error:
+            text += " FAILED"
+        return text
+
+
+class _Track:
+    """Book-keeping of one stream: receiver, session key, read cursor, gaps written."""
+
+    def __init__(self, receiver: StreamReceiver, key: str) -> None:
+        self.receiver = receiver
+        self.key = key
+        self.cursor = 0
+        self.n_gaps_written = 0
+        self.n_dropped = 0
+        self.last_time = float("nan")
+        self.failed = False
+
+
+class Recorder:
+    """Record LSL streams to a Zarr session until stopped.
+
+    Parameters
+    ----------
+    streams : list of str or StreamQuery
+        Streams to record (``"NAME"`` or ``"type=EEG"`` style).
+    out : path
+        Session directory to create.
+    overwrite : bool
+        Replace ``out`` if it exists (otherwise refuse).
+    buffer_seconds, resolve_timeout, lost_timeout, dejitter
+        Passed to each :class:`StreamReceiver`.
+    flush_seconds : float
+        How much data the writer buffers before appending a block.
+    """
+
+    def __init__(
+        self,
+        streams: list[str | StreamQuery],
+        out: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        buffer_seconds: float = 30.0,
+        resolve_timeout: float = 5.0,
+        lost_timeout: float = 2.0,
+        dejitter: bool = True,
+        flush_seconds: float = 1.0,
+    ) -> None:
+        if not streams:
+            raise ValueError("streams=[]: name at least one stream to record (--stream NAME)")
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise OutputExistsError(
+                f"--out {str(self.out)!r} already exists; choose a new path or pass --overwrite"
+            )
+        self.overwrite = overwrite
+        self.flush_seconds = flush_seconds
+        self._receivers = [
+            StreamReceiver(
+                q,
+                buffer_seconds=buffer_seconds,
+                resolve_timeout=resolve_timeout,
+                lost_timeout=lost_timeout,
+                dejitter=dejitter,
+            )
+            for q in streams
+        ]
+        self._tracks: list[_Track] = []
+        self._writer: SessionWriter | None = None
+        self.started_at: float | None = None
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> Recorder:
+        """Resolve every stream (nothing is written if one is missing), create the session, start."""
+        descs = [r.open() for r in self._receivers]
+        self._writer = SessionWriter(self.out, overwrite=self.overwrite, flush_seconds=self.flush_seconds,
+                                     attrs={"recorded_with": "bci record"})
+        for receiver, desc in zip(self._receivers, descs):
+            key = self._writer.add_stream(desc)
+            self._tracks.append(_Track(receiver, key))
+        for receiver in self._receivers:
+            receiver.start()
+        self.started_at = time.monotonic()
+        return self
+
+    def drain(self) -> None:
+        """Move newly arrived samples and gaps into the session (call every ~0.1 s)."""
+        for track in self._tracks:
+            self._drain_track(track)
+
+    def stop(self) -> None:
+        """Stop acquisition, write what is left, close the session (idempotent)."""
+        for receiver in self._receivers:
+            receiver._stop.set()
+        for receiver in self._receivers:
+            receiver.stop()
+        if self._writer is not None:
+            self.drain()
+            self._writer.set_attrs(stopped_cleanly=True)
+            self._writer.close()
+            self._writer = None
+
+    def run(
+        self,
+        duration: float | None = None,
+        *,
+        interval: float = 0.1,
+        on_status: Callable[[list[StreamStatus]], None] | None = None,
+        status_every: float = 1.0,
+    ) -> list[StreamStatus]:
+        """Record until ``duration`` seconds pass (None: until KeyboardInterrupt), then stop.
+
+        Returns the final status. A stream that failed (e.g. came back with other
+        channels) is reported in the status and raises after the session is closed.
+        """
+        if self._writer is None:
+            self.start()
+        end = None if duration is None else time.monotonic() + duration
+        next_status = time.monotonic()
+        try:
+            while end is None or time.monotonic() < end:
+                time.sleep(interval if end is None else max(0.0, min(interval, end - time.monotonic())))
+                self.drain()
+                if on_status is not None and time.monotonic() >= next_status:
+                    on_status(self.status())
+                    next_status += status_every
+                if all(t.failed for t in self._tracks):
+                    break
+        except KeyboardInterrupt:
+            logger.info("interrupted; closing the session")
+        finally:
+            self.stop()
+        final = self.status()
+        errors = [s for s in final if s.error]
+        if errors:
+            raise StreamsError(
+                "; ".join(f"{s.name}: {s.error}" for s in errors)
+                + f". What arrived before is saved in {str(self.out)!r}."
+            )
+        return final
+
+    def __enter__(self) -> Recorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> list[StreamStatus]:
+        """Per-stream counters."""
+        out = []
+        for t in self._tracks:
+            s = t.receiver.snapshot()
+            out.append(
+                StreamStatus(
+                    key=t.key,
+                    name=t.receiver.desc.name,
+                    n_samples=t.cursor,
+                    rate=s.measured_rate(),
+                    nominal_rate=t.receiver.desc.nominal_rate,
+                    n_gaps=len(s.gaps) + (1 if t.n_dropped else 0),
+                    n_dropped=t.n_dropped,
+                    n_nonfinite=s.n_nonfinite,
+                    n_reconnects=s.n_reconnects,
+                    error=None if t.receiver.error is None else str(t.receiver.error),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _drain_track(self, track: _Track) -> None:
+        buf = track.receiver.buffer
+        writer = self._writer
+        total = buf.total
+        if total > track.cursor:
+            try:
+                data, times = buf.get(track.cursor, total)
+            except BufferOverflowError:
+                lost_from = track.cursor
+                track.cursor = buf.oldest_index
+                data, times = buf.get(track.cursor, total)
+                self._write_overflow_gap(track, track.cursor - lost_from, float(times[0]))
+            writer.append(track.key, data, times)
+            track.cursor = total
+            track.last_time = float(times[-1])
+        gaps = track.receiver.gaps
+        for gap in gaps[track.n_gaps_written :]:
+            writer.add_gap(track.key, gap.start_time, gap.end_time, gap.reason)
+        track.n_gaps_written = len(gaps)
+        if track.receiver.error is not None and not track.failed:
+            track.failed = True
+            writer.set_attrs(track.key, error=str(track.receiver.error))
+
+    def _write_overflow_gap(self, track: _Track, n_lost: int, resume_time: float) -> None:
+        track.n_dropped += n_lost
+        gap = Gap(track.last_time, resume_time, f"recorder fell behind: {n_lost} samples overwritten in the ring buffer")
+        logger.error("%s: %s", track.receiver.desc.name, gap.reason)
+        self._writer.add_gap(track.key, gap.start_time, gap.end_time, gap.reason)

@@ -1,0 +1,241 @@
+"""Run the synthetic world: stream it over LSL in real time, or write it straight to Zarr.
+
+The same generator (:meth:`EEGSimulator.stream` / :meth:`FMRISimulator.generate`)
+feeds both paths, so a session written with ``--out`` holds the same samples a
+recording of the live stream would.
+
+Timing rule: the sample with index ``i`` has timestamp ``t0 + i / sfreq``; a
+stimulus with onset ``t`` (seconds from session start) refers to sample
+``round(t * sfreq)`` and its marker carries exactly that sample's timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streams.description import StreamDescription
+from streams.lsl import Outlet, local_clock
+from streams.session import SessionWriter
+from streams.synthetic import (
+    EEGSimConfig,
+    EEGSimulator,
+    FMRISimConfig,
+    FMRISimulator,
+    make_binary_patterns,
+    make_schedule,
+    make_stimuli,
+)
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("eeg", "fmri")
+
+
+@dataclass
+class SimulationSpec:
+    """Everything that defines a simulated session (deterministic from ``seed``).
+
+    Parameters
+    ----------
+    name : str
+        Base stream name; the marker stream is ``f"{name}-Markers"``.
+    modality : {'eeg', 'fmri'}
+    duration : float
+        Seconds of data.
+    snr : float
+        Signal-to-noise ratio of the evoked responses (see docs/synthetic-world.md).
+    seed : int
+    chunk_size : int
+        Samples per LSL chunk (an amplifier sends ~10 at 1 kHz).
+    design : {'block', 'rapid'}
+        Stimulus schedule design.
+    """
+
+    name: str = "SimEEG"
+    modality: str = "eeg"
+    duration: float = 60.0
+    snr: float = 1.0
+    seed: int = 0
+    chunk_size: int = 10
+    design: str = "block"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality={self.modality!r}: choose one of {', '.join(MODALITIES)}")
+        if not (np.isfinite(self.duration) and self.duration > 0):
+            raise ValueError(f"duration={self.duration!r} must be a positive number of seconds")
+        if not (np.isfinite(self.snr) and self.snr >= 0):
+            raise ValueError(f"snr={self.snr!r} must be >= 0")
+        if int(self.chunk_size) < 1:
+            raise ValueError(f"chunk_size={self.chunk_size!r} must be >= 1 sample")
+        if self.design not in ("block", "rapid"):
+            raise ValueError(f"design={self.design!r}: choose 'block' or 'rapid'")
+
+    @property
+    def marker_name(self) -> str:
+        """Name of the marker stream."""
+        return f"{self.name}-Markers"
+
+    @property
+    def source_id(self) -> str:
+        """source_id of the data stream (stable across runs with the same name and seed)."""
+        return f"bci-sim-{self.modality}-{self.name}-{self.seed}"
+
+
+def marker_description(spec: SimulationSpec) -> StreamDescription:
+    """The string marker stream that goes with a simulated session."""
+    return StreamDescription(
+        name=spec.marker_name,
+        type="Markers",
+        source_id=spec.source_id + "-markers",
+        channel_names=("marker",),
+        channel_types=("marker",),
+        channel_units=("",),
+        nominal_rate=0.0,
+        dtype="string",
+    )
+
+
+class _World:
+    """The simulator, its stimuli and its schedule, built from a spec."""
+
+    def __init__(self, spec: SimulationSpec) -> None:
+        self.spec = spec
+        if spec.modality == "eeg":
+            self.stimuli = make_stimuli(seed=spec.seed)
+            self.sim = EEGSimulator(self.stimuli, EEGSimConfig(snr=spec.snr, seed=spec.seed))
+            self.sfreq = self.sim.sfreq
+            self.schedule = make_schedule(self.stimuli, spec.duration, seed=spec.seed, design=spec.design)
+            self.desc = self.sim.description(name=spec.name, source_id=spec.source_id)
+            self.n_samples = int(round(spec.duration * self.sfreq))
+            self.events = [(int(round(ev.onset * self.sfreq)), ev.marker) for ev in self.schedule]
+        else:
+            self.sim = FMRISimulator(FMRISimConfig(snr=spec.snr, seed=spec.seed))
+            tr = self.sim.config.tr
+            self.sfreq = 1.0 / tr
+            self.desc = self.sim.description(name=spec.name, source_id=spec.source_id)
+            n_trials = max(1, int(spec.duration // (6 * tr)))
+            patterns = make_binary_patterns(n_trials, seed=spec.seed)
+            volumes, _, events = self.sim.generate(patterns)
+            self.volumes = volumes[: max(1, int(spec.duration / tr))]
+            self.n_samples = len(self.volumes)
+            self.events = [
+                (int(round(onset / tr)), f"stim/pattern{idx:04d}/pattern") for onset, idx in events
+                if onset < self.n_samples * tr
+            ]
+
+    def chunks(self, chunk_size: int):
+        """Yield ``(data, first_index)`` for the whole session."""
+        if self.spec.modality == "eeg":
+            for data, first in self.sim.stream(self.schedule, chunk_size=chunk_size):
+                if first >= self.n_samples:
+                    return
+                yield data[: self.n_samples - first], first
+        else:
+            for first in range(0, self.n_samples, chunk_size):
+                yield self.volumes[first : first + chunk_size], first
+
+
+def simulate_to_session(
+    spec: SimulationSpec, out: str | os.PathLike, *, overwrite: bool = False, t0: float = 0.0
+) -> Path:
+    """Write a simulated session straight to Zarr, faster than real time, without LSL.
+
+    Timestamps are ``t0 + i / sfreq`` (``t0=0`` by default).
+    """
+    world = _World(spec)
+    with SessionWriter(out, overwrite=overwrite, attrs=_session_attrs(spec)) as writer:
+        data_key = writer.add_stream(world.desc)
+        marker_key = writer.add_stream(marker_description(spec))
+        for data, first in world.chunks(max(1, int(round(world.sfreq)))):
+            times = t0 + (first + np.arange(len(data))) / world.sfreq
+            writer.append(data_key, data, times)
+        if world.events:
+            idx = np.array([i for i, _ in world.events])
+            values = np.array([[m] for _, m in world.events], dtype=object)
+            writer.append(marker_key, values, t0 + idx / world.sfreq)
+    return Path(out)
+
+
+class LiveSimulation:
+    """Stream a simulated session over LSL in real time (data + markers), like an amplifier.
+
+    Use :meth:`run` in a thread or process; :meth:`stop` ends it early.
+    """
+
+    def __init__(self, spec: SimulationSpec) -> None:
+        self.spec = spec
+        self.world = _World(spec)
+        self.data_outlet: Outlet | None = None
+        self.marker_outlet: Outlet | None = None
+        self.n_pushed = 0
+        self.n_markers = 0
+        self.t0: float | None = None
+        self._stop = threading.Event()
+
+    def open(self) -> None:
+        """Create both outlets."""
+        if self.data_outlet is None:
+            self.data_outlet = Outlet(self.world.desc, chunk_size=self.spec.chunk_size)
+            self.marker_outlet = Outlet(marker_description(self.spec))
+
+    def run(self, lead: float = 0.1) -> None:
+        """Push chunks at their real time; markers as soon as their sample is out."""
+        self.open()
+        sfreq = self.world.sfreq
+        self.t0 = local_clock() + lead
+        events = self.world.events
+        next_event = 0
+        for data, first in self.world.chunks(self.spec.chunk_size):
+            last = first + len(data) - 1
+            due = self.t0 + last / sfreq
+            delay = due - local_clock()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self.data_outlet.push_chunk(data, due)
+            self.n_pushed = last + 1
+            while next_event < len(events) and events[next_event][0] <= last:
+                idx, marker = events[next_event]
+                self.marker_outlet.push_sample([marker], self.t0 + idx / sfreq)
+                next_event += 1
+                self.n_markers += 1
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return early."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Close the outlets."""
+        for outlet in (self.data_outlet, self.marker_outlet):
+            if outlet is not None:
+                outlet.close()
+        self.data_outlet = self.marker_outlet = None
+
+    def __enter__(self) -> LiveSimulation:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.close()
+
+
+def _session_attrs(spec: SimulationSpec) -> dict:
+    return {
+        "source": "synthetic world (bci simulate)",
+        "synthetic": True,
+        "simulation": {
+            "modality": spec.modality,
+            "duration": spec.duration,
+            "snr": spec.snr,
+            "seed": spec.seed,
+            "design": spec.design,
+        },
+    }

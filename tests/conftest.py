@@ -1,0 +1,73 @@
+"""Shared fixtures: unique LSL stream names, seeded RNG, Qt offscreen, subprocess producers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A stream name no other test (or concurrent run) uses."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:24]
+    return f"t-{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """Seeded random generator."""
+    return np.random.default_rng(12345)
+
+
+class Producer:
+    """A real LSL outlet in another process (tests/lsl_producer.py)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "tests.lsl_producer", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready"):
+            self.proc.kill()
+            raise RuntimeError(f"producer did not start: {line!r} {self.proc.stderr.read()}")
+
+    def wait(self, timeout: float = 60.0) -> str:
+        out, err = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"producer failed ({self.proc.returncode}): {err}")
+        return out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def producer():
+    """Start ``Producer(*args)`` processes; all are killed at teardown."""
+    started: list[Producer] = []
+
+    def start(*args: str) -> Producer:
+        p = Producer(*args)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.kill()

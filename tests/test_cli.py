@@ -1,0 +1,83 @@
+"""The bci command line: help with examples, one-line errors, info on sessions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bci.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["simulate", "record", "replay", "info", "demo"]
+
+
+def test_top_level_help_lists_commands_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in COMMANDS) and "examples:" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"bci {command}" in out
+
+
+def test_console_script_entry_point() -> None:
+    res = subprocess.run([sys.executable, "-m", "bci.cli", "--version"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0 and res.stdout.startswith("bci ")
+
+
+def test_simulate_out_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.zarr"
+    assert main(["simulate", "--duration", "2", "--seed", "1", "--out", str(out)]) == 0
+    assert "2000 samples" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "128 ch 1000 Hz float32" in text and "complete" in text
+    assert main(["simulate", "--duration", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+    assert main(["simulate", "--duration", "1", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_info_on_foreign_directory_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notzarr").mkdir()
+    assert main(["info", str(tmp_path / "notzarr")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bci info: error:") and "Traceback" not in err and "notzarr" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["simulate", "--duration", "-1"], "must be > 0"),
+        (["simulate", "--snr", "abc"], "expected a number"),
+        (["replay", "x.zarr", "--speed", "0"], "must be > 0"),
+    ],
+)
+def test_bad_flags_are_argparse_errors(argv: list[str], match: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_replay_speed_max_needs_decode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.zarr"
+    main(["simulate", "--duration", "1", "--out", str(out)])
+    capsys.readouterr()
+    assert main(["replay", str(out), "--speed", "max"]) == 2
+    assert "--decode" in capsys.readouterr().err
+
+
+def test_parser_builds_without_side_effects() -> None:
+    assert build_parser().prog == "bci"
