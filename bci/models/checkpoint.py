@@ -1,0 +1,248 @@
+"""Safe checkpoint I/O: ``config.json`` + ``model.safetensors``, never pickle.
+
+A checkpoint is a directory::
+
+    config.json         ModelConfig.to_dict() + {"format": "bci-runtime.checkpoint", "format_version": 1}
+    model.safetensors   the state_dict (contiguous CPU tensors)
+
+Pickle-based files (``*.pt``, ``*.pth``, ``*.pkl``, ``*.ckpt``, or a ``model.safetensors``
+that is really a pickle or a torch zip archive) are refused, because unpickling can run
+arbitrary code. Nothing here calls ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bci.models.registry import EncoderModel, ModelConfig, build_model, list_models
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "CheckpointError",
+    "load_checkpoint",
+    "read_config",
+    "save_checkpoint",
+]
+
+FORMAT = "bci-runtime.checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+
+_CONVERT_HINT = (
+    "convert it once, in an environment you trust, with "
+    "torch.load(path, weights_only=True) -> model.load_state_dict(...) -> "
+    "bci.models.checkpoint.save_checkpoint(model, DIR) (or re-save it with save_checkpoint from the "
+    "training run)"
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory cannot be read: missing file, bad format, wrong weights, pickle."""
+
+
+# ---------------------------------------------------------------------- save
+def save_checkpoint(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``model`` as ``directory/config.json`` + ``directory/model.safetensors``.
+
+    Parameters
+    ----------
+    model : EncoderModel
+        A registered model (its :meth:`get_config` is stored).
+    directory : path
+        Created if needed; may already exist if it holds no checkpoint files.
+    overwrite : bool
+        Replace an existing checkpoint in ``directory``.
+
+    Returns
+    -------
+    Path
+        The checkpoint directory.
+    """
+    if not isinstance(model, EncoderModel):
+        raise TypeError(
+            f"save_checkpoint expects a registered model (EncoderModel), got {type(model).__name__}; "
+            "build it with bci.models.build_model"
+        )
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"checkpoint path {directory} exists and is not a directory")
+    existing = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if (directory / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{directory} already holds a checkpoint ({', '.join(existing)}); pass overwrite=True "
+            "(--overwrite) or choose another directory"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    if existing:  # config last: a crash mid-save leaves no config.json, never a stale one
+        (directory / CONFIG_FILE).unlink(missing_ok=True)
+    config = {**model.get_config().to_dict(), "format": FORMAT, "format_version": FORMAT_VERSION}
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+    text = json.dumps(config, indent=2, sort_keys=False) + "\n"
+    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    return directory
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------------- load
+def read_config(directory: str | os.PathLike) -> ModelConfig:
+    """Read and validate ``directory/config.json`` without loading weights."""
+    directory = _checkpoint_dir(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        _refuse_pickles(directory)
+        raise CheckpointError(f"checkpoint {directory} has no {CONFIG_FILE}; files there: {_listing(directory)}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    _check_format(path, data)
+    body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    if body.get("name") not in list_models():
+        raise CheckpointError(
+            f"{path} names model {body.get('name')!r}, which is not registered; "
+            f"registered models are {list_models()}"
+        )
+    try:
+        return ModelConfig.from_dict(body)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def load_checkpoint(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> EncoderModel:
+    """Rebuild a model from a checkpoint directory, in eval mode, on ``device``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing directory or file (named), newer ``format_version``, unknown model name
+        (registered ones listed), weights that do not fit the architecture (first
+        mismatching tensor named with both shapes), or a pickle-based checkpoint (refused).
+    """
+    directory = _checkpoint_dir(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        _refuse_pickles(directory)
+        raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; files there: {_listing(directory)}")
+    _refuse_if_pickle(weights)
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
+    model = build_model(config)
+    _check_state(model, state, weights)
+    model.load_state_dict(state, strict=True)
+    return model.to(torch.device(device)).eval()
+
+
+def _checkpoint_dir(directory: str | os.PathLike) -> Path:
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    if not directory.is_dir():
+        if directory.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(directory):
+            raise CheckpointError(_pickle_message(directory))
+        raise CheckpointError(
+            f"checkpoint {directory} is a file; a checkpoint is a directory with {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    return directory
+
+
+def _check_format(path: Path, data: dict[str, Any]) -> None:
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        raise CheckpointError(f"{path} has format {fmt!r}, expected {FORMAT!r}; write checkpoints with save_checkpoint")
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path} has format_version {version!r}; expected an integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {version}, newer than this runtime reads ({FORMAT_VERSION}); "
+            "upgrade bci-runtime"
+        )
+
+
+def _check_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(
+                f"{path} does not fit model {model.get_config().name!r}: tensor {key!r} "
+                f"(shape {tuple(tensor.shape)}) is missing from the file"
+            )
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path} does not fit model {model.get_config().name!r}: tensor {key!r} has shape "
+                f"{tuple(state[key].shape)} in the file but the architecture needs {tuple(tensor.shape)}; "
+                "check n_chans/n_times/embed_dim/params in config.json"
+            )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise CheckpointError(
+            f"{path} does not fit model {model.get_config().name!r}: unexpected tensor {unexpected[0]!r} "
+            f"(shape {tuple(state[unexpected[0]].shape)}) is not in the architecture"
+        )
+
+
+# ---------------------------------------------------------------------- pickle refusal
+def _pickle_message(path: Path) -> str:
+    return f"refusing to load pickle-based checkpoint {path}: pickle can execute code; {_CONVERT_HINT}"
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """True for pickle streams (protocol >= 2) and zip archives (torch.save's default)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _refuse_if_pickle(weights: Path) -> None:
+    if _looks_like_pickle(weights):
+        raise CheckpointError(_pickle_message(weights))
+    with weights.open("rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > weights.stat().st_size:
+        raise CheckpointError(f"{weights} is not a safetensors file (bad header); re-save it with save_checkpoint")
+
+
+def _refuse_pickles(directory: Path) -> None:
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(_pickle_message(directory / pickles[0]))
+
+
+def _listing(directory: Path, limit: int = 10) -> str:
+    names = sorted(p.name for p in directory.iterdir())
+    if not names:
+        return "none (empty directory)"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
