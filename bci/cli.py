@@ -103,6 +103,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"{sim.world.sfreq:g} Hz) + markers {spec.marker_name!r} for {spec.duration:g} s; Ctrl-C stops",
         flush=True,
     )
+    if args.wait_for_consumers and not sim.wait_for_consumers(args.wait_for_consumers):
+        print(f"no consumer connected within {args.wait_for_consumers:g} s; streaming anyway", flush=True)
     try:
         sim.run()
     except KeyboardInterrupt:
@@ -129,6 +131,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same data [0]")
     p.add_argument("--design", choices=("block", "rapid"), default="block", help="stimulus schedule [block]")
     p.add_argument("--chunk-size", type=int, default=10, help="samples per LSL chunk [10]")
+    p.add_argument("--wait-for-consumers", type=_non_negative_float, default=0.0, metavar="S",
+                   help="wait up to S seconds for inlets on both streams before streaming [0]")
     p.add_argument("--out", type=Path, default=None, help="write a Zarr session here instead of streaming")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_simulate)
@@ -190,6 +194,10 @@ def _parse_speed(text: str) -> float:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    if args.decode:
+        from bci.cli_decode import cmd_replay_decode
+
+        return cmd_replay_decode(args)
     from streams.replay import SessionReplayer
 
     if args.speed == float("inf"):
@@ -217,7 +225,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
         "replay",
         "Play a recorded Zarr session back as LSL streams with the original timing.",
         "bci replay sessions/rec.zarr --speed 1\n"
-        "  bci replay sessions/rec.zarr --speed 4 --suffix -replay   # 4x faster, streams renamed NAME-replay",
+        "  bci replay sessions/rec.zarr --speed 4 --suffix -replay   # 4x faster, streams renamed NAME-replay\n"
+        "  bci replay sessions/rec.zarr --decode --model models/eeg --speed max --events events.jsonl",
     )
     p.add_argument("session", type=Path, help="Zarr session directory")
     p.add_argument("--speed", type=_parse_speed, default=1.0, help="playback speed factor [1]")
@@ -226,6 +235,12 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", default="", help="append to stream names and source_ids (avoid clashes)")
     p.add_argument("--wait-for-consumers", type=_non_negative_float, default=0.0, metavar="S",
                    help="wait up to S seconds for inlets to connect before playing [0]")
+    p.add_argument("--decode", action="store_true",
+                   help="decode the recording with --model (with --speed max: straight from Zarr, no LSL)")
+    p.add_argument("--data-stream", default=None, metavar="NAME", help="with --decode: the EEG/fMRI stream [auto]")
+    from bci.cli_decode import add_decode_options
+
+    add_decode_options(p, model_required=False)
     p.set_defaults(func=_cmd_replay)
 
 
@@ -299,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  bci simulate --duration 60 &                          # stream synthetic EEG + markers\n"
             "  bci record --stream SimEEG --stream SimEEG-Markers --duration 30 --out rec.zarr\n"
             "  bci replay rec.zarr --speed 2\n"
+            "  bci model init eeg_convnet --out model                # an (untrained) checkpoint\n"
+            "  bci live --eeg SimEEG --markers SimEEG-Markers --model model --events ev.jsonl --no-view\n"
             "run 'bci COMMAND --help' for each command's options and an example."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -310,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in (_add_simulate, _add_record, _add_replay, _add_info, _add_demo):
         add(sub)
+    from bci.cli_decode import add_live, add_model
+
+    add_live(sub, _add_parser)
+    add_model(sub, _add_parser)
     return parser
 
 

@@ -182,7 +182,7 @@ class Encoder:
         if n_channels != cfg.n_chans:
             problems.append(
                 f"{what} has {n_channels} channels but the model {cfg.name!r} expects {cfg.n_chans}; "
-                "select matching channels (--channels) or retrain"
+                "use a model trained on this montage, or retrain"
             )
         if not (isinstance(sfreq, (int, float)) and math.isclose(float(sfreq), cfg.sfreq, rel_tol=1e-6)):
             problems.append(
@@ -361,7 +361,7 @@ def _compare_names(stream: list[str], model: list[str], what: str, model_name: s
             f"{what} channel names differ from those of the model {model_name!r}: "
             f"{len(missing)} model channels missing from the stream (e.g. {missing[:5]}), "
             f"{len(extra)} stream channels unknown to the model (e.g. {extra[:5]}); "
-            "select/rename channels (--channels) or retrain"
+            "use a model trained on these channel names, or retrain"
         )
     i = next(i for i, (a, b) in enumerate(zip(stream, model)) if a != b)
     return (

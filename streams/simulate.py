@@ -186,6 +186,12 @@ class LiveSimulation:
             self.data_outlet = Outlet(self.world.desc, chunk_size=self.spec.chunk_size)
             self.marker_outlet = Outlet(marker_description(self.spec))
 
+    def wait_for_consumers(self, timeout: float) -> bool:
+        """Block until both outlets have an inlet (or ``timeout`` seconds pass)."""
+        self.open()
+        end = local_clock() + timeout
+        return all(o.wait_for_consumers(max(0.0, end - local_clock())) for o in (self.data_outlet, self.marker_outlet))
+
     def run(self, lead: float = 0.1) -> None:
         """Push chunks at their real time; markers as soon as their sample is out."""
         self.open()

@@ -240,7 +240,7 @@ def test_matching_stream_passes(named_encoder: Encoder) -> None:
 
 
 def test_channel_count_mismatch_names_both(named_encoder: Encoder) -> None:
-    with pytest.raises(ValueError, match=r"stream 'EEG' has 64 channels but the model 'eeg_convnet' expects 128; .*--channels"):
+    with pytest.raises(ValueError, match=r"stream 'EEG' has 64 channels but the model 'eeg_convnet' expects 128; .*retrain"):
         named_encoder.check_stream(64, 1000.0, stream_name="EEG")
 
 

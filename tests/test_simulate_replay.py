@@ -56,7 +56,8 @@ def test_simulate_fmri_to_zarr(tmp_path: Path) -> None:
 
 def test_live_simulation_from_cli_matches_offline(tmp_path: Path, unique_name: str) -> None:
     """`bci simulate` in another process, recorded live == the same world written straight to Zarr."""
-    proc = subprocess.Popen(_bci("simulate", "--name", unique_name, "--duration", "3", "--seed", "3"),
+    proc = subprocess.Popen(_bci("simulate", "--name", unique_name, "--duration", "3", "--seed", "3",
+                                 "--wait-for-consumers", "30"),
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         live = _record([unique_name, unique_name + "-Markers"], tmp_path / "live.zarr",
@@ -83,8 +84,9 @@ def test_live_simulation_from_cli_matches_offline(tmp_path: Path, unique_name: s
 
 def test_round_trip_simulate_record_replay_record(tmp_path: Path, unique_name: str) -> None:
     """simulate → record → replay → record: bit-identical data, timestamps within 1 ms."""
-    first = SessionReader(simulate_to_session(SimulationSpec(name=unique_name, duration=2.0, seed=1),
+    first = SessionReader(simulate_to_session(SimulationSpec(name=unique_name, duration=4.0, seed=1),
                                               tmp_path / "sim.zarr"))
+    assert len(first.markers()[0]) >= 2
     replayer = SessionReplayer(first, speed=1.0, name_suffix="-rp")
     replayer.open()
     names = [d.name for d in replayer.descs]

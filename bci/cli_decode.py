@@ -1,0 +1,167 @@
+"""CLI commands that decode: ``bci live``, ``bci replay --decode`` and ``bci model init``.
+
+Kept apart from :mod:`bci.cli` so the streaming-only commands start without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> None:
+    """Flags shared by ``live`` and ``replay --decode``."""
+    p.add_argument("--model", type=Path, required=model_required, metavar="DIR",
+                   help="checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--events", type=Path, default=None, metavar="FILE", help="write one JSON line per result here")
+    p.add_argument("--overwrite", action="store_true", help="replace --events / --record if they exist")
+    p.add_argument("--marker-filter", default=None, metavar="REGEX",
+                   help="only markers matching this regular expression open windows [all]")
+    p.add_argument("--offset", type=float, default=0.020, help="seconds from marker to window start [0.020]")
+    p.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda, cuda:1 [auto]")
+    p.add_argument("--results-stream", default="BCIResults", metavar="NAME",
+                   help="name of the LSL results outlet (type BCIResults); '' to disable [BCIResults]")
+
+
+def _summary(pipeline) -> str:
+    return pipeline.stats.summary()
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    """``bci live``: decode a live LSL stream."""
+    from bci.decoding import load_encoder, make_sinks, pipeline_factory
+    from bci.runtime import LiveRuntime
+
+    data_stream = args.eeg or args.fmri
+    encoder = load_encoder(args.model, device=args.device)
+    sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
+    runtime = LiveRuntime(data_stream, args.markers,
+                          pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset),
+                          resolve_timeout=args.resolve_timeout)
+    if not args.no_view:
+        print("viewer: not available yet in this version; running headless (--no-view)", file=sys.stderr)
+    runtime.start()
+    print(f"decoding {runtime.data_receiver.desc.name!r}"
+          + (f" at markers of {runtime.marker_receiver.desc.name!r}" if runtime.marker_receiver else "")
+          + f" with {encoder.config.name} on {encoder.device}"
+          + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C stops"), flush=True)
+    runtime.run(args.duration)
+    print(_summary(runtime.pipeline))
+    return 0
+
+
+def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
+    """Register ``bci live``."""
+    p = add_parser(
+        sub,
+        "live",
+        "Decode a live EEG/fMRI LSL stream at its markers and publish the results.",
+        "bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --events events.jsonl --no-view",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--eeg", metavar="NAME", help="EEG stream (name or type=EEG)")
+    src.add_argument("--fmri", metavar="NAME", help="fMRI stream (name or type=fMRI)")
+    p.add_argument("--markers", metavar="NAME", default=None, help="marker stream (name or type=Markers)")
+    add_decode_options(p, model_required=True)
+    p.add_argument("--duration", type=float, default=None, help="seconds to run [until Ctrl-C]")
+    p.add_argument("--no-view", action="store_true", help="run without the viewer")
+    p.add_argument("--resolve-timeout", type=float, default=5.0, help="seconds to find each stream [5]")
+    p.set_defaults(func=cmd_live)
+
+
+def cmd_replay_decode(args: argparse.Namespace) -> int:
+    """``bci replay SESSION --decode``: decode a recording, as fast as possible or over LSL."""
+    from bci.decoding import load_encoder, make_sinks, pipeline_factory
+    from bci.runtime import LiveRuntime, decode_session
+    from streams.session import SessionReader
+
+    if args.model is None:
+        raise ValueError("--decode needs --model DIR (a checkpoint directory)")
+    reader = SessionReader(args.session)
+    data_key = reader.find(args.data_stream) if args.data_stream else _data_key(reader)
+    marker_keys = reader.marker_keys()
+    marker_key = marker_keys[0] if marker_keys else None
+    encoder = load_encoder(args.model, device=args.device)
+    sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
+    make = pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset)
+    if args.speed == float("inf"):
+        pipeline = make(reader.description(data_key))
+        decode_session(reader, pipeline, data_key=data_key, marker_key=marker_key)
+        pipeline.close()
+        print(f"decoded {args.session} at --speed max (no LSL)")
+        print(_summary(pipeline))
+        return 0
+    import threading
+
+    from streams.replay import SessionReplayer
+
+    keys = [data_key] + ([marker_key] if marker_key else [])
+    replayer = SessionReplayer(reader, speed=args.speed, streams=keys, name_suffix=args.suffix or "-replay")
+    replayer.open()
+    names = [d.name for d in replayer.descs]
+    runtime = LiveRuntime(f"name={names[0]}", f"name={names[1]}" if len(names) > 1 else None, make)
+    runtime.start()
+    thread = threading.Thread(target=replayer.play, daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+        runtime.run(0.5)  # let the last windows complete
+    except KeyboardInterrupt:
+        replayer.stop()
+        runtime.stop()
+    finally:
+        replayer.close()
+    print(_summary(runtime.pipeline))
+    return 0
+
+
+def _data_key(reader) -> str:
+    for key in reader.streams:
+        d = reader.description(key)
+        if d.is_regular and d.type.lower() in ("eeg", "fmri"):
+            return key
+    raise ValueError(f"session {reader.path} has no regular EEG/fMRI stream; pass --data-stream NAME")
+
+
+def cmd_model_init(args: argparse.Namespace) -> int:
+    """``bci model init``: write an untrained, seeded checkpoint of a registered model."""
+    import torch
+
+    from bci.models.checkpoint import save_checkpoint
+    from bci.models.registry import build_model, default_config
+
+    torch.manual_seed(args.seed)
+    overrides = json.loads(args.params) if args.params else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--params {args.params!r} must be a JSON object, e.g. '{{\"embed_dim\": 256}}'")
+    config = default_config(args.name, **overrides)
+    config.extra = {**config.extra, "trained": False, "seed": args.seed}
+    model = build_model(config)
+    path = save_checkpoint(model, args.out, overwrite=args.overwrite)
+    print(f"wrote UNTRAINED {args.name} ({sum(p.numel() for p in model.parameters())} parameters, "
+          f"input {config.n_chans}x{config.n_times} at {config.sfreq:g} Hz) to {path}")
+    return 0
+
+
+def add_model(sub: argparse._SubParsersAction, add_parser) -> None:
+    """Register ``bci model init``."""
+    p = add_parser(
+        sub,
+        "model",
+        "Create model checkpoints (training is 'bci train').",
+        "bci model init eeg_convnet --out models/untrained",
+    )
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION")
+    msub.required = True
+    q = msub.add_parser("init", help="write an untrained, seeded checkpoint of a registered model",
+                        epilog="example:\n  bci model init eeg_convnet --out models/untrained",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("name", help="registered model name (e.g. eeg_convnet, fmri_mlp)")
+    q.add_argument("--out", type=Path, required=True, metavar="DIR")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--params", default=None, help="JSON object of config overrides")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_model_init)

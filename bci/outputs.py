@@ -1,0 +1,121 @@
+"""Where decoded results go: a JSON-lines events file, an LSL ``BCIResults`` outlet, a list.
+
+Every sink takes the same plain dict (one per decoded window or dropped marker);
+see docs/runtime.md for the fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from streams.description import StreamDescription
+from streams.lsl import Outlet
+
+
+class Sink(Protocol):
+    """Receives result records."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Take one record."""
+
+    def close(self) -> None:
+        """Flush and release resources."""
+
+
+def to_json(record: dict[str, Any]) -> str:
+    """Compact JSON; non-finite floats become null (JSON has no NaN)."""
+    return json.dumps(_finite(record), separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class EventsFileSink:
+    """Append one JSON object per line to ``path`` (flushed per record: a crash loses nothing written).
+
+    Parameters
+    ----------
+    path : path
+        File to create; an existing file is refused unless ``overwrite``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"--events {str(self.path)!r} already exists; choose a new file or pass --overwrite")
+        if not self.path.parent.exists():
+            raise FileNotFoundError(f"--events {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist")
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = to_json(record) + "\n"
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line)
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+RESULTS_TYPE = "BCIResults"
+
+
+def results_description(name: str, source_id: str | None = None) -> StreamDescription:
+    """The LSL stream the runtime publishes results on (one JSON string per record)."""
+    return StreamDescription(
+        name=name,
+        type=RESULTS_TYPE,
+        source_id=source_id or f"bci-results-{name}",
+        channel_names=("result",),
+        channel_types=("json",),
+        channel_units=("",),
+        nominal_rate=0.0,
+        dtype="string",
+    )
+
+
+class ResultsOutletSink:
+    """Publish records on an LSL outlet of type ``BCIResults``, stamped with ``emitted_time``."""
+
+    def __init__(self, name: str = "BCIResults", source_id: str | None = None) -> None:
+        self.desc = results_description(name, source_id)
+        self._outlet = Outlet(self.desc)
+
+    def write(self, record: dict[str, Any]) -> None:
+        stamp = record.get("emitted_time") or 0.0
+        self._outlet.push_sample([to_json(record)], float(stamp))
+
+    def close(self) -> None:
+        self._outlet.close()
+
+
+class ListSink:
+    """Keep records in memory (tests, replay summaries)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.records.append(record)
+
+    def close(self) -> None:
+        pass

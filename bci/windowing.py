@@ -1,0 +1,273 @@
+"""Event-locked and sliding windows cut from a ring buffer.
+
+Timing rule (documented in docs/runtime.md, tested to the sample):
+both streams' timestamps are corrected LSL times on the receiving clock. A marker at
+time ``m`` is located at the sample *nearest* to it, i.e. the first sample ``k`` with
+timestamp ``>= m - 0.5 / sfreq``; the window starts ``round(offset * sfreq)`` samples
+later and holds ``n_times`` samples. Counting the offset in samples (not seconds) keeps
+the window identical when a recording is replayed faster than real time. A window is
+emitted as soon as its last sample is in the buffer — never earlier, never twice.
+
+A marker whose window can no longer be filled is reported as a :class:`DroppedMarker`
+with a reason (``overwritten``: the data left the ring buffer before the marker came;
+``gap``: the window spans an interruption, or the marker falls into one; ``duplicate``:
+the same marker value and time came twice; ``stale``: the marker is older than the
+stream's first sample). Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streams.errors import BufferOverflowError
+from streams.ringbuffer import RingBuffer
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Shape and placement of event-locked windows.
+
+    Parameters
+    ----------
+    n_times : int
+        Samples per window (440 at 1 kHz by default, EEG-ImageNet's ``[20:460]``).
+    offset : float
+        Seconds from the marker to the window's first sample (default 0.020).
+    """
+
+    n_times: int = 440
+    offset: float = 0.020
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_times, (int, np.integer)) or self.n_times < 1:
+            raise ValueError(f"n_times={self.n_times!r} must be a positive number of samples")
+        if not np.isfinite(self.offset):
+            raise ValueError(f"offset={self.offset!r} must be a finite number of seconds")
+
+
+@dataclass
+class Window:
+    """One cut window and where it came from."""
+
+    data: np.ndarray  # (n_channels, n_times) float32
+    start_index: int
+    marker: str | None
+    marker_time: float | None
+    start_time: float
+    end_time: float
+    marker_arrival: float | None = None  # local_clock() when the marker was seen
+    window_index: int = 0
+
+
+@dataclass(frozen=True)
+class DroppedMarker:
+    """A marker that produced no window, and why."""
+
+    marker: str
+    marker_time: float
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class _Pending:
+    marker: str
+    time: float
+    arrival: float | None
+    start_index: int | None = None
+
+
+@dataclass
+class WindowerStats:
+    """Counts kept by a windower."""
+
+    n_markers: int = 0
+    n_filtered: int = 0
+    n_windows: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class EventWindower:
+    """Cut a window for every marker once its data has arrived.
+
+    Parameters
+    ----------
+    spec : WindowSpec
+    sfreq : float
+        Rate of the buffer the windows are cut from.
+    marker_filter : str, optional
+        Regular expression; only markers it matches (``re.search``) open windows.
+    gap_tolerance : float
+        Seconds by which a window's time span may exceed ``(n_times - 1) / sfreq``
+        before it is considered to span a gap.
+    max_pending : int
+        Markers waiting for data beyond this are dropped with reason ``backlog``.
+    """
+
+    def __init__(
+        self,
+        spec: WindowSpec,
+        sfreq: float,
+        *,
+        marker_filter: str | None = None,
+        gap_tolerance: float = 0.005,
+        max_pending: int = 10_000,
+    ) -> None:
+        if not (np.isfinite(sfreq) and sfreq > 0):
+            raise ValueError(f"sfreq={sfreq!r}: event windows need a regular stream with a positive rate")
+        self.spec = spec
+        self.sfreq = float(sfreq)
+        try:
+            self._filter = re.compile(marker_filter) if marker_filter else None
+        except re.error as exc:
+            raise ValueError(f"marker_filter={marker_filter!r} is not a valid regular expression: {exc}") from None
+        self.gap_tolerance = float(gap_tolerance)
+        self._offset_samples = int(round(spec.offset * self.sfreq))
+        self.max_pending = int(max_pending)
+        self._pending: deque[_Pending] = deque()
+        self._seen: deque[tuple[str, float]] = deque(maxlen=256)
+        self._seen_set: set[tuple[str, float]] = set()
+        self.stats = WindowerStats()
+
+    @property
+    def n_pending(self) -> int:
+        """Markers waiting for their data."""
+        return len(self._pending)
+
+    def add_marker(self, value: str, time: float, arrival: float | None = None) -> DroppedMarker | None:
+        """Queue a marker; returns a :class:`DroppedMarker` for duplicates/backlog, else None."""
+        value = str(value)
+        self.stats.n_markers += 1
+        if self._filter is not None and not self._filter.search(value):
+            self.stats.n_filtered += 1
+            return None
+        key = (value, round(float(time), 6))
+        if key in self._seen_set:
+            return self._drop(value, time, "duplicate", "same marker value and timestamp seen before")
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(key)
+        self._seen_set.add(key)
+        if len(self._pending) >= self.max_pending:
+            return self._drop(value, time, "backlog", f"more than {self.max_pending} markers wait for data")
+        self._pending.append(_Pending(value, float(time), arrival))
+        return None
+
+    def poll(self, buffer: RingBuffer) -> tuple[list[Window], list[DroppedMarker]]:
+        """Cut every window whose data is complete; report markers that cannot be served."""
+        windows: list[Window] = []
+        dropped: list[DroppedMarker] = []
+        still: deque[_Pending] = deque()
+        while self._pending:
+            p = self._pending.popleft()
+            outcome = self._try_cut(p, buffer)
+            if outcome is None:
+                still.append(p)
+            elif isinstance(outcome, Window):
+                windows.append(outcome)
+            else:
+                dropped.append(outcome)
+        self._pending = still
+        windows.sort(key=lambda w: w.start_index)
+        return windows, dropped
+
+    def flush(self) -> list[DroppedMarker]:
+        """At the end of a stream: report every marker still waiting (reason ``end_of_data``)."""
+        out = [self._drop(p.marker, p.time, "end_of_data", "the stream ended before the window was complete")
+               for p in self._pending]
+        self._pending.clear()
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _try_cut(self, p: _Pending, buffer: RingBuffer) -> Window | DroppedMarker | None:
+        n = self.spec.n_times
+        if p.start_index is None:
+            located = self._locate(p, buffer)
+            if located is None or isinstance(located, DroppedMarker):
+                return located
+            p.start_index = located + self._offset_samples
+        if buffer.total < p.start_index + n:
+            return None
+        try:
+            data, times = buffer.get(p.start_index, p.start_index + n)
+        except BufferOverflowError as exc:
+            return self._drop(p.marker, p.time, "overwritten", str(exc))
+        span = times[-1] - times[0]
+        if span > (n - 1) / self.sfreq + self.gap_tolerance:
+            return self._drop(p.marker, p.time, "gap", f"window spans {span:.3f} s instead of {(n - 1) / self.sfreq:.3f} s")
+        self.stats.n_windows += 1
+        return Window(
+            data=np.ascontiguousarray(data.T, dtype=np.float32),
+            start_index=p.start_index,
+            marker=p.marker,
+            marker_time=p.time,
+            start_time=float(times[0]),
+            end_time=float(times[-1]),
+            marker_arrival=p.arrival,
+            window_index=self.stats.n_windows - 1,
+        )
+
+    def _locate(self, p: _Pending, buffer: RingBuffer) -> int | DroppedMarker | None:
+        """Index of the sample nearest the marker; None while it has not arrived."""
+        half = 0.5 / self.sfreq
+        try:
+            idx = buffer.index_at_time(p.time - half, side="left")
+            if idx >= buffer.total:
+                return None
+            _, t = buffer.get(idx, idx + 1)
+        except BufferOverflowError as exc:
+            return self._drop(p.marker, p.time, "overwritten", str(exc))
+        late_by = float(t[0]) - p.time
+        if late_by > half + self.gap_tolerance:
+            if idx == 0:
+                return self._drop(p.marker, p.time, "stale", "the marker is older than the stream's first sample")
+            return self._drop(p.marker, p.time, "gap", f"no data at the marker (next sample {late_by:.3f} s later)")
+        return idx
+
+    def _drop(self, marker: str, time: float, reason: str, detail: str) -> DroppedMarker:
+        self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + 1
+        return DroppedMarker(marker, float(time), reason, detail)
+
+
+class SlidingWindower:
+    """Windows of ``n_times`` samples every ``hop`` samples, for marker-less decoding.
+
+    Parameters
+    ----------
+    n_times : int
+        Window length in samples.
+    hop : int
+        Samples between window starts.
+    """
+
+    def __init__(self, n_times: int, hop: int) -> None:
+        if n_times < 1 or hop < 1:
+            raise ValueError(f"n_times={n_times!r} and hop={hop!r} must both be >= 1 sample")
+        self.n_times = int(n_times)
+        self.hop = int(hop)
+        self._next_start: int | None = None
+        self.n_windows = 0
+        self.n_skipped = 0
+
+    def poll(self, buffer: RingBuffer) -> list[Window]:
+        """Every window complete since the last call (skipped ones, if overwritten, are counted)."""
+        if self._next_start is None:
+            self._next_start = buffer.oldest_index
+        out = []
+        while buffer.total >= self._next_start + self.n_times:
+            if self._next_start < buffer.oldest_index:
+                behind = buffer.oldest_index - self._next_start
+                k = -(-behind // self.hop)
+                self.n_skipped += k
+                self._next_start += k * self.hop
+                continue
+            data, times = buffer.get(self._next_start, self._next_start + self.n_times)
+            out.append(Window(np.ascontiguousarray(data.T, dtype=np.float32), self._next_start, None, None,
+                              float(times[0]), float(times[-1]), window_index=self.n_windows))
+            self.n_windows += 1
+            self._next_start += self.hop
+        return out

@@ -1,0 +1,188 @@
+"""The decoding pipeline end to end: Zarr replay at max speed, live LSL, and their equality."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bci.decoding import load_encoder, make_sinks, pipeline_factory
+from bci.models.checkpoint import save_checkpoint
+from bci.models.registry import build_model, default_config
+from bci.outputs import ListSink
+from bci.preprocessing import PreprocessConfig
+from bci.runtime import LiveRuntime, decode_session
+from streams.replay import SessionReplayer
+from streams.session import SessionReader
+from streams.simulate import SimulationSpec, simulate_to_session
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> SessionReader:
+    path = tmp_path_factory.mktemp("sess") / "sim.zarr"
+    return SessionReader(simulate_to_session(SimulationSpec(name="PipeSim", duration=6.0, seed=4), path))
+
+
+def _checkpoint(path: Path, preprocessing: dict | None = None) -> Path:
+    torch.manual_seed(0)
+    cfg = default_config("eeg_convnet", n_classes=40)
+    if preprocessing is not None:
+        cfg = cfg.replace(preprocessing=preprocessing)
+    return save_checkpoint(build_model(cfg), path)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("model") / "ck", PreprocessConfig().to_dict())
+
+
+@pytest.fixture(scope="module")
+def raw_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("model") / "raw")
+
+
+def _decode_offline(session: SessionReader, model: Path, chunk_size: int = 10) -> list[dict]:
+    encoder = load_encoder(model, device="cpu")
+    sink = ListSink()
+    pipeline = pipeline_factory(encoder, [sink])(session.description(session.find("type=EEG")))
+    decode_session(session, pipeline, data_key=session.find("type=EEG"), marker_key=session.marker_keys()[0],
+                   chunk_size=chunk_size)
+    return sink.records
+
+
+def test_windows_start_exactly_offset_after_each_stimulus(session: SessionReader, raw_model_dir: Path) -> None:
+    records = [r for r in _decode_offline(session, raw_model_dir) if r["type"] == "window"]
+    t_m, values = session.markers()
+    stim = [(t, v) for t, v in zip(t_m, values)]
+    assert len(records) >= 3
+    data_t = session.times(session.find("type=EEG"))
+    for r in records:
+        k = int(round(r["marker_time"] * 1000))  # the simulator's marker for sample k has time k/1000
+        assert r["window_start_index"] == k + 20
+        assert r["window_start_time"] == data_t[k + 20] and r["window_end_time"] == data_t[k + 459]
+    decoded = {r["marker"] for r in records}
+    assert decoded <= {v for _, v in stim}
+
+
+def test_window_content_is_the_raw_slice(session: SessionReader, raw_model_dir: Path) -> None:
+    """Without preprocessing, the encoder sees exactly data[k+20 : k+460]."""
+    encoder = load_encoder(raw_model_dir, device="cpu")
+    seen: list[np.ndarray] = []
+    original = encoder.__call__
+
+    class Spy:
+        config = encoder.config
+
+        def check_stream(self, *a, **k):
+            return encoder.check_stream(*a, **k)
+
+        def __call__(self, batch):
+            seen.extend(np.array(b) for b in batch)
+            return original(batch)
+
+    sink = ListSink()
+    desc = session.description(session.find("type=EEG"))
+    pipeline = pipeline_factory(Spy(), [sink])(desc)
+    decode_session(session, pipeline, data_key=session.find("type=EEG"), marker_key=session.marker_keys()[0])
+    data = session.data(session.find("type=EEG"))
+    windows = [r for r in sink.records if r["type"] == "window"]
+    for r, x in zip(windows, seen):
+        s = r["window_start_index"]
+        np.testing.assert_array_equal(x, data[s : s + 440].T)
+
+
+def test_chunk_size_does_not_change_results(session: SessionReader, model_dir: Path) -> None:
+    a = [r for r in _decode_offline(session, model_dir, 1) if r["type"] == "window"]
+    b = [r for r in _decode_offline(session, model_dir, 997) if r["type"] == "window"]
+    assert [r["window_start_index"] for r in a] == [r["window_start_index"] for r in b]
+    np.testing.assert_allclose([r["embedding"] for r in a], [r["embedding"] for r in b], atol=1e-5)
+
+
+def test_records_have_the_documented_fields(session: SessionReader, model_dir: Path) -> None:
+    r = next(r for r in _decode_offline(session, model_dir) if r["type"] == "window" and r["marker"].startswith("stim/"))
+    for key in ("marker", "marker_time", "window_start_time", "window_end_time", "emitted_time", "latency_ms",
+                "embedding_dim", "class_scores", "image_id", "true_label"):
+        assert key in r
+    assert r["embedding_dim"] == 512 and len(r["class_scores"]) == 5
+    assert r["image_id"].startswith("img") and r["latency_ms"] >= 0
+
+
+def test_model_channel_mismatch_is_clear_at_start(tmp_path: Path, session: SessionReader) -> None:
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model(default_config("eeg_convnet", n_chans=64)), tmp_path / "ck64")
+    encoder = load_encoder(path, device="cpu")
+    with pytest.raises(ValueError, match="stream .PipeSim. has 128 channels but the model .eeg_convnet. expects 64"):
+        pipeline_factory(encoder, [])(session.description(session.find("type=EEG")))
+
+
+def test_live_over_lsl_equals_replay_at_max_speed(session: SessionReader, model_dir: Path, tmp_path: Path,
+                                                   unique_name: str) -> None:
+    """Live decoding of a replayed recording gives the same windows and embeddings as --speed max."""
+    offline = [r for r in _decode_offline(session, model_dir) if r["type"] == "window"]
+    replayer = SessionReplayer(session, speed=2.0, name_suffix="-" + unique_name)
+    replayer.open()
+    encoder = load_encoder(model_dir, device="cpu")
+    sink = ListSink()
+    events = tmp_path / "events.jsonl"
+    sinks = [sink, *make_sinks(events=events)]
+    eeg, markers = (d.name for d in replayer.descs)
+    runtime = LiveRuntime(eeg, markers, pipeline_factory(encoder, sinks), resolve_timeout=10).start()
+    thread = threading.Thread(target=replayer.play)
+    thread.start()
+    thread.join(30)
+    time.sleep(0.5)
+    runtime.stop()
+    replayer.close()
+    live = [r for r in sink.records if r["type"] == "window"]
+    assert [r["marker"] for r in live] == [r["marker"] for r in offline]
+    assert [r["window_start_index"] for r in live] == [r["window_start_index"] for r in offline]
+    np.testing.assert_allclose([r["embedding"] for r in live], [r["embedding"] for r in offline], atol=1e-5)
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [x["marker"] for x in lines if x["type"] == "window"] == [r["marker"] for r in live]
+    assert all(x["latency_ms"] is not None and x["latency_ms"] < 1000 for x in lines if x["type"] == "window")
+    assert runtime.pipeline.stats.n_windows == len(live)
+
+
+def test_cli_live_decodes_a_simulate_process(tmp_path: Path, model_dir: Path, unique_name: str) -> None:
+    sim = subprocess.Popen([sys.executable, "-m", "bci.cli", "simulate", "--name", unique_name, "--duration", "8",
+                            "--wait-for-consumers", "30"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = tmp_path / "ev.jsonl"
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "bci.cli", "live", "--eeg", unique_name, "--markers", unique_name + "-Markers",
+             "--model", str(model_dir), "--events", str(events), "--duration", "6", "--no-view", "--device", "cpu",
+             "--results-stream", unique_name + "-results", "--resolve-timeout", "15"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        sim.kill()
+        sim.communicate()
+    assert res.returncode == 0, res.stderr
+    assert "windows decoded:" in res.stdout and "latency p50/p95/p99" in res.stdout
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    windows = [x for x in lines if x["type"] == "window"]
+    assert len(windows) >= 2
+    assert all(x["marker"].startswith(("stim/", "block_")) for x in windows)
+
+
+def test_cli_replay_decode_max(tmp_path: Path, session: SessionReader, model_dir: Path) -> None:
+    events = tmp_path / "ev.jsonl"
+    res = subprocess.run(
+        [sys.executable, "-m", "bci.cli", "replay", str(session.path), "--decode", "--model", str(model_dir),
+         "--speed", "max", "--events", str(events), "--device", "cpu", "--results-stream", ""],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "windows decoded:" in res.stdout
+    n = sum(1 for x in events.read_text().splitlines() if json.loads(x)["type"] == "window")
+    assert n == len([r for r in _decode_offline(session, model_dir) if r["type"] == "window"])
