@@ -1,9 +1,12 @@
 """``bci demo``: the end-to-end tour of the runtime on the synthetic world.
 
-Today it exercises the streams layer for real: the synthetic EEG world written
-straight to Zarr, then streamed live over LSL and recorded, then the recording
-replayed over LSL and recorded again, and the two recordings compared.
-Later stages (decoding, retrieval, the viewer) join as they land.
+Today it exercises the streams layer and the decoding runtime for real: the
+synthetic EEG world written straight to Zarr, then streamed live over LSL, recorded
+and decoded live, the recording decoded again from Zarr at ``--speed max`` (same
+windows and embeddings), then replayed over LSL and recorded again, and the copies
+compared. The encoder is an *untrained* ``eeg_convnet`` until training lands
+(``bci train``): its embeddings show the plumbing and the latency, not decoding skill.
+Later stages (training, retrieval, the viewer) join as they land.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bci.decoding import load_encoder, make_sinks, pipeline_factory
+from bci.outputs import ListSink
+from bci.runtime import LiveRuntime, decode_session
 from streams.recorder import Recorder
 from streams.replay import SessionReplayer
 from streams.session import SessionReader
@@ -62,31 +68,77 @@ def run_demo(out: Path, seconds: float = 8.0, seed: int = 0) -> dict:
     name = f"DemoEEG-{tag}"
     _say("bci demo: synthetic world (all data below is simulated)")
 
-    _say(f"[1/4] simulate {seconds:g} s of 128-ch EEG at 1 kHz + markers straight to Zarr")
+    _say(f"[1/5] simulate {seconds:g} s of 128-ch EEG at 1 kHz + markers straight to Zarr")
     offline_path = simulate_to_session(SimulationSpec(name=name, duration=seconds, seed=seed), out / "simulated.zarr")
     _summarise(offline_path)
 
-    _say(f"[2/4] stream the same world live over LSL ({name!r}) and record it with the recorder")
+    model_dir = _untrained_model(out / "model-untrained", seed)
+    _say(f"[2/5] stream the same world live over LSL ({name!r}); record it and decode it live")
+    _say(f"      encoder: UNTRAINED eeg_convnet ({model_dir}) - random weights, so embeddings carry no meaning yet")
     sim = LiveSimulation(SimulationSpec(name=name, duration=seconds, seed=seed))
     sim.open()
+    live_records = ListSink()
+    encoder = load_encoder(model_dir, device="cpu")
+    sinks = [live_records, *make_sinks(events=out / "live-events.jsonl")]
+    runtime = LiveRuntime(name, sim.spec.marker_name, pipeline_factory(encoder, sinks), resolve_timeout=10.0)
+    runtime.start()
     live_path = _record_while([name, sim.spec.marker_name], out / "recorded.zarr", seconds, sim.run)
+    runtime.stop()
     sim.close()
     _summarise(live_path)
+    _say(f"      live decoding: {runtime.pipeline.stats.summary()}")
+    _say(f"      events written to {out / 'live-events.jsonl'}")
 
-    _say("[3/4] replay the recording over LSL at 2x speed and record the replay")
+    _say("[3/5] decode the recording from Zarr at --speed max (no LSL) and compare with the live run")
+    max_records = ListSink()
+    reader = SessionReader(live_path)
+    eeg_key = reader.find("type=EEG")
+    pipeline = pipeline_factory(encoder, [max_records])(reader.description(eeg_key))
+    started = time.perf_counter()
+    decode_session(reader, pipeline, data_key=eeg_key, marker_key=reader.marker_keys()[0])
+    elapsed = time.perf_counter() - started
+    same = _same_windows(live_records.records, max_records.records)
+    _say(f"      {pipeline.stats.n_windows} windows in {elapsed:.2f} s ({seconds / elapsed:.0f}x real time); "
+         f"same windows and embeddings as live: {same}")
+
+    _say("[4/5] replay the recording over LSL at 2x speed and record the replay")
     replayer = SessionReplayer(live_path, speed=2.0, name_suffix="-replay")
     replayer.open()
     replay_path = _record_while([d.name for d in replayer.descs], out / "replayed.zarr", seconds / 2, replayer.play)
     replayer.close()
     _summarise(replay_path)
 
-    _say("[4/4] compare the recordings")
+    _say("[5/5] compare the recordings")
     result = compare_sessions(offline_path, live_path, replay_path, speed=2.0)
+    result["live_equals_max_speed_decoding"] = same
     _say(f"    live recording == offline simulation, sample for sample: {result['live_matches_offline']}")
     _say(f"    replayed data identical to the recording:               {result['replay_identical']}")
     _say(f"    replay timing error (max |dt|, after speed/offset):     {result['replay_timing_error_ms']:.3f} ms")
-    _say(f"done: sessions in {out}/  (inspect with 'bci info {out}/recorded.zarr')")
+    _say(f"done: sessions, events and model in {out}/  (inspect with 'bci info {out}/recorded.zarr')")
     return result
+
+
+def _untrained_model(path: Path, seed: int) -> Path:
+    """An untrained, seeded eeg_convnet checkpoint with the default preprocessing."""
+    import torch
+
+    from bci.models.checkpoint import save_checkpoint
+    from bci.models.registry import build_model, default_config
+    from bci.preprocessing import PreprocessConfig
+
+    torch.manual_seed(seed)
+    config = default_config("eeg_convnet").replace(
+        preprocessing=PreprocessConfig().to_dict(), extra={"trained": False, "seed": seed}
+    )
+    return save_checkpoint(build_model(config), path, overwrite=True)
+
+
+def _same_windows(a: list[dict], b: list[dict]) -> bool:
+    wa = [r for r in a if r["type"] == "window"]
+    wb = [r for r in b if r["type"] == "window"]
+    if not wa or [r["window_start_index"] for r in wa] != [r["window_start_index"] for r in wb]:
+        return False
+    return bool(np.allclose([r["embedding"] for r in wa], [r["embedding"] for r in wb], atol=1e-5))
 
 
 def compare_sessions(offline: Path, live: Path, replay: Path, speed: float) -> dict:

@@ -197,18 +197,20 @@ def decode_session(
     *,
     data_key: str,
     marker_key: str | None,
-    chunk_size: int = 10,
+    chunk_size: int | None = None,
     clock: Callable[[], float] = local_clock,
 ) -> None:
     """Feed a recorded session through ``pipeline`` as fast as possible (``--speed max``).
 
-    Data are fed in ``chunk_size`` chunks; before each chunk, every marker with a
-    timestamp up to that chunk's last sample is fed, as a live run would have seen
-    it. ``arrival`` is the time the chunk is handed over, so ``latency_ms`` measures
+    Data are fed in ``chunk_size`` chunks (default: one second of samples; the
+    results do not depend on it); before each chunk, every marker with a timestamp
+    up to that chunk's last sample is fed, as a live run would have seen it. ``arrival`` is the time the chunk is handed over, so ``latency_ms`` measures
     processing time.
     """
     data = session.data(data_key)
     times = session.times(data_key)
+    if chunk_size is None:
+        chunk_size = max(1, int(round(session.description(data_key).nominal_rate)))
     if marker_key is not None:
         m_times, m_values = session.markers(marker_key)
     else:

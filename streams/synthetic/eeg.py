@@ -61,7 +61,7 @@ _ENVELOPE_HZ = 0.5
 _ENVELOPE_OFFSET = 0.3
 _BLINK_DURATION = (0.2, 0.4)
 _BLINK_DECAY_M = 0.045
-_HEAD_CM = 0.01
+_BLAS_SINGLE_THREAD_WORK = 200_000  # m * n * k below OpenBLAS's threading threshold (262144)
 
 # Scalp sites as (azimuth from the nose towards the right ear, elevation above the
 # Fpz-T7-Oz plane), degrees, on the spherical 10-10 system.
@@ -96,8 +96,8 @@ class EEGSimConfig:
         channels as ``sqrt(mean_channel(variance))``; line noise, drift and blinks
         come on top.
     background_exponent : float
-        beta of the 1/f^beta power spectrum between 0.5 and 100 Hz (0 < beta < 2;
-        1 is pink noise). Flat below 0.5 Hz and above ~200 Hz.
+        beta of the 1/f^beta power spectrum from 0.5 Hz to ~400 Hz (0 < beta < 2;
+        1 is pink noise). Flat below 0.5 Hz and above ~400 Hz (at 1 kHz).
     spatial_correlation : float
         Fraction of the 1/f variance shared between electrodes through smooth
         scalp patterns (the rest is independent per electrode), in [0, 1].
@@ -480,8 +480,8 @@ def _spatial_basis(dirs: np.ndarray, radius: float, n: int, rng: np.random.Gener
 def _pink_sos(exponent: float, sfreq: float) -> np.ndarray:
     """Cascade of first-order pole/zero pairs approximating a 1/f^exponent power spectrum.
 
-    Poles are log-spaced (3 per decade) from 0.5 Hz up to 100 Hz; each zero sits
-    ``exponent / 2`` of the spacing above its pole, so the amplitude falls on
+    Poles are log-spaced (3 per decade) from 0.5 Hz up to min(250 Hz, 0.3 sfreq); each zero sits
+    ``exponent / 2`` of the spacing above its pole, so the power falls on
     average by ``10 * exponent`` dB per decade between the first pole and the
     last zero, and is flat outside.
     """
@@ -517,6 +517,19 @@ def _unit_variance(sos: np.ndarray, sfreq: float, slowest_hz: float) -> np.ndarr
     h = signal.sosfilt(sos, impulse)
     out = sos.copy()
     out[0, :3] /= math.sqrt(float(h @ h))
+    return out
+
+
+def _matmul_single(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` in row slices small enough that BLAS stays single-threaded.
+
+    At these sizes (1000 x 32 @ 32 x 128) OpenBLAS would start threads that cost
+    more than they save, several times more on a busy 2-core machine.
+    """
+    out = np.empty((a.shape[0], b.shape[1]))
+    step = max(1, _BLAS_SINGLE_THREAD_WORK // max(1, a.shape[1] * b.shape[1]))
+    for i in range(0, a.shape[0], step):
+        np.matmul(a[i:i + step], b, out=out[i:i + step])
     return out
 
 
@@ -738,7 +751,8 @@ class EEGSimulator:
             rng = self._rng(_TAG_WARMUP)
             n_ch = self.n_channels
             w = rng.standard_normal((n_warm, _N_BACKGROUND_SOURCES + n_ch))
-            x = w[:, :_N_BACKGROUND_SOURCES] @ self._src_mix + w[:, _N_BACKGROUND_SOURCES:] * self._local_scale
+            x = _matmul_single(w[:, :_N_BACKGROUND_SOURCES], self._src_mix)
+            x += w[:, _N_BACKGROUND_SOURCES:] * self._local_scale
             zi = np.zeros((len(self._pink_sos), 2, n_ch))
             _, zi_pink = signal.sosfilt(self._pink_sos, x, axis=0, zi=zi)
             w = rng.standard_normal((n_warm, 6))
@@ -754,7 +768,7 @@ class EEGSimulator:
         """Block ``k`` of everything but blinks and evoked responses, float64 ``(block, n_ch)``."""
         n_b, n_src = self.block_size, _N_BACKGROUND_SOURCES
         w = self._rng(_TAG_NOISE, k).standard_normal((n_b, n_src + self.n_channels))
-        x = w[:, :n_src] @ self._src_mix
+        x = _matmul_single(w[:, :n_src], self._src_mix)
         x += w[:, n_src:] * self._local_scale
         x, state.zi_pink = signal.sosfilt(self._pink_sos, x, axis=0, zi=state.zi_pink)
         wa = self._rng(_TAG_ALPHA, k).standard_normal((n_b, 6))
@@ -765,7 +779,7 @@ class EEGSimulator:
         line = [f(h * phase) for h in self._line_harmonics for f in (np.cos, np.sin)]
         basis = np.column_stack([alpha, *line, self._spline])
         coef = np.vstack([self._alpha_topo, self._line_coef, state.knots])
-        x += basis @ coef
+        x += _matmul_single(basis, coef)
         state.knots = np.vstack([state.knots[1:], self._drift_knot(k + 4, state.knots[-1])])
         return x
 
