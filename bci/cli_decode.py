@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -42,14 +43,34 @@ def cmd_live(args: argparse.Namespace) -> int:
                           resolve_timeout=args.resolve_timeout)
     if not args.no_view:
         print("viewer: not available yet in this version; running headless (--no-view)", file=sys.stderr)
+    recorder = _start_recorder(args, data_stream) if args.record else None  # first: it must see every result
     runtime.start()
     print(f"decoding {runtime.data_receiver.desc.name!r}"
           + (f" at markers of {runtime.marker_receiver.desc.name!r}" if runtime.marker_receiver else "")
           + f" with {encoder.config.name} on {encoder.device}"
+          + (f", recording to {args.record}" if recorder else "")
           + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C stops"), flush=True)
-    runtime.run(args.duration)
+    try:
+        runtime.run(args.duration, on_tick=recorder.drain if recorder else None, tick=0.1)
+    finally:
+        if recorder is not None:
+            time.sleep(0.3)  # let the last results reach the recorder's inlet
+            recorder.stop()
     print(_summary(runtime.pipeline))
+    if recorder is not None:
+        print(f"recorded {', '.join(s.name for s in recorder.status())} to {args.record}")
     return 0
+
+
+def _start_recorder(args: argparse.Namespace, data_stream: str):
+    """Record the data, marker and results streams into one Zarr session (``--record``)."""
+    from streams.recorder import Recorder
+
+    if not args.results_stream:
+        raise ValueError("--record stores the results from the LSL results outlet; do not disable --results-stream")
+    streams = [data_stream] + ([args.markers] if args.markers else [])
+    streams.append(f"name={args.results_stream},type=BCIResults")
+    return Recorder(streams, args.record, overwrite=args.overwrite, resolve_timeout=args.resolve_timeout).start()
 
 
 def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
@@ -66,6 +87,8 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
     p.add_argument("--markers", metavar="NAME", default=None, help="marker stream (name or type=Markers)")
     add_decode_options(p, model_required=True)
     p.add_argument("--duration", type=float, default=None, help="seconds to run [until Ctrl-C]")
+    p.add_argument("--record", type=Path, default=None, metavar="DIR",
+                   help="also record the data, markers and results streams into this Zarr session")
     p.add_argument("--no-view", action="store_true", help="run without the viewer")
     p.add_argument("--resolve-timeout", type=float, default=5.0, help="seconds to find each stream [5]")
     p.set_defaults(func=cmd_live)
@@ -101,7 +124,8 @@ def cmd_replay_decode(args: argparse.Namespace) -> int:
     replayer = SessionReplayer(reader, speed=args.speed, streams=keys, name_suffix=args.suffix or "-replay")
     replayer.open()
     names = [d.name for d in replayer.descs]
-    runtime = LiveRuntime(f"name={names[0]}", f"name={names[1]}" if len(names) > 1 else None, make)
+    runtime = LiveRuntime(f"name={names[0]}", f"name={names[1]}" if len(names) > 1 else None, make,
+                          dejitter=args.speed == 1.0)
     runtime.start()
     thread = threading.Thread(target=replayer.play, daemon=True)
     thread.start()

@@ -81,8 +81,12 @@ def run_demo(out: Path, seconds: float = 8.0, seed: int = 0) -> dict:
     encoder = load_encoder(model_dir, device="cpu")
     sinks = [live_records, *make_sinks(events=out / "live-events.jsonl")]
     runtime = LiveRuntime(name, sim.spec.marker_name, pipeline_factory(encoder, sinks), resolve_timeout=10.0)
-    runtime.start()
-    live_path = _record_while([name, sim.spec.marker_name], out / "recorded.zarr", seconds, sim.run)
+
+    def stream_when_both_listen() -> None:
+        runtime.start()
+        sim.run()
+
+    live_path = _record_while([name, sim.spec.marker_name], out / "recorded.zarr", seconds, stream_when_both_listen)
     runtime.stop()
     sim.close()
     _summarise(live_path)

@@ -51,8 +51,9 @@ class LiveRuntime:
     make_pipeline : callable
         Builds the pipeline from the data stream's description (so the model can be
         checked against the real channel count and rate before anything runs).
-    resolve_timeout, buffer_seconds, lost_timeout
-        Passed to the receivers.
+    resolve_timeout, buffer_seconds, lost_timeout, dejitter
+        Passed to the receivers (turn dejitter off for replays faster than real time:
+        LSL's dejitter assumes the nominal rate).
     """
 
     def __init__(
@@ -64,8 +65,10 @@ class LiveRuntime:
         resolve_timeout: float = 5.0,
         buffer_seconds: float = 30.0,
         lost_timeout: float = 2.0,
+        dejitter: bool = True,
     ) -> None:
-        kw = {"resolve_timeout": resolve_timeout, "buffer_seconds": buffer_seconds, "lost_timeout": lost_timeout}
+        kw = {"resolve_timeout": resolve_timeout, "buffer_seconds": buffer_seconds, "lost_timeout": lost_timeout,
+              "dejitter": dejitter}
         self._data = _Cursor(StreamReceiver(data_stream, **kw))
         self._markers = _Cursor(StreamReceiver(marker_stream, **kw)) if marker_stream is not None else None
         self._make_pipeline = make_pipeline

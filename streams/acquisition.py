@@ -88,7 +88,8 @@ class StreamReceiver:
     resolve_timeout : float
         Seconds to wait for the stream at :meth:`open`.
     lost_timeout : float
-        A regular stream silent this long is treated as lost and re-resolved.
+        A regular stream that has delivered data and then stays silent this long is
+        treated as lost and re-resolved (a stream that has not started is waited for).
     reconnect : bool
         Re-resolve a lost stream by its source_id (False: stop with an error).
     dejitter : bool
@@ -222,7 +223,10 @@ class StreamReceiver:
                 last_data = time.monotonic()
                 continue
             if len(stamps) == 0:
-                if self.desc.is_regular and time.monotonic() - last_data > self.lost_timeout:
+                # a regular stream that delivered data and then went silent is lost; one that
+                # has not started yet (amplifier idle) is only waited for
+                started = self._stats.n_samples > 0
+                if started and self.desc.is_regular and time.monotonic() - last_data > self.lost_timeout:
                     self._handle_loss(f"no data for {self.lost_timeout:g} s")
                     last_data = time.monotonic()
                 continue
@@ -302,7 +306,10 @@ class StreamReceiver:
                 info = resolve(query, timeout=1.0)
             except StreamNotFoundError:
                 continue
-            inlet, desc = self._open_inlet(info)
+            try:
+                inlet, desc = self._open_inlet(info)
+            except (pylsl.util.LostError, pylsl.util.TimeoutError):
+                continue  # it went away again between resolve and open
             try:
                 self.desc.check_same_source(desc)
             except StreamMismatchError:

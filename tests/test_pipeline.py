@@ -128,7 +128,7 @@ def test_live_over_lsl_equals_replay_at_max_speed(session: SessionReader, model_
                                                    unique_name: str) -> None:
     """Live decoding of a replayed recording gives the same windows and embeddings as --speed max."""
     offline = [r for r in _decode_offline(session, model_dir) if r["type"] == "window"]
-    replayer = SessionReplayer(session, speed=2.0, name_suffix="-" + unique_name)
+    replayer = SessionReplayer(session, speed=1.0, name_suffix="-" + unique_name)
     replayer.open()
     encoder = load_encoder(model_dir, device="cpu")
     sink = ListSink()
@@ -153,7 +153,7 @@ def test_live_over_lsl_equals_replay_at_max_speed(session: SessionReader, model_
 
 
 def test_cli_live_decodes_a_simulate_process(tmp_path: Path, model_dir: Path, unique_name: str) -> None:
-    sim = subprocess.Popen([sys.executable, "-m", "bci.cli", "simulate", "--name", unique_name, "--duration", "8",
+    sim = subprocess.Popen([sys.executable, "-m", "bci.cli", "simulate", "--name", unique_name, "--duration", "12",
                             "--wait-for-consumers", "30"],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = tmp_path / "ev.jsonl"
@@ -161,7 +161,8 @@ def test_cli_live_decodes_a_simulate_process(tmp_path: Path, model_dir: Path, un
         res = subprocess.run(
             [sys.executable, "-m", "bci.cli", "live", "--eeg", unique_name, "--markers", unique_name + "-Markers",
              "--model", str(model_dir), "--events", str(events), "--duration", "6", "--no-view", "--device", "cpu",
-             "--results-stream", unique_name + "-results", "--resolve-timeout", "15"],
+             "--results-stream", unique_name + "-results", "--resolve-timeout", "15",
+             "--record", str(tmp_path / "live.zarr")],
             cwd=REPO, capture_output=True, text=True, timeout=120,
         )
     finally:
@@ -173,6 +174,11 @@ def test_cli_live_decodes_a_simulate_process(tmp_path: Path, model_dir: Path, un
     windows = [x for x in lines if x["type"] == "window"]
     assert len(windows) >= 2
     assert all(x["marker"].startswith(("stim/", "block_")) for x in windows)
+    # --record: data, markers and the results outlet in one session
+    rec = SessionReader(tmp_path / "live.zarr")
+    assert rec.data(rec.find("type=EEG")).shape[1] == 128
+    results = [json.loads(v) for v in rec.data(rec.find("type=BCIResults"))[:, 0]]
+    assert [r["marker"] for r in results if r["type"] == "window"] == [x["marker"] for x in windows]
 
 
 def test_cli_replay_decode_max(tmp_path: Path, session: SessionReader, model_dir: Path) -> None:
