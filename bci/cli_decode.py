@@ -20,7 +20,10 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     p.add_argument("--overwrite", action="store_true", help="replace --events / --record if they exist")
     p.add_argument("--marker-filter", default=None, metavar="REGEX",
                    help="only markers matching this regular expression open windows [all]")
-    p.add_argument("--offset", type=float, default=0.020, help="seconds from marker to window start [0.020]")
+    p.add_argument("--offset", type=float, default=None,
+                   help="seconds from marker to window start [EEG 0.020, fMRI 4.0 (HRF delay)]")
+    p.add_argument("--hop", type=float, default=None, metavar="S",
+                   help="also decode sliding windows every S seconds (marker-less use)")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda, cuda:1 [auto]")
     p.add_argument("--results-stream", default="BCIResults", metavar="NAME",
                    help="name of the LSL results outlet (type BCIResults); '' to disable [BCIResults]")
@@ -36,10 +39,14 @@ def cmd_live(args: argparse.Namespace) -> int:
     from bci.runtime import LiveRuntime
 
     data_stream = args.eeg or args.fmri
+    if args.markers is None and args.hop is None:
+        raise ValueError("without --markers there are no events to decode; pass --markers NAME or --hop S "
+                         "for sliding windows")
     encoder = load_encoder(args.model, device=args.device)
     sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
     runtime = LiveRuntime(data_stream, args.markers,
-                          pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset),
+                          pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset,
+                                           hop=args.hop),
                           resolve_timeout=args.resolve_timeout)
     if not args.no_view:
         print("viewer: not available yet in this version; running headless (--no-view)", file=sys.stderr)
@@ -108,7 +115,7 @@ def cmd_replay_decode(args: argparse.Namespace) -> int:
     marker_key = marker_keys[0] if marker_keys else None
     encoder = load_encoder(args.model, device=args.device)
     sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
-    make = pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset)
+    make = pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset, hop=args.hop)
     if args.speed == float("inf"):
         pipeline = make(reader.description(data_key))
         decode_session(reader, pipeline, data_key=data_key, marker_key=marker_key)

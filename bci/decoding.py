@@ -31,6 +31,16 @@ def preprocess_of(encoder: Encoder) -> PreprocessConfig | None:
     return PreprocessConfig.from_dict(cfg) if cfg else None
 
 
+#: Seconds from marker to window start by stream type: EEG-ImageNet's 20 ms for EEG, the
+#: haemodynamic delay (peak of the canonical HRF is ~5 s; 4 s starts the averaged TRs) for fMRI.
+DEFAULT_OFFSETS = {"eeg": 0.020, "fmri": 4.0}
+
+
+def default_offset(stream_type: str) -> float:
+    """Default window offset for a stream type (EEG 0.020 s, fMRI 4.0 s)."""
+    return DEFAULT_OFFSETS.get(stream_type.lower(), 0.020)
+
+
 def make_sinks(
     *,
     events: str | os.PathLike | None = None,
@@ -54,10 +64,15 @@ def pipeline_factory(
     sinks: list[Sink],
     *,
     marker_filter: str | None = None,
-    offset: float = 0.020,
+    offset: float | None = None,
+    hop: float | None = None,
     buffer_seconds: float = 30.0,
 ) -> Callable[[StreamDescription], Pipeline]:
-    """A function that builds the pipeline once the data stream's description is known."""
+    """A function that builds the pipeline once the data stream's description is known.
+
+    ``offset`` defaults to :func:`default_offset` for the stream's type (20 ms for EEG,
+    an HRF delay for fMRI); ``hop`` adds sliding windows every ``hop`` seconds.
+    """
 
     def make(desc: StreamDescription) -> Pipeline:
         return Pipeline(
@@ -65,8 +80,10 @@ def pipeline_factory(
             sfreq=desc.nominal_rate,
             ch_names=list(desc.channel_names),
             preprocess=preprocess_of(encoder),
-            window=WindowSpec(n_times=encoder.config.n_times, offset=offset),
+            window=WindowSpec(n_times=encoder.config.n_times,
+                              offset=default_offset(desc.type) if offset is None else offset),
             marker_filter=marker_filter,
+            hop=hop,
             sinks=sinks,
             buffer_seconds=buffer_seconds,
             stream_name=desc.name,

@@ -20,7 +20,7 @@ import numpy as np
 from bci.inference import Encoder
 from bci.outputs import Sink
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
-from bci.windowing import DroppedMarker, EventWindower, Window, WindowSpec
+from bci.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
 from streams.lsl import local_clock
 from streams.ringbuffer import RingBuffer
 from streams.synthetic.markers import parse_marker
@@ -72,6 +72,8 @@ class Pipeline:
         Window length and offset; ``n_times`` must match the model.
     marker_filter : str, optional
         Regex: only matching markers open windows.
+    hop : float, optional
+        Also cut sliding windows every ``hop`` seconds (marker-less decoding).
     sinks : iterable of Sink
         Where records go.
     buffer_seconds : float
@@ -92,6 +94,7 @@ class Pipeline:
         preprocess: PreprocessConfig | None = None,
         window: WindowSpec | None = None,
         marker_filter: str | None = None,
+        hop: float | None = None,
         sinks: Iterable[Sink] = (),
         buffer_seconds: float = 30.0,
         clock: Callable[[], float] = local_clock,
@@ -113,6 +116,12 @@ class Pipeline:
         self.buffer = RingBuffer(max(int(buffer_seconds * self.out_sfreq), 4 * self.window.n_times),
                                  len(self.ch_names), np.float32)
         self.windower = EventWindower(self.window, self.out_sfreq, marker_filter=marker_filter)
+        self.sliding = None
+        if hop is not None:
+            hop_samples = int(round(hop * self.out_sfreq))
+            if not hop > 0 or hop_samples < 1:
+                raise ValueError(f"hop={hop!r} s is shorter than one sample at {self.out_sfreq:g} Hz")
+            self.sliding = SlidingWindower(self.window.n_times, hop_samples)
         self.sinks = list(sinks)
         self.clock = clock
         self.stats = PipelineStats()
@@ -176,6 +185,8 @@ class Pipeline:
 
     def _decode_ready(self) -> list[dict]:
         windows, dropped = self.windower.poll(self.buffer)
+        if self.sliding is not None:
+            windows += self.sliding.poll(self.buffer)
         records = self._emit_dropped(dropped)
         if windows:
             records += self._decode(windows)
@@ -204,6 +215,7 @@ class Pipeline:
         embedding = out["embedding"][i]
         record: dict[str, Any] = {
             "type": "window",
+            "window_kind": "event" if w.marker is not None else "sliding",
             "window_index": w.window_index,
             "marker": w.marker,
             "marker_time": w.marker_time,

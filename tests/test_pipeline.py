@@ -192,3 +192,40 @@ def test_cli_replay_decode_max(tmp_path: Path, session: SessionReader, model_dir
     assert "windows decoded:" in res.stdout
     n = sum(1 for x in events.read_text().splitlines() if json.loads(x)["type"] == "window")
     assert n == len([r for r in _decode_offline(session, model_dir) if r["type"] == "window"])
+
+
+def test_sliding_windows_without_markers(session: SessionReader, raw_model_dir: Path) -> None:
+    encoder = load_encoder(raw_model_dir, device="cpu")
+    sink = ListSink()
+    key = session.find("type=EEG")
+    pipeline = pipeline_factory(encoder, [sink], hop=0.5)(session.description(key))
+    decode_session(session, pipeline, data_key=key, marker_key=None)
+    starts = [r["window_start_index"] for r in sink.records if r["type"] == "window"]
+    assert starts == list(range(0, 6000 - 440 + 1, 500))
+    assert all(r["window_kind"] == "sliding" and r["marker"] is None for r in sink.records)
+
+
+def test_fmri_windows_average_trs_after_the_hrf_delay(tmp_path: Path) -> None:
+    reader = SessionReader(simulate_to_session(SimulationSpec(name="F", modality="fmri", duration=120.0),
+                                               tmp_path / "f.zarr"))
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model(default_config("fmri_mlp", n_times=2, sfreq=0.5)), tmp_path / "fm")
+    encoder = load_encoder(path, device="cpu")
+    sink = ListSink()
+    key = reader.find("type=fMRI")
+    pipeline = pipeline_factory(encoder, [sink])(reader.description(key))
+    decode_session(reader, pipeline, data_key=key, marker_key=reader.marker_keys()[0])
+    windows = [r for r in sink.records if r["type"] == "window"]
+    t_m, _ = reader.markers()
+    assert len(windows) >= 3
+    for r in windows:
+        k = int(round(r["marker_time"] / 2.0))  # volume index of the onset (TR 2 s)
+        assert r["window_start_index"] == k + 2  # 4 s HRF delay = 2 volumes
+        assert r["embedding_dim"] == 512
+
+
+def test_live_without_markers_or_hop_is_a_clear_error(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bci.cli import main
+
+    assert main(["live", "--eeg", "X", "--model", str(model_dir), "--no-view"]) == 2
+    assert "--markers NAME or --hop S" in capsys.readouterr().err

@@ -150,3 +150,45 @@ def test_sigterm_closes_the_session_cleanly(producer, unique_name: str, tmp_path
     assert "saved" in out_text
     reader = SessionReader(out)
     assert reader.complete and len(reader.times(reader.streams[0])) > 400
+
+
+def test_dropout_during_recording_is_written_as_a_gap(producer, unique_name: str, tmp_path: Path) -> None:
+    args = ["--name", unique_name, "--source-id", unique_name, "--rate", "500", "--channels", "2"]
+    first = producer(*args, "--duration", "30")
+    rec = Recorder([unique_name], tmp_path / "gap.zarr", resolve_timeout=10, lost_timeout=1.0).start()
+    time.sleep(1.0)
+    rec.drain()
+    first.kill()
+    time.sleep(0.5)
+    second = producer(*args, "--duration", "1", "--start-index", "50000")
+    second.wait()
+    time.sleep(0.3)
+    rec.drain()
+    rec.stop()
+    reader = SessionReader(tmp_path / "gap.zarr")
+    key = reader.streams[0]
+    gaps = reader.gaps(key)
+    assert len(gaps) == 1 and "reconnected" in gaps[0]["reason"]
+    data, times = reader.data(key), reader.times(key)
+    k = int(np.argmax(data[:, 0] >= 50000))
+    assert k > 0 and times[k - 1] == gaps[0]["start_time"] and times[k] == gaps[0]["end_time"]
+    assert data[-1, 0] == 50000 + 499
+
+
+def test_reconnect_with_other_rate_fails_clearly_and_keeps_what_was_recorded(producer, unique_name: str,
+                                                                              tmp_path: Path) -> None:
+    first = producer("--name", unique_name, "--source-id", unique_name, "--rate", "500", "--duration", "30")
+    out = tmp_path / "mm.zarr"
+    proc = subprocess.Popen(_bci("record", "--stream", unique_name, "--out", str(out), "--lost-timeout", "1",
+                                 "--duration", "20"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().startswith("recording")
+    time.sleep(1.0)
+    first.kill()
+    producer("--name", unique_name, "--source-id", unique_name, "--rate", "250", "--duration", "10")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "rate 250 Hz instead of 500 Hz" in err and "Traceback" not in err and str(out) in err
+    reader = SessionReader(out)
+    data = reader.data(reader.streams[0])
+    assert len(data) >= 400 and np.all(np.diff(data[:, 0]) == 1)  # only the original stream, intact
