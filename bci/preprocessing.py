@@ -553,13 +553,7 @@ class OnlinePreprocessor:
         Subtracts each channel's mean over the configured baseline interval (nothing
         when ``config.baseline`` is None). Returns float32; the input is not modified.
         """
-        w = np.asarray(window)
-        if w.ndim not in (2, 3) or w.shape[-2] != self.n_channels:
-            raise ValueError(
-                f"window of shape {w.shape} must be (n_channels={self.n_channels}, n_times) "
-                "or (n_windows, n_channels, n_times)"
-            )
-        out = w.astype(np.float32, copy=True)
+        out = _window_copy(window, self.n_channels)
         if self.config.baseline is None:
             return out
         start, stop = self._baseline_slice(out.shape[-1])
@@ -781,13 +775,7 @@ class ChannelScaler:
 
     def transform(self, window: np.ndarray) -> np.ndarray:
         """``(x - mean) / std`` per channel, on ``(n_channels, n_times)`` or ``(n, n_channels, n_times)``."""
-        w = np.asarray(window)
-        if w.ndim not in (2, 3) or w.shape[-2] != self.n_channels:
-            raise ValueError(
-                f"window of shape {w.shape} must be (n_channels={self.n_channels}, n_times) "
-                "or (n_windows, n_channels, n_times)"
-            )
-        out = w.astype(np.float32, copy=True)
+        out = _window_copy(window, self.n_channels)
         out -= self.mean[:, None]
         out /= self.std[:, None]
         return out
@@ -849,3 +837,14 @@ def measure_speed(
             pre.process(chunk)
         result[int(size)] = seconds / (time.perf_counter() - t0)
     return result
+
+
+def _window_copy(window: np.ndarray, n_channels: int) -> np.ndarray:
+    """A float32 copy of a ``(n_channels, n_times)`` window or ``(n, n_channels, n_times)`` batch."""
+    w = np.asarray(window)
+    if w.ndim not in (2, 3) or w.shape[-2] != n_channels:
+        raise ValueError(
+            f"window of shape {w.shape} must be (n_channels={n_channels}, n_times) "
+            "or (n_windows, n_channels, n_times)"
+        )
+    return w.astype(np.float32, copy=True)
