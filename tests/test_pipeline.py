@@ -229,3 +229,30 @@ def test_live_without_markers_or_hop_is_a_clear_error(model_dir: Path, capsys: p
 
     assert main(["live", "--eeg", "X", "--model", str(model_dir), "--no-view"]) == 2
     assert "--markers NAME or --hop S" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_live_cleanly_with_a_summary(tmp_path: Path, model_dir: Path, unique_name: str) -> None:
+    import signal
+
+    sim = subprocess.Popen([sys.executable, "-m", "bci.cli", "simulate", "--name", unique_name, "--duration", "30"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = tmp_path / "ev.jsonl"
+    live = subprocess.Popen(
+        [sys.executable, "-m", "bci.cli", "live", "--eeg", unique_name, "--markers", unique_name + "-Markers",
+         "--model", str(model_dir), "--events", str(events), "--no-view", "--device", "cpu", "--results-stream", "",
+         "--resolve-timeout", "15"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert live.stdout.readline().startswith("decoding")
+        time.sleep(4.0)
+        live.send_signal(signal.SIGINT)
+        out, err = live.communicate(timeout=30)
+    finally:
+        for p in (sim, live):
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert live.returncode == 0, err
+    assert "windows decoded:" in out and "latency p50/p95/p99" in out
+    assert events.read_text().strip()  # what was decoded is on disk
