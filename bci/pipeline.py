@@ -125,7 +125,8 @@ class Pipeline:
         self.sinks = list(sinks)
         self.clock = clock
         self.stats = PipelineStats()
-        self._arrivals: deque[tuple[int, float]] = deque(maxlen=100_000)
+        # (buffer total after a chunk, its arrival time); as long as the buffer's chunks
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=max(1000, self.buffer.capacity))
         self._n_in = 0
 
     # ------------------------------------------------------------------ feeding
@@ -245,11 +246,17 @@ class Pipeline:
         ]
 
     def _arrival_of(self, end_index: int) -> float | None:
-        """When the sample with absolute index ``end_index - 1`` arrived."""
-        for total, t in self._arrivals:
-            if total >= end_index:
-                return t
-        return None
+        """When the sample with absolute index ``end_index - 1`` arrived.
+
+        Searched from the newest chunk backwards: a window completes near the head of
+        the stream, so this stays a few steps however long the session runs.
+        """
+        found = None
+        for total, t in reversed(self._arrivals):
+            if total < end_index:
+                break
+            found = t
+        return found
 
     def _emit_dropped(self, dropped: list[DroppedMarker]) -> list[dict]:
         records = []
