@@ -2,8 +2,9 @@
 
 Timing rule (documented in docs/runtime.md, tested to the sample):
 both streams' timestamps are corrected LSL times on the receiving clock. A marker at
-time ``m`` is located at the sample *nearest* to it, i.e. the first sample ``k`` with
-timestamp ``>= m - 0.5 / sfreq``; the window starts ``round(offset * sfreq)`` samples
+time ``m`` is located at the sample ``k`` *nearest* to it in time (of the last sample
+before ``m`` and the first at or after it; a tie goes to the later); the window starts
+``round(offset * sfreq)`` samples
 later and holds ``n_times`` samples. Counting the offset in samples (not seconds) keeps
 the window identical when a recording is replayed faster than real time. A window is
 emitted as soon as its last sample is in the buffer — never earlier, never twice.
@@ -212,17 +213,25 @@ class EventWindower:
         )
 
     def _locate(self, p: _Pending, buffer: RingBuffer) -> int | DroppedMarker | None:
-        """Index of the sample nearest the marker; None while it has not arrived."""
-        half = 0.5 / self.sfreq
+        """Index of the sample nearest the marker; None until a sample at or after it arrived.
+
+        The nearer of the last sample before the marker and the first at or after it is
+        chosen by time, so the rule holds at any playback speed.
+        """
         try:
-            idx = buffer.index_at_time(p.time - half, side="left")
+            idx = buffer.index_at_time(p.time, side="left")
             if idx >= buffer.total:
                 return None
-            _, t = buffer.get(idx, idx + 1)
+            first = max(idx - 1, buffer.oldest_index)
+            _, t = buffer.get(first, idx + 1)
         except BufferOverflowError as exc:
             return self._drop(p.marker, p.time, "overwritten", str(exc))
-        late_by = float(t[0]) - p.time
-        if late_by > half + self.gap_tolerance:
+        if first < idx and p.time - t[0] < t[-1] - p.time:
+            idx, t_near = first, float(t[0])
+        else:
+            t_near = float(t[-1])
+        late_by = t_near - p.time
+        if late_by > 0.5 / self.sfreq + self.gap_tolerance:
             if idx == 0:
                 return self._drop(p.marker, p.time, "stale", "the marker is older than the stream's first sample")
             return self._drop(p.marker, p.time, "gap", f"no data at the marker (next sample {late_by:.3f} s later)")

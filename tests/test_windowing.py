@@ -148,3 +148,17 @@ def test_sliding_windows_count_what_was_overwritten() -> None:
     windows = sw.poll(buf)
     assert [w.start_index for w in windows] == [800, 850, 900]
     assert sw.n_skipped == 15  # starts 50..750 were overwritten before they could be cut
+
+
+@pytest.mark.parametrize("speed", [1.0, 2.0, 10.0])
+def test_rule_holds_for_replays_faster_than_real_time(speed: float) -> None:
+    """Timestamps compressed by `speed` (replay) give the same windows, counted in samples."""
+    buf = RingBuffer(10_000, 1)
+    idx = np.arange(3000)
+    buf.push(idx[:, None].astype(np.float32), 50.0 + idx / SFREQ / speed)
+    win = EventWindower(WindowSpec(n_times=440, offset=0.020), SFREQ)
+    for k, jitter in ((500, 0.0), (1200, 0.3), (1900, -0.4)):  # marker within +-0.4 sample of sample k
+        win.add_marker(f"m{k}", 50.0 + (k + jitter) / SFREQ / speed)
+    windows, dropped = win.poll(buf)
+    assert dropped == []
+    assert [w.start_index for w in windows] == [520, 1220, 1920]
