@@ -230,11 +230,12 @@ class EventWindower:
             idx, t_near = first, float(t[0])
         else:
             t_near = float(t[-1])
-        late_by = t_near - p.time
-        if late_by > 0.5 / self.sfreq + self.gap_tolerance:
-            if idx == 0:
+        distance = t_near - p.time
+        if abs(distance) > 0.5 / self.sfreq + self.gap_tolerance:
+            if idx == 0 and distance > 0:
                 return self._drop(p.marker, p.time, "stale", "the marker is older than the stream's first sample")
-            return self._drop(p.marker, p.time, "gap", f"no data at the marker (next sample {late_by:.3f} s later)")
+            return self._drop(p.marker, p.time, "gap",
+                              f"no data at the marker (nearest sample {distance:+.3f} s away)")
         return idx
 
     def _drop(self, marker: str, time: float, reason: str, detail: str) -> DroppedMarker:

@@ -162,3 +162,15 @@ def test_rule_holds_for_replays_faster_than_real_time(speed: float) -> None:
     windows, dropped = win.poll(buf)
     assert dropped == []
     assert [w.start_index for w in windows] == [520, 1220, 1920]
+
+
+def test_marker_inside_a_gap_is_reported_even_when_the_last_sample_before_is_nearer() -> None:
+    buf = RingBuffer(10_000, 1)
+    t = np.concatenate([np.arange(500), np.arange(1500, 2500)]) / SFREQ  # samples 500..1499 missing
+    buf.push(np.zeros((1500, 1), np.float32), t)
+    # with a 20-sample offset the window itself would lie entirely after the gap: only the
+    # marker's position tells that its data are missing
+    win = EventWindower(WindowSpec(n_times=100, offset=0.020), SFREQ)
+    win.add_marker("early-in-gap", 0.6)  # 0.1 s after the last sample before the gap
+    _, dropped = win.poll(buf)
+    assert [(d.marker, d.reason) for d in dropped] == [("early-in-gap", "gap")]
