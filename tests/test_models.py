@@ -440,3 +440,20 @@ def test_no_unsafe_torch_load_in_the_package() -> None:
         assert "weights_only=False" not in text, path
         assert not re.search(r"^\s*(import|from) (pickle|dill|cloudpickle)\b", text, re.M), path
         assert not call.search(text), path
+
+
+def test_safetensors_whose_header_length_looks_like_pickle_magic_loads(tmp_path: Path) -> None:
+    """A header length of 0x0280 starts the file with b"\\x80\\x02", a pickle's magic: still safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    from bci.models.checkpoint import _refuse_if_pickle
+
+    path = tmp_path / "model.safetensors"
+    for pad in range(0, 2000):
+        save_file({"w": torch.zeros(3)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:2] == b"\x80\x02":
+            break
+    else:  # pragma: no cover - the loop above always finds one
+        pytest.fail("could not produce a 640-byte safetensors header")
+    _refuse_if_pickle(path)  # must not raise
+    assert torch.equal(load_file(str(path))["w"], torch.zeros(3))

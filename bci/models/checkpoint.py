@@ -225,13 +225,20 @@ def _looks_like_pickle(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-def _refuse_if_pickle(weights: Path) -> None:
-    if _looks_like_pickle(weights):
-        raise CheckpointError(_pickle_message(weights))
+def _is_safetensors(weights: Path) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object."""
     with weights.open("rb") as fh:
         head = fh.read(9)
-    if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > weights.stat().st_size:
-        raise CheckpointError(f"{weights} is not a safetensors file (bad header); re-save it with save_checkpoint")
+    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= weights.stat().st_size
+
+
+def _refuse_if_pickle(weights: Path) -> None:
+    # safetensors first: a header length such as 0x0280 (640) starts with b"\x80\x02", a pickle's magic
+    if _is_safetensors(weights):
+        return
+    if _looks_like_pickle(weights):
+        raise CheckpointError(_pickle_message(weights))
+    raise CheckpointError(f"{weights} is not a safetensors file (bad header); re-save it with save_checkpoint")
 
 
 def _refuse_pickles(directory: Path) -> None:
