@@ -20,6 +20,7 @@ import numpy as np
 from bci.inference import Encoder
 from bci.outputs import Sink
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
+from bci.result_steps import ResultStep, run_steps
 from bci.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
 from streams.lsl import local_clock
 from streams.ringbuffer import RingBuffer
@@ -83,6 +84,9 @@ class Pipeline:
         Source of ``emitted_time`` (LSL ``local_clock`` by default).
     stream_name : str
         For error messages.
+    steps : sequence of ResultStep
+        Run on each decoded batch before its records are emitted (retrieval, image
+        generation; see :mod:`bci.result_steps`). Their time counts in ``latency_ms``.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class Pipeline:
         buffer_seconds: float = 30.0,
         clock: Callable[[], float] = local_clock,
         stream_name: str = "",
+        steps: Iterable[ResultStep] = (),
     ) -> None:
         self.encoder = encoder
         self.ch_names = list(ch_names)
@@ -123,6 +128,7 @@ class Pipeline:
                 raise ValueError(f"hop={hop!r} s is shorter than one sample at {self.out_sfreq:g} Hz")
             self.sliding = SlidingWindower(self.window.n_times, hop_samples)
         self.sinks = list(sinks)
+        self.steps = list(steps)
         self.clock = clock
         self.stats = PipelineStats()
         # (buffer total after a chunk, its arrival time); as long as the buffer's chunks
@@ -168,7 +174,9 @@ class Pipeline:
         return records + self._emit_dropped(self.windower.flush())
 
     def close(self) -> None:
-        """Close every sink."""
+        """Close every step and sink."""
+        for step in self.steps:
+            step.close()
         for sink in self.sinks:
             sink.close()
 
@@ -198,20 +206,29 @@ class Pipeline:
         if self.pre is not None:
             batch = np.stack([self.pre.apply_window(x) for x in batch])
         out = self.encoder(batch)
+        records = [self._window_record(w, out, i) for i, w in enumerate(windows)]
+        if self.steps:
+            run_steps(self.steps, batch, out, records)
         emitted = self.clock()
-        records = []
-        for i, w in enumerate(windows):
+        for w, record in zip(windows, records):
             arrival = self._arrival_of(w.start_index + self.window.n_times)
-            record = self._window_record(w, out, i, emitted, arrival)
+            self._stamp(record, w, emitted, arrival)
             self.stats.n_windows += 1
             if arrival is not None:
                 self.stats.latencies_ms.append(record["latency_ms"])
             self._write(record)
-            records.append(record)
         return records
 
-    def _window_record(self, w: Window, out: dict[str, np.ndarray], i: int, emitted: float,
-                       arrival: float | None) -> dict[str, Any]:
+    @staticmethod
+    def _stamp(record: dict[str, Any], w: Window, emitted: float, arrival: float | None) -> None:
+        """Emission time and latencies, set last so they include every step."""
+        record["emitted_time"] = emitted
+        record["latency_ms"] = (emitted - arrival) * 1000.0 if arrival is not None else None
+        record["marker_lateness_ms"] = (
+            (w.marker_arrival - arrival) * 1000.0 if w.marker_arrival is not None and arrival is not None else None
+        )
+
+    def _window_record(self, w: Window, out: dict[str, np.ndarray], i: int) -> dict[str, Any]:
         image_id, label = parse_marker(w.marker) if w.marker is not None else (None, None)
         embedding = out["embedding"][i]
         record: dict[str, Any] = {
@@ -225,11 +242,9 @@ class Pipeline:
             "window_start_time": w.start_time,
             "window_end_time": w.end_time,
             "window_start_index": w.start_index,
-            "emitted_time": emitted,
-            "latency_ms": (emitted - arrival) * 1000.0 if arrival is not None else None,
-            "marker_lateness_ms": (
-                (w.marker_arrival - arrival) * 1000.0 if w.marker_arrival is not None and arrival is not None else None
-            ),
+            "emitted_time": None,
+            "latency_ms": None,
+            "marker_lateness_ms": None,
             "embedding_dim": int(embedding.shape[-1]),
             "embedding": embedding.tolist(),
         }

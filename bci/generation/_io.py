@@ -1,0 +1,235 @@
+"""Safe I/O shared by the generation checkpoints: a JSON config plus safetensors files.
+
+Never pickle: files named ``*.pt``/``*.pth``/``*.bin``/... and weight files that are
+really pickle streams or torch zip archives are refused with a message saying how to
+convert them. Nothing here calls ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from pathlib import Path
+from dataclasses import asdict, fields, replace
+from typing import Any, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+# Private helpers of the encoder checkpoint module, reused so both formats refuse the same files.
+from bci.models.checkpoint import PICKLE_SUFFIXES, CheckpointError, _atomic_write, _listing, _looks_like_pickle
+
+__all__ = [
+    "CONFIG_FILE",
+    "CheckpointError",
+    "DictConfig",
+    "check_state",
+    "checkpoint_dir",
+    "json_safe",
+    "listing",
+    "load_state",
+    "pickle_message",
+    "positive_int",
+    "power_of_two",
+    "read_json_config",
+    "refuse_pickles",
+    "write_checkpoint",
+]
+
+CONFIG_FILE = "config.json"
+
+_C = TypeVar("_C", bound="DictConfig")
+
+
+class DictConfig:
+    """dict round trip shared by the frozen dataclass configs of this package."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of every field."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
+        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are an error naming them."""
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+        valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no fields {unknown}; valid fields are {valid}")
+        return cls(**data)
+
+    def replace(self: _C, **changes: Any) -> _C:
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)  # type: ignore[type-var]
+
+
+def listing(directory: Path) -> str:
+    """Comma-separated names in ``directory`` (for error messages)."""
+    return _listing(directory)
+
+
+def pickle_message(path: Path, hint: str) -> str:
+    """Why a pickle-based file is refused, and how to convert it."""
+    return f"refusing to load pickle-based file {path}: pickle can execute code; {hint}"
+
+
+def refuse_pickles(directory: Path, hint: str) -> None:
+    """Raise :class:`CheckpointError` if ``directory`` holds pickle-suffixed files."""
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(pickle_message(directory / pickles[0], hint))
+
+
+def checkpoint_dir(directory: str | os.PathLike, what: str, hint: str) -> Path:
+    """``directory`` as a Path; a missing path, a plain file or a pickle file is a clear error."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"{what} directory must be a path, got {type(directory).__name__}")
+    path = Path(directory)
+    if not path.exists():
+        raise CheckpointError(f"{what} directory {path} does not exist")
+    if not path.is_dir():
+        if path.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(path):
+            raise CheckpointError(pickle_message(path, hint))
+        raise CheckpointError(f"{what} path {path} is a file; a {what} checkpoint is a directory with {CONFIG_FILE}")
+    return path
+
+
+def json_safe(value: Any, name: str) -> Any:
+    """A JSON round trip of ``value`` (plain types only); anything else is a TypeError naming ``name``."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name} must hold plain JSON values (dict, list, str, finite numbers, bool, None): {exc}"
+        ) from None
+    return json.loads(text)
+
+
+def read_json_config(directory: Path, fmt: str, version: int, hint: str) -> dict[str, Any]:
+    """Read ``directory/config.json`` and check its ``format`` and ``format_version``."""
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        refuse_pickles(directory, hint)
+        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; files there: {listing(directory)}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    if data.get("format") != fmt:
+        raise CheckpointError(f"{path} has format {data.get('format')!r}, expected {fmt!r}")
+    found = data.get("format_version")
+    if isinstance(found, bool) or not isinstance(found, int):
+        raise CheckpointError(f"{path} has format_version {found!r}; expected an integer")
+    if found > version:
+        raise CheckpointError(
+            f"{path} has format_version {found}, newer than this runtime reads ({version}); upgrade bci-runtime"
+        )
+    return data
+
+
+def write_checkpoint(
+    directory: str | os.PathLike,
+    config: dict[str, Any],
+    weights: dict[str, nn.Module],
+    *,
+    overwrite: bool,
+    known_files: tuple[str, ...] = (),
+) -> Path:
+    """Write ``weights`` (file name -> module) as safetensors, then ``config.json`` last.
+
+    ``known_files`` are other names this format may hold (removed on overwrite so a
+    checkpoint never mixes old and new files).
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"checkpoint path {directory} exists and is not a directory")
+    names = (CONFIG_FILE, *weights, *known_files)
+    existing = [n for n in dict.fromkeys(names) if (directory / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{directory} already holds a checkpoint ({', '.join(existing)}); pass overwrite=True "
+            "(--overwrite) or choose another directory"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in existing:  # config first: a crash mid-save leaves no config.json, never a stale one
+        (directory / name).unlink()
+    for name, module in weights.items():
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+        _atomic_write(directory / name, lambda p, t=tensors: save_file(t, str(p), metadata={"format": "pt"}))
+    text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    return directory
+
+
+def load_state(path: Path, hint: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file on CPU; missing files, pickles and bad headers are clear errors."""
+    if not path.is_file():
+        refuse_pickles(path.parent, hint)
+        raise CheckpointError(f"{path.parent} has no {path.name}; files there: {listing(path.parent)}")
+    if not _has_safetensors_header(path):
+        # checked only after the header test: a valid header length such as 0x0280 starts with
+        # the bytes 0x80 0x02, which look like the start of a pickle stream
+        if _looks_like_pickle(path):
+            raise CheckpointError(pickle_message(path, hint))
+        raise CheckpointError(f"{path} is not a safetensors file (bad header); {hint}")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+
+
+def _has_safetensors_header(path: Path) -> bool:
+    """True when ``path`` starts like a safetensors file: a length fitting the file, then a JSON object."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= path.stat().st_size
+
+
+def check_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor that is missing, extra or of another shape."""
+    expected = module.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(
+                f"{path} does not fit the {what}: tensor {key!r} (shape {tuple(tensor.shape)}) is missing "
+                "from the file; check the config in config.json"
+            )
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path} does not fit the {what}: tensor {key!r} has shape {tuple(state[key].shape)} in the "
+                f"file but the architecture needs {tuple(tensor.shape)}; check the config in config.json"
+            )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the {what}: unexpected tensor {unexpected[0]!r} "
+            f"(shape {tuple(state[unexpected[0]].shape)}) is not in the architecture"
+        )
+
+
+def positive_int(name: str, value: Any, owner: str) -> int:
+    """``value`` as an int >= 1, or a ValueError/TypeError naming ``owner.name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{owner} {name}={value!r} must be a positive integer")
+    if value < 1:
+        raise ValueError(f"{owner} {name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def power_of_two(name: str, value: Any, owner: str, low: int, high: int) -> int:
+    """``value`` as a power of two in ``[low, high]``."""
+    value = positive_int(name, value, owner)
+    if value < low or value > high or 2 ** round(math.log2(value)) != value:
+        options = ", ".join(str(2**k) for k in range(int(math.log2(low)), int(math.log2(high)) + 1))
+        raise ValueError(f"{owner} {name}={value} must be a power of two from {low} to {high} ({options})")
+    return value
