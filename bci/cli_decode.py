@@ -35,38 +35,65 @@ def _summary(pipeline) -> str:
 
 def cmd_live(args: argparse.Namespace) -> int:
     """``bci live``: decode a live LSL stream."""
-    from bci.decoding import load_encoder, make_sinks, pipeline_factory
-    from bci.runtime import LiveRuntime
-
     data_stream = args.eeg or args.fmri
     if args.markers is None and args.hop is None:
         raise ValueError("without --markers there are no events to decode; pass --markers NAME or --hop S "
                          "for sliding windows")
+    options = _live_viewer_options(args)  # first: says at once when it will run headless
+    from bci.decoding import load_encoder, make_sinks, pipeline_factory
+    from bci.runtime import LiveRuntime
+
     encoder = load_encoder(args.model, device=args.device)
     sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
     runtime = LiveRuntime(data_stream, args.markers,
                           pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset,
                                            hop=args.hop),
                           resolve_timeout=args.resolve_timeout)
-    if not args.no_view:
-        print("viewer: not available yet in this version; running headless (--no-view)", file=sys.stderr)
     recorder = _start_recorder(args, data_stream) if args.record else None  # first: it must see every result
     runtime.start()
     print(f"decoding {runtime.data_receiver.desc.name!r}"
           + (f" at markers of {runtime.marker_receiver.desc.name!r}" if runtime.marker_receiver else "")
           + f" with {encoder.config.name} on {encoder.device}"
           + (f", recording to {args.record}" if recorder else "")
-          + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C stops"), flush=True)
+          + (", with the viewer" if options is not None else "")
+          + (f" for {args.duration:g} s" if args.duration else
+             f" until the screenshot ({args.after:g} s)" if options is not None and args.screenshot else
+             "; Ctrl-C stops"), flush=True)
     try:
-        runtime.run(args.duration, on_tick=recorder.drain if recorder else None, tick=0.1)
+        on_tick = recorder.drain if recorder else None
+        if options is not None:
+            from bci.viewer.app import run_live_viewer
+
+            run_live_viewer(runtime, duration=args.duration, on_tick=on_tick, tick=0.1, options=options)
+        else:
+            runtime.run(args.duration, on_tick=on_tick, tick=0.1)
     finally:
         if recorder is not None:
             time.sleep(0.3)  # let the last results reach the recorder's inlet
             recorder.stop()
     print(_summary(runtime.pipeline))
+    if options is not None and args.screenshot is not None:
+        print(f"saved screenshot {args.screenshot}")
     if recorder is not None:
         print(f"recorded {', '.join(s.name for s in recorder.status())} to {args.record}")
     return 0
+
+
+def _live_viewer_options(args: argparse.Namespace):
+    """The viewer's options for ``bci live``, or None to run headless (``--no-view`` or no display)."""
+    if args.no_view:
+        if args.screenshot is not None:
+            raise ValueError("--screenshot renders the viewer; do not combine it with --no-view")
+        return None
+    from bci.viewer.display import display_available
+
+    ok, reason = display_available()
+    if not ok and args.screenshot is None:
+        print(f"viewer: {reason}; running headless (pass --no-view to skip the viewer)", file=sys.stderr, flush=True)
+        return None
+    from bci.cli_view import viewer_options
+
+    return viewer_options(args)
 
 
 def _start_recorder(args: argparse.Namespace, data_stream: str):
@@ -86,7 +113,8 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
         sub,
         "live",
         "Decode a live EEG/fMRI LSL stream at its markers and publish the results.",
-        "bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --events events.jsonl --no-view",
+        "bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --events events.jsonl --no-view\n"
+        "  bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --gallery galleries/sim   # with the viewer",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--eeg", metavar="NAME", help="EEG stream (name or type=EEG)")
@@ -97,6 +125,9 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
     p.add_argument("--record", type=Path, default=None, metavar="DIR",
                    help="also record the data, markers and results streams into this Zarr session")
     p.add_argument("--no-view", action="store_true", help="run without the viewer")
+    from bci.cli_view import add_viewer_options
+
+    add_viewer_options(p)
     p.add_argument("--resolve-timeout", type=float, default=5.0, help="seconds to find each stream [5]")
     p.set_defaults(func=cmd_live)
 

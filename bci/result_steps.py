@@ -59,9 +59,10 @@ class RetrievalStep:
     def __call__(self, batch: np.ndarray, outputs: dict[str, np.ndarray], records: list[dict[str, Any]]) -> None:
         scores, indices = self.retriever.search(outputs["embedding"], k=self.k)
         for rec, row_scores, row_idx in zip(records, scores, indices):
+            # an approximate index returns -1 when it found fewer than k items: skip those
             rec["topk"] = [
                 {"id": self._ids[j], "label": self._labels[j], "score": float(s)}
-                for s, j in zip(row_scores, row_idx)
+                for s, j in zip(row_scores, row_idx) if j >= 0
             ]
             true_id = rec.get("image_id")
             if true_id is not None and true_id in self._index:

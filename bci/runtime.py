@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,6 +37,27 @@ PipelineFactory = Callable[[StreamDescription], Pipeline]
 class _Cursor:
     receiver: StreamReceiver
     index: int = 0
+    overwritten: int = 0  # samples that left the ring buffer before the decoder read them
+
+
+class _ListenerSink:
+    """Hands every record to a callback (observers such as the viewer); a failing callback is dropped."""
+
+    def __init__(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self.callback: Callable[[dict[str, Any]], None] | None = callback
+
+    def write(self, record: dict[str, Any]) -> None:
+        callback = self.callback
+        if callback is None:
+            return
+        try:
+            callback(record)
+        except Exception:  # an observer must never stop decoding
+            logger.exception("record listener %r failed and was removed", callback)
+            self.callback = None
+
+    def close(self) -> None:
+        self.callback = None
 
 
 class LiveRuntime:
@@ -75,6 +96,8 @@ class LiveRuntime:
         self.pipeline: Pipeline | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._stop_requested = threading.Event()
+        self._listeners: list[_ListenerSink] = []
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=10_000)
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -89,6 +112,35 @@ class LiveRuntime:
         """The marker stream's receiver, if any."""
         return self._markers.receiver if self._markers else None
 
+    @property
+    def decoder_backlog(self) -> int:
+        """Data samples received but not yet handed to the pipeline."""
+        buf = self._data.receiver.buffer
+        return max(0, buf.total - self._data.index) if buf is not None else 0
+
+    @property
+    def decoder_overwritten(self) -> int:
+        """Data samples overwritten in the ring buffer before the decoder read them."""
+        return self._data.overwritten
+
+    def add_record_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(record)`` on the decoding thread for every record, after the sinks.
+
+        For observers such as the viewer: the callback must be quick (store the record
+        and return). Works before or after :meth:`start`; one that raises is logged and
+        removed.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback={callback!r} must be callable (it receives each result record)")
+        sink = _ListenerSink(callback)
+        self._listeners.append(sink)
+        if self.pipeline is not None:
+            self.pipeline.sinks.append(sink)
+
+    def request_stop(self) -> None:
+        """Ask a :meth:`run` in progress (on any thread) to return; it then stops cleanly."""
+        self._stop_requested.set()
+
     def start(self) -> LiveRuntime:
         """Resolve streams, build the pipeline (model checked against the stream), start threads."""
         desc = self._data.receiver.open()
@@ -99,6 +151,7 @@ class LiveRuntime:
             if mdesc.n_channels < 1:
                 raise ValueError(f"marker stream {mdesc.name!r} has no channels")
         self.pipeline = self._make_pipeline(desc)
+        self.pipeline.sinks.extend(self._listeners)
         self._data.receiver.add_chunk_listener(self._on_data)
         if self._markers is not None:
             self._markers.receiver.add_chunk_listener(self._on_marker)
@@ -129,8 +182,9 @@ class LiveRuntime:
             self.start()
         end = None if duration is None else time.monotonic() + duration
         try:
-            while end is None or time.monotonic() < end:
-                time.sleep(tick if end is None else max(0.0, min(tick, end - time.monotonic())))
+            while (end is None or time.monotonic() < end) and not self._stop_requested.is_set():
+                pause = tick if end is None else max(0.0, min(tick, end - time.monotonic()))
+                self._stop_requested.wait(pause)
                 if on_tick is not None:
                     on_tick()
                 if self.error is not None or self._data.receiver.error is not None:
@@ -188,6 +242,7 @@ def _take_new(cursor: _Cursor) -> tuple[np.ndarray, np.ndarray]:
         return np.empty((0, buf.n_channels), buf.dtype), np.empty(0)
     start = max(cursor.index, buf.oldest_index)
     if start > cursor.index:
+        cursor.overwritten += start - cursor.index
         logger.error("decoder fell behind: %d samples overwritten before decoding", start - cursor.index)
     data, times = buf.get(start, total)
     cursor.index = total
