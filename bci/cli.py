@@ -331,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live(sub, _add_parser)
     add_model(sub, _add_parser)
+    from bci.cli_gallery import register as add_gallery
+    from bci.cli_view import register as add_view
+
+    add_gallery(sub, _add_parser)
+    add_view(sub, _add_parser)
     return parser
 
 
