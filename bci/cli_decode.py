@@ -27,6 +27,40 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda, cuda:1 [auto]")
     p.add_argument("--results-stream", default="BCIResults", metavar="NAME",
                    help="name of the LSL results outlet (type BCIResults); '' to disable [BCIResults]")
+    g = p.add_argument_group("retrieval and generation")
+    g.add_argument("--gallery", type=Path, default=None, metavar="DIR",
+                   help="gallery directory (bci gallery build): each window gets its top-k items")
+    g.add_argument("--topk", type=int, default=5, metavar="K", help="items retrieved per window [5]")
+    g.add_argument("--retrieval", default="torch", choices=("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf"),
+                   help="search backend: exact torch, or FAISS (extra 'faiss') for large galleries [torch]")
+    g.add_argument("--generator", type=Path, default=None, metavar="DIR",
+                   help="saliency-GAN checkpoint (bci train saliency-gan): a pixel-level image per window")
+    g.add_argument("--pixel-model", type=Path, default=None, metavar="DIR",
+                   help="pixel-level encoder for --generator [the one named in the generator's checkpoint]")
+    g.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="where generated images are written [./bci-images]")
+    g.add_argument("--diffusion", type=Path, default=None, metavar="DIR",
+                   help="local diffusers folder (vae/, unet/, scheduler/, projector/) to refine the pixel-level "
+                        "image with latent-diffusion img2img (extra 'diffusion'); never downloads")
+    g.add_argument("--strength", type=float, default=0.6, help="img2img noise strength in [0, 1] [0.6]")
+    g.add_argument("--diffusion-steps", type=int, default=20, help="denoising steps [20]")
+    g.add_argument("--seed", type=int, default=0, help="seed of the generators' noise [0]")
+
+
+def _result_steps(args: argparse.Namespace, encoder, sinks) -> list:
+    """Retrieval / generation steps asked for on the command line (checked at start)."""
+    from bci.decoding import build_result_steps
+
+    if args.topk < 1:
+        raise ValueError(f"--topk must be >= 1, got {args.topk}")
+    if not 0.0 <= args.strength <= 1.0:
+        raise ValueError(f"--strength must be in [0, 1], got {args.strength}")
+    return build_result_steps(
+        encoder, sinks, gallery=args.gallery, topk=args.topk, retrieval_backend=args.retrieval,
+        generator=args.generator, pixel_model=args.pixel_model, images_dir=args.images, diffusion=args.diffusion,
+        strength=args.strength, diffusion_steps=args.diffusion_steps, seed=args.seed, device=args.device,
+        say=lambda text: print(text, file=sys.stderr),
+    )
 
 
 def _summary(pipeline) -> str:
@@ -45,9 +79,10 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     encoder = load_encoder(args.model, device=args.device)
     sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
+    steps = _result_steps(args, encoder, sinks)
     runtime = LiveRuntime(data_stream, args.markers,
                           pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset,
-                                           hop=args.hop),
+                                           hop=args.hop, steps=steps),
                           resolve_timeout=args.resolve_timeout)
     recorder = _start_recorder(args, data_stream) if args.record else None  # first: it must see every result
     runtime.start()
@@ -146,7 +181,9 @@ def cmd_replay_decode(args: argparse.Namespace) -> int:
     marker_key = marker_keys[0] if marker_keys else None
     encoder = load_encoder(args.model, device=args.device)
     sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
-    make = pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset, hop=args.hop)
+    steps = _result_steps(args, encoder, sinks)
+    make = pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset, hop=args.hop,
+                            steps=steps)
     if args.speed == float("inf"):
         pipeline = make(reader.description(data_key))
         decode_session(reader, pipeline, data_key=data_key, marker_key=marker_key)

@@ -67,6 +67,7 @@ def pipeline_factory(
     offset: float | None = None,
     hop: float | None = None,
     buffer_seconds: float = 30.0,
+    steps: list | None = None,
 ) -> Callable[[StreamDescription], Pipeline]:
     """A function that builds the pipeline once the data stream's description is known.
 
@@ -87,6 +88,115 @@ def pipeline_factory(
             sinks=sinks,
             buffer_seconds=buffer_seconds,
             stream_name=desc.name,
+            steps=steps or (),
         )
 
     return make
+
+
+def build_result_steps(
+    encoder: Encoder,
+    sinks: list[Sink],
+    *,
+    gallery: str | os.PathLike | None = None,
+    topk: int = 5,
+    retrieval_backend: str = "torch",
+    generator: str | os.PathLike | None = None,
+    pixel_model: str | os.PathLike | None = None,
+    images_dir: str | os.PathLike | None = None,
+    diffusion: str | os.PathLike | None = None,
+    strength: float = 0.6,
+    diffusion_steps: int = 20,
+    seed: int = 0,
+    device: str = "auto",
+    say: Callable[[str], None] = print,
+) -> list:
+    """The result steps a decoding run asked for: retrieval, saliency image, diffusion.
+
+    Everything is checked at start: a gallery whose embedding size differs from the
+    model's, a generator trained on another feature size, a missing diffusion folder
+    are clear errors before any data flows. A missing ``diffusion`` extra is said once
+    (via ``say``) and the run carries on with retrieval and the pixel-level image.
+    """
+    from bci.result_steps import DiffusionWorker, ImageWriter, RetrievalStep, SaliencyStep
+
+    steps: list = []
+    if gallery is not None:
+        from bci.gallery import Gallery
+        from bci.retrieval import Retriever, check_compatible
+
+        gal = Gallery.load(gallery)
+        check_compatible(gal, encoder.config.embed_dim, where=f"model {encoder.config.name!r}")
+        steps.append(RetrievalStep(Retriever(gal, device=str(encoder.device), backend=retrieval_backend, k=topk),
+                                   k=topk))
+    if generator is None and diffusion is None:
+        return steps
+    if generator is None:
+        raise ValueError("--diffusion refines the pixel-level image: pass --generator DIR (a saliency-GAN checkpoint)")
+    writer = ImageWriter(images_dir if images_dir is not None else Path("bci-images"))
+    worker = _diffusion_worker(diffusion, encoder, writer, sinks, strength=strength, steps=diffusion_steps,
+                               seed=seed, device=device, say=say) if diffusion is not None else None
+    steps.append(_saliency_step(generator, pixel_model, writer, worker, device=device, seed=seed))
+    if worker is not None:
+        steps.append(_WorkerCloser(worker))
+    return steps
+
+
+def _saliency_step(generator: str | os.PathLike, pixel_model: str | os.PathLike | None, writer, worker, *,
+                   device: str, seed: int):
+    from bci.generation import load_pixel_step, read_gan_checkpoint
+    from bci.result_steps import SaliencyStep
+
+    meta = read_gan_checkpoint(generator).metadata or {}
+    if pixel_model is None:
+        pixel_model = (meta.get("encoder") or {}).get("path")
+        if pixel_model is None:
+            raise ValueError(f"generator {generator} does not name its pixel-level encoder; pass --pixel-model DIR")
+    feature_encoder = load_encoder(pixel_model, device=device)
+    image_step = load_pixel_step(generator, device=str(feature_encoder.device), seed=seed,
+                                 feature_dim=feature_encoder.config.embed_dim)
+    on_image = None
+    if worker is not None:
+        def on_image(record: dict, image) -> None:
+            import numpy as np
+
+            worker.submit(record, image, np.asarray(record["embedding"], dtype=np.float32))
+    return SaliencyStep(feature_encoder, image_step, writer, on_image=on_image)
+
+
+def _diffusion_worker(diffusion: str | os.PathLike, encoder: Encoder, writer, sinks: list[Sink], *, strength: float,
+                      steps: int, seed: int, device: str, say: Callable[[str], None]):
+    from bci.generation import LatentImg2Img, diffusion_status
+    from bci.result_steps import DiffusionWorker
+
+    reason = diffusion_status()
+    if reason is not None:
+        say(f"diffusion: {reason}; carrying on with retrieval and the pixel-level image")
+        return None
+    ldm = LatentImg2Img.from_pretrained_dir(diffusion, device=str(encoder.device))
+    proj_dim = ldm.projector.embed_dim
+    if proj_dim != encoder.config.embed_dim:
+        raise ValueError(f"diffusion projector in {diffusion} takes {proj_dim}-d embeddings but model "
+                         f"{encoder.config.name!r} outputs {encoder.config.embed_dim}-d; train a projector for it")
+
+    def emit(record: dict) -> None:
+        for sink in sinks:
+            sink.write(record)
+
+    from streams.lsl import local_clock
+
+    return DiffusionWorker(ldm, writer, emit, strength=strength, steps=steps, seed=seed, clock=local_clock)
+
+
+class _WorkerCloser:
+    """A no-op step whose ``close`` waits for the diffusion worker to finish."""
+
+    def __init__(self, worker) -> None:
+        self.worker = worker
+
+    def __call__(self, batch, outputs, records) -> None:
+        """Nothing per batch."""
+
+    def close(self) -> None:
+        """Finish queued diffusion work, then report what was skipped."""
+        self.worker.close()

@@ -1,0 +1,102 @@
+"""Retrieval and the pixel-level image inside ``bci replay --decode`` (the same pipeline as ``bci live``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bci.cli import main
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 25 s simulated session, an untrained 128-d encoder, a gallery of the stimuli, a generator."""
+    from bci import clip
+    from bci.gallery import build_gallery, gallery_from_stimuli
+    from bci.generation import GeneratorConfig, SaliencyGenerator, save_generator
+    from streams.synthetic.stimuli import make_stimuli
+
+    root = tmp_path_factory.mktemp("steps")
+    session = root / "sim.zarr"
+    assert main(["simulate", "--duration", "25", "--out", str(session), "--seed", "3"]) == 0
+    model = root / "model"
+    assert main(["model", "init", "eeg_convnet", "--out", str(model), "--params", '{"embed_dim": 128}']) == 0
+    cfg, pre = clip.tiny_config(64), clip.default_preprocess(64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        clip_dir = clip.save_clip(clip.build_clip_model(cfg, "tiny"), root / "clip", name="tiny", model_cfg=cfg,
+                                  preprocess_cfg=pre)
+        embedder = clip.load_clip("tiny", weights=clip_dir)
+        images, ids, labels, captions = gallery_from_stimuli(make_stimuli(seed=3))  # the simulator's stimuli
+        gallery = root / "gallery"
+        build_gallery(images, ids, labels, captions, embedder=embedder, progress=False).save(gallery)
+        generator = root / "generator"
+        save_generator(SaliencyGenerator(GeneratorConfig(feature_dim=128, image_size=32)), generator,
+                       metadata={"encoder": {"path": str(model)}})
+    return {"session": session, "model": model, "gallery": gallery, "generator": generator, "root": root}
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_replay_decode_with_gallery_lists_topk_and_true_rank(world: dict[str, Path], tmp_path: Path) -> None:
+    events = tmp_path / "ev.jsonl"
+    rc = main(["replay", str(world["session"]), "--decode", "--model", str(world["model"]), "--speed", "max",
+               "--gallery", str(world["gallery"]), "--topk", "3", "--marker-filter", "^stim/", "--events", str(events), "--results-stream", ""])
+    assert rc == 0
+    windows = [r for r in _records(events) if r["type"] == "window"]
+    assert len(windows) >= 15
+    from bci.gallery import Gallery
+
+    gallery = Gallery.load(world["gallery"])
+    emb = np.asarray([w["embedding"] for w in windows], dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    expected = np.argsort(-(emb @ gallery.embeddings.T), axis=1)[:, :3]
+    for w, exp in zip(windows, expected):
+        assert [t["id"] for t in w["topk"]] == [gallery.ids[j] for j in exp]
+        assert w["topk"][0]["label"] == gallery.labels[exp[0]]
+        assert "true_rank" in w  # every stimulus of the session is in this gallery
+        assert w["true_rank"] is None or 1 <= w["true_rank"] <= 3
+    assert all(w["latency_ms"] is not None for w in windows)
+
+
+def test_gallery_of_another_size_is_refused_at_start(world: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "model64"
+    assert main(["model", "init", "eeg_convnet", "--out", str(other), "--params", '{"embed_dim": 64}']) == 0
+    capsys.readouterr()
+    rc = main(["replay", str(world["session"]), "--decode", "--model", str(other), "--speed", "max",
+               "--gallery", str(world["gallery"]), "--results-stream", ""])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "128" in err and "64" in err
+
+
+def test_generator_writes_a_saliency_image_per_window(world: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    events = tmp_path / "ev.jsonl"
+    rc = main(["replay", str(world["session"]), "--decode", "--model", str(world["model"]), "--speed", "max",
+               "--generator", str(world["generator"]), "--images", str(tmp_path / "img"), "--events", str(events),
+               "--results-stream", ""])
+    assert rc == 0
+    windows = [r for r in _records(events) if r["type"] == "window"]
+    assert windows
+    for w in windows:
+        path = Path(w["images"]["saliency"])
+        assert path.is_file()
+        assert np.asarray(Image.open(path)).shape == (32, 32, 3)
+    assert len(list((tmp_path / "img").glob("saliency_*.png"))) == len(windows)
+
+
+def test_diffusion_without_generator_is_a_clear_error(world: dict[str, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["replay", str(world["session"]), "--decode", "--model", str(world["model"]), "--speed", "max",
+               "--diffusion", str(tmp_path / "nowhere"), "--results-stream", ""])
+    assert rc == 2
+    assert "--generator" in capsys.readouterr().err
