@@ -756,16 +756,18 @@ def _timed_events(stimuli: StimulusSet, blocks: list[list[int]], rng: np.random.
 
 
 def _write_simulated_session(path: Path, stimuli: StimulusSet, schedule: list[StimulusEvent], *, snr: float,
-                             seed: int, design: str, classes: list[int], n_images_per_class: int,
+                             seed: int, design: str, session: int = 0, classes: list[int], n_images_per_class: int,
                              image_size: int) -> Path:
     """The simulator's samples and markers into a Zarr session (as ``bci simulate --out`` writes them)."""
-    sim = EEGSimulator(stimuli, EEGSimConfig(snr=snr, seed=seed))
+    sim = EEGSimulator(stimuli, EEGSimConfig(snr=snr, seed=seed, session=session))
     duration = schedule[-1].onset + 1.5
-    spec = SimulationSpec(name="SimEEG", modality="eeg", duration=duration, snr=snr, seed=seed, design=design)
+    spec = SimulationSpec(name="SimEEG", modality="eeg", duration=duration, snr=snr, seed=seed, design=design,
+                          session=session)
     attrs = {
         "source": "synthetic world (offline.epochs_build.epochs_from_simulation)",
         "synthetic": True,
-        "simulation": {"modality": "eeg", "duration": duration, "snr": snr, "seed": seed, "design": design,
+        "simulation": {"modality": "eeg", "duration": duration, "snr": snr, "seed": seed, "session": session,
+                       "design": design,
                        "n_images_per_class": n_images_per_class, "image_size": image_size, "classes": classes},
     }
     sfreq = sim.sfreq
@@ -795,6 +797,7 @@ def epochs_from_simulation(
     image_size: int = 64,
     splits: Sequence[str] = ("block", "zero_shot"),
     keep_session: str | os.PathLike | None = None,
+    session: int = 0,
     overwrite: bool = False,
     chunk_epochs: int = 64,
     progress: ProgressFn | None = None,
@@ -831,6 +834,10 @@ def epochs_from_simulation(
         Splits to store.
     keep_session : path, optional
         Keep the simulated session there (otherwise a temporary directory is used).
+    session : int
+        Recording session of the simulated subject ``seed``: new noise and schedule,
+        same forward model and stimuli (``bci simulate --seed S --session N`` streams
+        the same subject live).
     overwrite, chunk_epochs, progress
         As for :func:`epochs_from_sessions`.
 
@@ -846,23 +853,26 @@ def epochs_from_simulation(
     full = make_stimuli(n_per_class=n_images_per_class, size=image_size, seed=seed)
     classes = _spread_classes(int(n_classes), full.n_classes)
     stimuli = _subset_classes(full, classes) if len(classes) < full.n_classes else full
-    schedule = simulation_schedule(stimuli, n_per_class=n_per_class, n_blocks=n_blocks, design=design, seed=seed)
+    schedule = simulation_schedule(stimuli, n_per_class=n_per_class, n_blocks=n_blocks, design=design,
+                                   seed=seed if session == 0 else seed * 1_000_003 + session)
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"{str(out_path)!r} already exists; choose a new path or pass overwrite=True "
                               "(--overwrite on the CLI)")
     with tempfile.TemporaryDirectory(prefix="bci-sim-") as tmp:
-        session = Path(keep_session) if keep_session is not None else Path(tmp) / "session.zarr"
-        _write_simulated_session(session, stimuli, schedule, snr=float(snr), seed=int(seed), design=design,
+        session_path = Path(keep_session) if keep_session is not None else Path(tmp) / "session.zarr"
+        _write_simulated_session(session_path, stimuli, schedule, snr=float(snr), seed=int(seed), design=design,
+                                 session=int(session),
                                  classes=classes if len(classes) < full.n_classes else [],
                                  n_images_per_class=n_images_per_class, image_size=image_size)
         report = epochs_from_sessions(
-            [session], out_path, preprocessing=preprocessing, offset=offset, n_times=n_times, stimuli=stimuli,
+            [session_path], out_path, preprocessing=preprocessing, offset=offset, n_times=n_times, stimuli=stimuli,
             subject=f"sim-{seed}", splits=splits, seed=seed, overwrite=overwrite, chunk_epochs=chunk_epochs,
             progress=progress,
             source={"simulation": {"n_per_class": n_per_class, "n_blocks": n_blocks, "snr": snr, "seed": seed,
                                    "n_classes": n_classes, "n_images_per_class": n_images_per_class,
-                                   "design": design, "session_kept": None if keep_session is None else str(session)}},
+                                   "design": design, "session": session,
+                                   "session_kept": None if keep_session is None else str(session_path)}},
         )
     build_seconds = report.seconds
     report.seconds = time.perf_counter() - t0

@@ -55,6 +55,9 @@ class SimulationSpec:
         Samples per LSL chunk (an amplifier sends ~10 at 1 kHz).
     design : {'block', 'rapid'}
         Stimulus schedule design.
+    session : int
+        Recording session of the simulated subject ``seed`` (EEG): new noise and
+        schedule, same forward model and stimuli. 0 is the default session.
     """
 
     name: str = "SimEEG"
@@ -65,6 +68,7 @@ class SimulationSpec:
     chunk_size: int = 10
     design: str = "block"
     extra: dict = field(default_factory=dict)
+    session: int = 0
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -77,6 +81,15 @@ class SimulationSpec:
             raise ValueError(f"chunk_size={self.chunk_size!r} must be >= 1 sample")
         if self.design not in ("block", "rapid"):
             raise ValueError(f"design={self.design!r}: choose 'block' or 'rapid'")
+        if isinstance(self.session, bool) or not isinstance(self.session, int) or self.session < 0:
+            raise ValueError(f"session={self.session!r} must be a non-negative int")
+        if self.session and self.modality != "eeg":
+            raise ValueError("session is supported for the EEG simulator only; vary seed for fMRI")
+
+    @property
+    def schedule_seed(self) -> int:
+        """Seed of the stimulus schedule: ``seed`` for session 0, a different one per session."""
+        return self.seed if self.session == 0 else self.seed * 1_000_003 + self.session
 
     @property
     def marker_name(self) -> str:
@@ -110,9 +123,9 @@ class _World:
         self.spec = spec
         if spec.modality == "eeg":
             self.stimuli = make_stimuli(seed=spec.seed)
-            self.sim = EEGSimulator(self.stimuli, EEGSimConfig(snr=spec.snr, seed=spec.seed))
+            self.sim = EEGSimulator(self.stimuli, EEGSimConfig(snr=spec.snr, seed=spec.seed, session=spec.session))
             self.sfreq = self.sim.sfreq
-            self.schedule = make_schedule(self.stimuli, spec.duration, seed=spec.seed, design=spec.design)
+            self.schedule = make_schedule(self.stimuli, spec.duration, seed=spec.schedule_seed, design=spec.design)
             self.desc = self.sim.description(name=spec.name, source_id=spec.source_id)
             self.n_samples = int(round(spec.duration * self.sfreq))
             self.events = [(int(round(ev.onset * self.sfreq)), ev.marker) for ev in self.schedule]
@@ -242,6 +255,7 @@ def _session_attrs(spec: SimulationSpec) -> dict:
             "duration": spec.duration,
             "snr": spec.snr,
             "seed": spec.seed,
+            "session": spec.session,
             "design": spec.design,
         },
     }

@@ -435,3 +435,20 @@ def test_fmri_response_follows_receptive_fields() -> None:
     assert corr > 0.5
     with pytest.raises(ValueError, match="shape"):
         fmri.response(np.zeros((5, 5)))
+
+
+def test_a_new_session_keeps_the_subject_and_changes_the_noise() -> None:
+    """Session N of subject ``seed``: same forward model and stimuli, new noise and schedule."""
+    from streams.simulate import SimulationSpec, _World
+
+    a, b = _World(SimulationSpec(duration=20.0, seed=4)), _World(SimulationSpec(duration=20.0, seed=4, session=1))
+    assert np.array_equal(a.stimuli.images, b.stimuli.images)
+    fa, fb = a.sim.forward_model, b.sim.forward_model
+    assert np.array_equal(fa.spatial_basis, fb.spatial_basis) and fa.gain == fb.gain
+    assert np.array_equal(fa.topographies(fa.features), fb.topographies(fb.features))
+    assert [e.marker for e in a.schedule] != [e.marker for e in b.schedule]
+    chunk_a = next(iter(a.sim.stream(a.schedule, chunk_size=1000, duration=1.0)))[0]
+    chunk_b = next(iter(b.sim.stream(b.schedule, chunk_size=1000, duration=1.0)))[0]
+    assert not np.allclose(chunk_a, chunk_b)
+    with pytest.raises(ValueError, match="session=-1"):
+        SimulationSpec(session=-1)

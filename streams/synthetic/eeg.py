@@ -49,6 +49,7 @@ _TAG_DRIFT = 15
 _TAG_BLINK = 16
 _TAG_TRIAL = 17
 _TAG_WARMUP = 18
+_TAG_SESSION = 19
 
 #: Length of one internal generation block, in seconds.
 BLOCK_SECONDS = 1.0
@@ -130,7 +131,13 @@ class EEGSimConfig:
         scalp maps of different classes are); 0 leaves only amplitude,
         latency and lateralisation effects.
     seed : int
-        Seeds the forward model, the electrode-level structure and all noise.
+        The simulated subject: seeds the forward model, the electrode-level structure
+        and (with ``session``) all noise.
+    session : int
+        Recording session of the same subject: a new session draws new background
+        noise, drift, blinks and trial jitter, with the same forward model (so a
+        decoder trained on session 0 can be tested on session 1). Session 0 is the
+        historical default stream of ``seed``.
     """
 
     sfreq: float = 1000.0
@@ -153,6 +160,7 @@ class EEGSimConfig:
     amplitude_jitter: float = 0.2
     feature_strength: float = 1.0
     seed: int = 0
+    session: int = 0
 
     def __post_init__(self) -> None:
         _check_number("sfreq", self.sfreq, low=10.0)
@@ -178,6 +186,8 @@ class EEGSimConfig:
             raise ValueError(f"evoked_duration={self.evoked_duration!r} is shorter than two samples")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be a non-negative int")
+        if isinstance(self.session, bool) or not isinstance(self.session, (int, np.integer)) or self.session < 0:
+            raise ValueError(f"session={self.session!r} must be a non-negative int")
 
 
 def _check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
@@ -736,7 +746,9 @@ class EEGSimulator:
         self._blink_topo /= self._blink_topo.max()
 
     def _rng(self, tag: int, *keys: int) -> np.random.Generator:
-        return np.random.default_rng([self.config.seed, tag, *keys])
+        if self.config.session == 0:
+            return np.random.default_rng([self.config.seed, tag, *keys])
+        return np.random.default_rng([self.config.seed, _TAG_SESSION, self.config.session, tag, *keys])
 
     def _drift_knot(self, j: int, previous: np.ndarray | None) -> np.ndarray:
         eps = self._rng(_TAG_DRIFT, j).standard_normal(self.n_channels) * self.config.drift
