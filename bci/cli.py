@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -85,6 +86,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         chunk_size=args.chunk_size,
         design=args.design,
+        session=args.session,
     )
     if args.out:
         path = simulate_to_session(spec, args.out, overwrite=args.overwrite)
@@ -105,6 +107,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
     if args.wait_for_consumers and not sim.wait_for_consumers(args.wait_for_consumers):
         print(f"no consumer connected within {args.wait_for_consumers:g} s; streaming anyway", flush=True)
+    if args.start_delay:
+        time.sleep(args.start_delay)  # let every consumer (e.g. bci live and its recorder) connect first
     try:
         sim.run()
     except KeyboardInterrupt:
@@ -128,11 +132,17 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=_positive_float, default=None,
                    help="seconds to simulate [60 with --out, else 3600]")
     p.add_argument("--snr", type=_non_negative_float, default=1.0, help="evoked signal-to-noise ratio [1.0]")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same data [0]")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the simulated subject (forward model, stimuli) and its noise; same seed, same data [0]")
+    p.add_argument("--session", type=int, default=0,
+                   help="recording session of subject --seed (EEG): new noise and schedule, same forward model, "
+                        "so a model trained on one session can be tested on another [0]")
     p.add_argument("--design", choices=("block", "rapid"), default="block", help="stimulus schedule [block]")
     p.add_argument("--chunk-size", type=int, default=10, help="samples per LSL chunk [10]")
     p.add_argument("--wait-for-consumers", type=_non_negative_float, default=0.0, metavar="S",
                    help="wait up to S seconds for inlets on both streams before streaming [0]")
+    p.add_argument("--start-delay", type=_non_negative_float, default=0.0, metavar="S",
+                   help="then wait S more seconds, so several consumers all see the first sample [0]")
     p.add_argument("--out", type=Path, default=None, help="write a Zarr session here instead of streaming")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_simulate)
@@ -283,9 +293,16 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from bci.demo import run_demo
+    if args.streams_tour:
+        from bci.demo import run_demo
 
-    run_demo(args.out, seconds=args.seconds, seed=args.seed)
+        run_demo(args.workdir / "streams-tour", seconds=min(args.seconds, 8.0), seed=args.seed)
+        return 0
+    from offline.demo import run_full_demo
+
+    view = False if args.no_view else None
+    run_full_demo(args.workdir, live_seconds=args.seconds, seed=args.seed, view=view, force=args.force,
+                  clip_steps=args.clip_steps, epochs=args.epochs)
     return 0
 
 
@@ -293,12 +310,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = _add_parser(
         sub,
         "demo",
-        "End-to-end demo on the built-in synthetic world (simulate -> record -> replay -> record).",
-        "bci demo --out demo-output",
+        "End-to-end demo on the built-in synthetic world: simulate a session, train the tiny CLIP and an EEG "
+        "encoder, build a gallery, evaluate, decode a new session live over LSL (viewer when a display is "
+        "available), record it and replay it with --decode; prints a report. Finished steps are reused.",
+        "bci demo                      # everything under ./bci-demo\n"
+        "  bci demo --workdir /data/demo --seconds 120 --no-view",
     )
-    p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the demo's sessions [demo-output]")
-    p.add_argument("--seconds", type=_positive_float, default=8.0, help="seconds of live streaming [8]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=Path("bci-demo"),
+                   help="folder for everything the demo makes (reused on the next run) [bci-demo]")
+    p.add_argument("--seconds", type=_positive_float, default=60.0, help="seconds of live decoding [60]")
+    p.add_argument("--seed", type=int, default=0, help="the simulated subject [0]")
+    p.add_argument("--no-view", action="store_true", help="no viewer, even when a display is available")
+    p.add_argument("--force", action="store_true", help="redo every step instead of reusing finished ones")
+    p.add_argument("--clip-steps", type=int, default=None, help="training steps of the tiny CLIP [its default]")
+    p.add_argument("--epochs", type=int, default=30, help="maximum training epochs of the EEG encoder [30]")
+    p.add_argument("--streams-tour", action="store_true",
+                   help="only the quick streams tour: simulate -> record -> replay -> record, compared (no training)")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -332,10 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_live(sub, _add_parser)
     add_model(sub, _add_parser)
     from bci.cli_gallery import register as add_gallery
+    from bci.cli_offline import add_offline_commands
     from bci.cli_view import register as add_view
 
     add_gallery(sub, _add_parser)
     add_view(sub, _add_parser)
+    add_offline_commands(sub, _add_parser)
     return parser
 
 

@@ -21,8 +21,6 @@ def register_train_clip(train_sub: argparse._SubParsersAction, add_parser: AddPa
     add_parser : callable
         ``add_parser(sub, name, help_text, example) -> ArgumentParser`` (``bci.cli._add_parser``).
     """
-    from offline.train_clip import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
-
     p = add_parser(
         train_sub,
         "clip",
@@ -31,10 +29,9 @@ def register_train_clip(train_sub: argparse._SubParsersAction, add_parser: AddPa
         "bci train clip --out models/clip-tiny     # 200 steps: 1.5-3 minutes on 2 CPU cores",
     )
     p.add_argument("--out", type=Path, required=True, help="folder for config.json + model.safetensors")
-    p.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help=f"optimisation steps [{DEFAULT_STEPS}]")
-    p.add_argument(
-        "--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help=f"pairs per step [{DEFAULT_BATCH_SIZE}]"
-    )
+    # defaults resolved in the handler: importing the trainer (torch, open_clip) here would slow every `bci` command
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimisation steps [200]")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per step [128]")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of initialisation and data [0]")
     p.add_argument("--image-size", type=_positive_int, default=64, help="input side in pixels, multiple of 32 [64]")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads [1]")
@@ -44,12 +41,12 @@ def register_train_clip(train_sub: argparse._SubParsersAction, add_parser: AddPa
 
 
 def _cmd_train_clip(args: argparse.Namespace) -> int:
-    from offline.train_clip import train_tiny_clip
+    from offline.train_clip import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_tiny_clip
 
     metrics = train_tiny_clip(
         args.out,
-        steps=args.steps,
-        batch_size=args.batch_size,
+        steps=DEFAULT_STEPS if args.steps is None else args.steps,
+        batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
         seed=args.seed,
         image_size=args.image_size,
         threads=args.threads,

@@ -11,7 +11,11 @@ import pytest
 from bci.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["simulate", "record", "replay", "info", "demo"]
+COMMANDS = ["simulate", "record", "replay", "info", "demo", "live", "view", "gallery", "train", "evaluate",
+            "epochs", "check-splits", "dataset", "import"]
+SUBCOMMANDS = [("train", "clip"), ("train", "sample"), ("train", "pixel"), ("train", "saliency-gan"),
+               ("train", "fmri"), ("gallery", "build"), ("import", "eeg-imagenet"), ("import", "xdf"),
+               ("import", "raw"), ("dataset", "simulate")]
 
 
 def test_top_level_help_lists_commands_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,6 +33,22 @@ def test_every_command_help_has_an_example(command: str, capsys: pytest.CaptureF
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "example:" in out and f"bci {command}" in out
+
+
+@pytest.mark.parametrize(("command", "sub"), SUBCOMMANDS)
+def test_every_subcommand_help_has_an_example(command: str, sub: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, sub, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"bci {command} {sub}" in out
+
+
+def test_help_does_not_import_torch() -> None:
+    """Building the parser must stay quick: no torch/open_clip until a command needs them."""
+    code = "import sys; from bci.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
 
 
 def test_console_script_entry_point() -> None:
