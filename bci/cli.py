@@ -18,30 +18,14 @@ from typing import Callable, Sequence
 
 from bci import __version__
 
+from bci.cli_types import positive_float as _positive_float, non_negative_float as _non_negative_float
+
 logger = logging.getLogger("bci")
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 # --------------------------------------------------------------------------- helpers
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
 
 
 def _add_parser(sub: argparse._SubParsersAction, name: str, help_text: str, example: str) -> argparse.ArgumentParser:

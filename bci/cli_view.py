@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bci.cli_types import positive_float
+
 DEFAULT_SIZE = (1280, 800)  # as bci.viewer.app.DEFAULT_SIZE (not imported: keeps `bci --help` light)
 
 
@@ -23,26 +25,8 @@ def parse_size(text: str) -> tuple[int, int]:
     return size
 
 
-def positive_seconds(text: str) -> float:
-    """A positive number of seconds (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
 
 
-def positive_number(text: str) -> float:
-    """A positive number (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
 
 
 def add_viewer_options(p: argparse.ArgumentParser) -> None:
@@ -54,12 +38,12 @@ def add_viewer_options(p: argparse.ArgumentParser) -> None:
     if "--gallery" not in p._option_string_actions:
         p.add_argument("--gallery", type=Path, default=None, metavar="DIR",
                        help="gallery directory: thumbnails of the retrieved and true images")
-    p.add_argument("--fps", type=positive_number, default=30.0, help="viewer redraw rate, frames per second [30]")
-    p.add_argument("--seconds", type=positive_seconds, default=5.0, help="time span of the traces [5]")
+    p.add_argument("--fps", type=positive_float, default=30.0, help="viewer redraw rate, frames per second [30]")
+    p.add_argument("--seconds", type=positive_float, default=5.0, help="time span of the traces [5]")
     p.add_argument("--preprocessed", action="store_true", help="start with the preprocessed traces")
     p.add_argument("--screenshot", type=Path, default=None, metavar="FILE",
                    help="render offscreen, save a PNG after --after seconds of data, and exit")
-    p.add_argument("--after", type=positive_seconds, default=5.0, metavar="S",
+    p.add_argument("--after", type=positive_float, default=5.0, metavar="S",
                    help="seconds of live data before the screenshot [5]")
     p.add_argument("--size", type=parse_size, default=DEFAULT_SIZE, metavar="WxH",
                    help="window size [1280x800]")
@@ -132,6 +116,6 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
                    help="take the preprocessed view's filters from this checkpoint [0.5-40 Hz, notch 50, average]")
     add_viewer_options(p)
-    p.add_argument("--duration", type=positive_seconds, default=None, help="close after S seconds [never]")
-    p.add_argument("--resolve-timeout", type=positive_seconds, default=5.0, help="seconds to find each stream [5]")
+    p.add_argument("--duration", type=positive_float, default=None, help="close after S seconds [never]")
+    p.add_argument("--resolve-timeout", type=positive_float, default=5.0, help="seconds to find each stream [5]")
     p.set_defaults(func=cmd_view)

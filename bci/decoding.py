@@ -118,7 +118,7 @@ def build_result_steps(
     are clear errors before any data flows. A missing ``diffusion`` extra is said once
     (via ``say``) and the run carries on with retrieval and the pixel-level image.
     """
-    from bci.result_steps import DiffusionWorker, ImageWriter, RetrievalStep, SaliencyStep
+    from bci.result_steps import ImageWriter, RetrievalStep
 
     steps: list = []
     if gallery is not None:
@@ -155,13 +155,12 @@ def _saliency_step(generator: str | os.PathLike, pixel_model: str | os.PathLike 
     feature_encoder = load_encoder(pixel_model, device=device)
     image_step = load_pixel_step(generator, device=str(feature_encoder.device), seed=seed,
                                  feature_dim=feature_encoder.config.embed_dim)
-    on_image = None
-    if worker is not None:
-        def on_image(record: dict, image) -> None:
-            import numpy as np
+    def submit(record: dict, image) -> None:
+        import numpy as np
 
-            worker.submit(record, image, np.asarray(record["embedding"], dtype=np.float32))
-    return SaliencyStep(feature_encoder, image_step, writer, on_image=on_image)
+        worker.submit(record, image, np.asarray(record["embedding"], dtype=np.float32))
+
+    return SaliencyStep(feature_encoder, image_step, writer, on_image=submit if worker is not None else None)
 
 
 def _diffusion_worker(diffusion: str | os.PathLike, encoder: Encoder, writer, sinks: list[Sink], *, strength: float,

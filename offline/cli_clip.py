@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
+from bci.cli_types import non_negative_int as _non_negative_int
+from bci.cli_types import positive_int as _positive_int
+
 __all__ = ["register_train_clip"]
 
 AddParser = Callable[[argparse._SubParsersAction, str, str, str], argparse.ArgumentParser]
@@ -66,20 +69,6 @@ def _summary(metrics: dict) -> str:
         f"top-5 {100 * metrics['zero_shot_top5']:.1f}% (chance {100 * metrics['chance_top5']:.1f}%)\n"
         f"use it with: load_clip('tiny', weights={str(metrics['out_dir'])!r})"
     )
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
 
 
 def _int(text: str) -> int:

@@ -18,17 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from bci.cli_types import positive_int as _positive_int
+
 AddParser = Callable[[Any, str, str, str], argparse.ArgumentParser]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
 
 
 def _float(text: str) -> float:
