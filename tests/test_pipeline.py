@@ -234,7 +234,8 @@ def test_live_without_markers_or_hop_is_a_clear_error(model_dir: Path, capsys: p
 def test_ctrl_c_stops_live_cleanly_with_a_summary(tmp_path: Path, model_dir: Path, unique_name: str) -> None:
     import signal
 
-    sim = subprocess.Popen([sys.executable, "-m", "bci.cli", "simulate", "--name", unique_name, "--duration", "30"],
+    # long enough that the stream is still alive when Ctrl-C comes on a loaded machine (it is killed below)
+    sim = subprocess.Popen([sys.executable, "-m", "bci.cli", "simulate", "--name", unique_name, "--duration", "120"],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = tmp_path / "ev.jsonl"
     live = subprocess.Popen(
