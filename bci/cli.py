@@ -381,13 +381,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _install_sigterm_as_interrupt() -> None:
-    """Let SIGTERM stop a command as cleanly as Ctrl-C (files closed, summary printed)."""
+    """Let SIGTERM and SIGINT stop a command cleanly (files closed, summary printed), even in the background."""
     import signal
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    # A process started in the background by a non-interactive shell (`cmd &`, CI runners, lab scripts)
+    # inherits SIGINT ignored, so Python installs no KeyboardInterrupt handler; `kill -INT` must still stop it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":  # pragma: no cover
