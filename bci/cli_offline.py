@@ -19,7 +19,7 @@ def add_offline_commands(sub: Any, add_parser: AddParser) -> None:
     from offline.cli_clip import register_train_clip
     from offline.cli_epochs import register as register_epochs
     from offline.cli_import import register as register_import
-    from offline.cli_train import register_evaluate, register_train
+    from offline.cli_train import register_evaluate, register_fmri_dataset, register_train
 
     train = add_parser(
         sub, "train", "Train the tiny CLIP, an EEG/fMRI encoder or the saliency GAN",
@@ -31,4 +31,6 @@ def add_offline_commands(sub: Any, add_parser: AddParser) -> None:
     register_train(train_sub, add_parser)
     register_evaluate(sub, add_parser)
     register_epochs(sub, add_parser)
+    dataset = sub.choices["dataset"]  # `bci dataset simulate-fmri` joins `bci dataset simulate|info`
+    register_fmri_dataset(next(a for a in dataset._actions if isinstance(a, argparse._SubParsersAction)), add_parser)
     register_import(sub, add_parser)

@@ -25,6 +25,7 @@ from offline.training import (
     NonFiniteLossError,
     TrainSettings,
     WindowSource,
+    augment_windows,
     class_balanced_batches,
     derive_seed,
     fit_scaler,
@@ -136,6 +137,18 @@ def test_class_balanced_batches_have_positives(dataset: EpochDataset) -> None:
         counts = np.bincount(dataset.labels[b])
         assert sorted(counts[counts > 0].tolist()) == [4, 4, 4]
         assert np.isin(b, train).all()
+
+
+def test_augment_windows_is_seeded_and_label_preserving() -> None:
+    x = torch.arange(20.0).repeat(4, 3, 1)
+    assert augment_windows(x, torch.Generator().manual_seed(0)) is x  # all options off
+    a = augment_windows(x, torch.Generator().manual_seed(1), max_shift=3, noise=0.1, scale=0.2)
+    b = augment_windows(x, torch.Generator().manual_seed(1), max_shift=3, noise=0.1, scale=0.2)
+    assert torch.equal(a, b) and a.shape == x.shape
+    shifted = augment_windows(x, torch.Generator().manual_seed(2), max_shift=3)
+    lags = [int(x[i, 0, 10] - shifted[i, 0, 10]) for i in range(4)]
+    assert all(-3 <= lag <= 3 for lag in lags) and len(set(lags)) > 1
+    assert torch.equal(shifted[:, 0], shifted[:, 2])  # the same shift on every channel of a window
 
 
 def test_derive_seed_is_stable() -> None:
