@@ -202,7 +202,7 @@ def test_viewer_shows_real_eeg_and_results_streams(qtbot, procs, unique_name: st
         assert _count_color(_pixmap(row.true_tile), true_color) > 500
         assert _count_color(_pixmap(row.topk_tiles[0]), true_color) > 500
         placeholder = _pixmap(row.topk_tiles[4])
-        assert all(_count_color(placeholder, c) == 0 for c in COLORS) and placeholder.std() > 5
+        assert all(_count_color(placeholder, c) == 0 for c in COLORS) and placeholder.std() > 1  # not blank (a flat tile has std 0; its text alone gives ~5)
         assert "p50" in win.health_panel.values["latency"].text()
         assert "1000 Hz nominal" in win.health_panel.values["rate"].text()
         assert "pushed" in res.stdout.readline()
