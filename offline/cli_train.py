@@ -46,7 +46,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      "augment": "color,translation,cutout", "noise_dim": 0, "g_channels": 32, "d_channels": 32},
     "fmri": {"epochs": 80, "batch_size": 32, "lr": 3e-4, "weight_decay": 1e-2, "patience": 20, "model": "fmri_mlp",
              "target": "image", "loss": "infonce", "temperature": 0.07, "infonce_weight": 1.0, "dropout": None,
-             "top_voxels": None, "model_params": {}, "max_shift": 0, "noise": 0.0, "scale": 0.0},
+             "top_voxels": None, "model_params": {}, "max_shift": 0, "noise": 0.0, "scale": 0.0,
+             "objective": None, "embed_dim": 256, "hidden": [1024, 768], "grid": None, "stimulus_size": 20,
+             "stimulus_channels": [32, 64]},
 }
 
 #: Random-search spaces: a list is a choice, ``("loguniform", lo, hi)`` a log-uniform draw.
@@ -130,10 +132,7 @@ def _train_once(command: str, args: argparse.Namespace, params: dict[str, Any], 
         return train_sample(args.data, out, clip_weights=args.clip_weights, clip_model=args.clip, options=options,
                             **common)
     if command == "fmri":
-        from offline.train_fmri import train_fmri
-
-        return train_fmri(args.data, out, clip_weights=args.clip_weights, clip_model=args.clip, options=options,
-                          top_voxels=params.get("top_voxels"), **common)
+        return _train_fmri(args, params, options, out, common)
     if command == "pixel":
         from offline.train_pixel import train_pixel
 
@@ -141,6 +140,41 @@ def _train_once(command: str, args: argparse.Namespace, params: dict[str, Any], 
     from offline.train_gan import train_saliency_gan
 
     return train_saliency_gan(args.data, args.encoder, out, options=options, **common)
+
+
+def fmri_objective(params: dict[str, Any], clip_weights: str | None) -> str:
+    """The fMRI objective: as given, else ``clip`` when CLIP weights are given, else ``dual``."""
+    objective = params.get("objective") or ("clip" if clip_weights else "dual")
+    if objective not in ("clip", "dual", "pattern"):
+        raise ValueError(f"--objective {objective!r} must be clip, dual or pattern")
+    return str(objective)
+
+
+def _train_fmri(args: argparse.Namespace, params: dict[str, Any], options: Any, out: Path,
+                common: dict[str, Any]) -> TrainResult:
+    data = list(args.data) if isinstance(args.data, (list, tuple)) else [args.data]
+    objective = fmri_objective(params, args.clip_weights)
+    if objective == "clip" and not args.clip_weights:
+        raise ValueError("--objective clip needs --clip-weights DIR (the frozen CLIP model to align to); "
+                         "or use --objective dual / pattern, which need no CLIP")
+    if objective == "clip" and len(data) == 1:
+        from offline.train_fmri import train_fmri
+
+        return train_fmri(data[0], out, clip_weights=args.clip_weights, clip_model=args.clip, options=options,
+                          top_voxels=params.get("top_voxels"), **common)
+    if params.get("top_voxels") is not None:
+        raise ValueError("--top-voxels (encoding-model voxel selection) works with --objective clip on one "
+                         f"dataset; here the objective is {objective!r} with {len(data)} dataset(s)")
+    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+
+    joint = FMRIJointOptions(objective=objective, embed_dim=int(params["embed_dim"]), hidden=params["hidden"],
+                             dropout=0.3 if params.get("dropout") is None else float(params["dropout"]),
+                             temperature=float(params["temperature"]), grid=params.get("grid"),
+                             stimulus_size=int(params["stimulus_size"]),
+                             stimulus_channels=params["stimulus_channels"])
+    print(f"bci train fmri: objective {objective!r}, {len(data)} subject(s)", file=sys.stderr)
+    return train_fmri_joint(data, out, options=joint, clip_weights=args.clip_weights, clip_model=args.clip,
+                            **common)
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
@@ -152,6 +186,8 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
             from offline.training import random_search
 
             space = {k: v for k, v in SEARCH_SPACES[command].items() if k not in _given(flags)}
+            if command == "fmri" and (fmri_objective(params, args.clip_weights) != "clip" or len(args.data) > 1):
+                space.pop("top_voxels", None)
 
             def trial(sampled: dict[str, Any], directory: Path, resume: bool) -> TrainResult:
                 return _train_once(command, args, {**params, **sampled}, directory, resume)
@@ -179,14 +215,23 @@ def _print_result(command: str, args: argparse.Namespace, result: TrainResult) -
     print(f"bci train {command}: best {metric} = {result.best_metric:.4g} at epoch {result.best_epoch + 1} "
           f"({result.epochs_run} epochs run, stopped: {result.stopped})")
     print(f"checkpoint: {result.checkpoint}  (resume state: {result.checkpoint / 'last'})")
-    print(f"evaluate:   bci evaluate {result.checkpoint} --data {args.data}"
-          + (f" --clip-weights {args.clip_weights}" if getattr(args, "clip_weights", None) else ""))
+    data = list(args.data) if isinstance(args.data, (list, tuple)) else [args.data]
+    clip = f" --clip-weights {args.clip_weights}" if getattr(args, "clip_weights", None) else ""
+    if len(data) == 1:
+        print(f"evaluate:   bci evaluate {result.checkpoint} --data {data[0]}{clip}")
+        return
+    for k, ds in enumerate(data):
+        print(f"evaluate:   bci evaluate {result.checkpoint / 'subjects' / f'sub-{k}'} --data {ds}{clip}")
 
 
 # ============================================================================ parsers
 def _common(p: argparse.ArgumentParser, command: str) -> None:
     d = DEFAULTS[command]
-    p.add_argument("--data", required=True, metavar="DS", help="epoch dataset (bci epochs / bci dataset simulate)")
+    if command == "fmri":
+        p.add_argument("--data", required=True, nargs="+", metavar="DS",
+                       help="fMRI epoch dataset(s); several (one per subject) train the multi-subject model")
+    else:
+        p.add_argument("--data", required=True, metavar="DS", help="epoch dataset (bci epochs / bci dataset simulate)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
     p.add_argument("--split", metavar="NAME", help="stored split (default: 'block'); leaking splits are refused")
     p.add_argument("--epochs", type=int, metavar="N", help=f"maximum epochs [{d['epochs']}]")
@@ -216,8 +261,9 @@ def _alignment_args(p: argparse.ArgumentParser, command: str) -> None:
     d = DEFAULTS[command]
     p.add_argument("--clip", default="tiny", metavar="NAME",
                    help="CLIP architecture: tiny (bci train clip) or an open_clip name, e.g. ViT-B-32 [tiny]")
-    p.add_argument("--clip-weights", required=True, metavar="DIR",
-                   help="weights of the frozen CLIP model (a 'bci train clip' folder or a local weights file)")
+    p.add_argument("--clip-weights", required=command != "fmri", metavar="DIR",
+                   help="weights of the frozen CLIP model (a 'bci train clip' folder or a local weights file)"
+                   + ("; needed by --objective clip only" if command == "fmri" else ""))
     p.add_argument("--model", help=f"registry model [{d['model'] or 'eeg_convnet / fmri_mlp by modality'}]")
     p.add_argument("--target", choices=("template", "caption", "image"),
                    help=f"CLIP target: class template caption, detailed caption or image [{d['target']}]")
@@ -237,9 +283,17 @@ def _add_sample(sub: Any, add_parser: AddParser) -> None:
 
 
 def _add_fmri(sub: Any, add_parser: AddParser) -> None:
-    p = add_parser(sub, "fmri", "train the fMRI encoder (fmri_mlp, contrastive alignment to CLIP image embeddings)",
-                   "bci train fmri --data fmri.zarr --out models/fmri --clip-weights models/clip --top-voxels 500")
+    d = DEFAULTS["fmri"]
+    p = add_parser(sub, "fmri", "train fMRI encoders: dual encoder with a stimulus CNN, decoder to the pattern, "
+                   "or alignment to CLIP image embeddings; one subject or several",
+                   "bci train fmri --data fmri.zarr --out models/fmri --objective dual")
     _common(p, "fmri")
+    p.add_argument("--objective", choices=("dual", "pattern", "clip"),
+                   help="dual: fMRI MLP + stimulus CNN, InfoNCE; pattern: decode the grid x grid stimulus (BCE); "
+                        "clip: InfoNCE to frozen CLIP image embeddings [clip with --clip-weights, else dual]")
+    p.add_argument("--embed-dim", type=int, help=f"dual encoder embedding size [{d['embed_dim']}]")
+    p.add_argument("--grid", type=int, help="pattern objective: decoded grid side [the dataset's, else 10]")
+    p.add_argument("--stimulus-size", type=int, help=f"dual: side the stimulus is resized to [{d['stimulus_size']}]")
     _alignment_args(p, "fmri")
     p.add_argument("--top-voxels", type=int, metavar="N",
                    help="keep the N voxels best predicted by a ridge encoding model (CLIP -> voxel) on train")
@@ -362,7 +416,8 @@ def _cmd_fmri_dataset(args: argparse.Namespace) -> int:
 
     path = fmri_dataset_from_simulation(args.out, n_train=args.n_train, block_size=args.block_size,
                                         val_blocks=args.val_blocks, test_repeats=args.test_repeats, snr=args.snr,
-                                        seed=args.seed, overwrite=args.overwrite)
+                                        seed=args.seed, n_voxels=args.n_voxels, grid=args.grid,
+                                        overwrite=args.overwrite)
     ds = EpochDataset.open(path)
     sizes = {k: len(v) for k, v in ds.split("block").items()}
     print(f"{path}: {len(ds)} fMRI epochs ({ds.data.shape[1]} voxels x {ds.data.shape[2]} volumes), "
@@ -382,7 +437,8 @@ def register_fmri_dataset(sub: Any, add_parser: AddParser, name: str = "simulate
     name : str
         Subcommand name.
     """
-    p = add_parser(sub, name, "simulate a Miyawaki-style fMRI session (10x10 patterns) and build its epoch dataset",
+    p = add_parser(sub, name, "simulate a Miyawaki-style fMRI session (10x10 patterns) and build its epoch dataset; "
+                   "another --seed is another simulated subject",
                    f"bci dataset {name} fmri.zarr --n-train 400 --snr 1.0")
     p.add_argument("out", metavar="OUT", help="dataset to create")
     p.add_argument("--n-train", type=int, default=400, help="random training patterns, one trial each [400]")
@@ -390,6 +446,9 @@ def register_fmri_dataset(sub: Any, add_parser: AddParser, name: str = "simulate
     p.add_argument("--val-blocks", type=int, default=2, help="training blocks held out for validation [2]")
     p.add_argument("--test-repeats", type=int, default=6, help="presentations of each of the 12 test patterns [6]")
     p.add_argument("--snr", type=float, default=1.0, help="simulator SNR [1.0]")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything [0]")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of everything: receptive fields (the subject), noise, patterns [0]")
+    p.add_argument("--n-voxels", type=int, default=967, help="voxels [967]")
+    p.add_argument("--grid", type=int, default=10, help="pattern side, e.g. 28 for 28x28 stimuli [10]")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=_cmd_fmri_dataset)

@@ -151,13 +151,14 @@ def encoder_plots(out: Path, ds: Any, idx: np.ndarray, pred: np.ndarray, sims: n
     return paths
 
 
-def gan_plots(out: Path, stim: np.ndarray, generated: np.ndarray, ridge: np.ndarray | None) -> list[str]:
-    """Grid stimulus | generated | ridge reconstruction."""
+def gan_plots(out: Path, stim: np.ndarray, generated: np.ndarray, ridge: np.ndarray | None, *,
+              label: str = "generated", file: str = "generation_grid.png") -> list[str]:
+    """Grid stimulus | generated (or ``label``) | ridge reconstruction, written to ``out / file``."""
     pick = _spread(len(stim))
-    cols = {"stimulus": stim[pick], "generated": generated[pick]}
+    cols = {"stimulus": stim[pick], label: generated[pick]}
     if ridge is not None:
         cols["ridge"] = ridge[pick]
-    return [_image_grid_plot(out / "generation_grid.png", cols)]
+    return [_image_grid_plot(out / file, cols)]
 
 
 def _spread(n: int) -> np.ndarray:

@@ -65,6 +65,12 @@ def checkpoint_kind(checkpoint: str | os.PathLike) -> str:
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
     cfg = path / "config.json"
+    manifest = path / "multisubject.json"
+    if not cfg.is_file() and manifest.is_file():
+        names = sorted(p.name for p in (path / "subjects").iterdir()) if (path / "subjects").is_dir() else []
+        raise CheckpointError(f"{path} is a multi-subject fMRI model; evaluate one subject's checkpoint against "
+                              f"that subject's dataset: {path / 'subjects' / (names[0] if names else 'sub-0')} "
+                              f"(subjects: {', '.join(names) or 'none found'})")
     if not cfg.is_file():
         raise CheckpointError(f"{path} has no config.json; is it a checkpoint written by 'bci train'?")
     try:
@@ -305,16 +311,25 @@ def _evaluate_encoder(checkpoint: str | os.PathLike, ds: Any, split: str | None,
     level = str(extra.get("level") or "class")
     pred = run.embed(idx)
     report.update({"model": {"name": run.config.name, "embed_dim": run.config.embed_dim, "space": space,
-                             "level": level, "task": extra.get("task"), "target": extra.get("target")},
+                             "level": level, "task": extra.get("task"), "target": extra.get("target"),
+                             "objective": extra.get("objective"), "subject": extra.get("subject")},
                    "n": int(len(idx))})
     if space == "clip":
         view = _clip_view(ds, embedder, str(extra.get("target") or "template"), level, idx, train)
+    elif space == "pattern":
+        view = _pattern_view(ds, _pattern_grid(extra, run.config, checkpoint), idx, train)
+        pred = _sigmoid(pred)
+    elif space == "stimulus":
+        view = _stimulus_view(ds, _stimulus_encoder(extra, checkpoint), idx, train)
     else:
         view = _metric_view(ds, run, idx, train)
     report["scores"] = {"model": _scores_dict(view.score(pred, zero_shot))}
+    ridge_pred = None
     if baseline:
         ridge_pred = _ridge_fit_predict(run, ds, train, idx, view.ridge_targets)
         report["scores"]["ridge"] = _scores_dict(view.score(ridge_pred, zero_shot, ridge=True))
+    if space == "pattern":
+        report["reconstruction"] = _pattern_reconstruction(ds, idx, view, pred, ridge_pred, out if plots else None)
     if oracle:
         orc = _oracle_metrics(ds, info, part, zero_shot, level)
         if orc is not None:
@@ -342,7 +357,12 @@ class _View:
         self.level = level
         self.metric_space = metric_space
 
+    #: Pearson correlation instead of cosine (pattern reconstructions against candidate patterns).
+    centred = False
+
     def similarities(self, pred: np.ndarray) -> np.ndarray:
+        if self.centred:
+            return pattern_similarity(pred, self.candidates)
         return _unit(pred) @ _unit(self.candidates).T
 
     def score(self, pred: np.ndarray, zero_shot: bool, ridge: bool = False) -> dict[str, Score]:
@@ -356,8 +376,9 @@ class _View:
         out = {f"{what}{m}-way {k}": Score(v.value, v.chance, v.n, f"{what}{m}-way {k}")
                for k, v in topk_from_scores(scores, self.true, k=ks).items()}
         if m >= 2 and not (ridge and self.metric_space):
-            out[f"{what}pairwise"] = pairwise_identification(pred, self.candidates[self.true], ids=self.true,
-                                                            name=f"{what}pairwise identification")
+            a, b = (_centre(pred), _centre(self.candidates[self.true])) if self.centred else \
+                (pred, self.candidates[self.true])
+            out[f"{what}pairwise"] = pairwise_identification(a, b, ids=self.true, name=f"{what}pairwise identification")
         if zero_shot and self.level == "class":
             out.update({f"zero-shot {m}-way {k}": Score(v.value, v.chance, v.n, f"zero-shot {m}-way {k}")
                         for k, v in topk_from_scores(scores, self.true, k=ks).items()})
@@ -369,8 +390,8 @@ def _embedding_space(extra: dict[str, Any], cfg: ModelConfig, clip: Any, clip_we
     from offline.train_sample import recorded_clip
 
     space = extra.get("embedding_space")
-    if space == "metric" or (space is None and clip is None and clip_weights is None):
-        return "metric", None
+    if space in ("metric", "pattern", "stimulus") or (space is None and clip is None and clip_weights is None):
+        return space or "metric", None
     embedder = recorded_clip(extra.get("clip") if space == "clip" else None, clip, clip_weights)
     if int(embedder.embed_dim) != cfg.embed_dim:
         if space is None:
@@ -408,6 +429,107 @@ def _metric_view(ds: Any, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) 
     onehot = np.eye(len(ds.class_names), dtype=np.float32)[labels[train]]
     return _View(centroids[classes], true, onehot, names=[str(ds.class_names[c]) for c in classes], ids=classes,
                  rows=_class_image_rows(ds, classes), level="class", metric_space=True)
+
+
+def _centre(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x - x.mean(axis=1, keepdims=True)
+
+
+def pattern_similarity(pred: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every reconstruction row with every candidate pattern row, ``(n, m)``.
+
+    A constant row (no contrast) correlates 0 with everything.
+    """
+    return _unit(_centre(pred)) @ _unit(_centre(candidates)).T
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, np.float64), -60, 60)))).astype(np.float32)
+
+
+def _pattern_grid(extra: dict[str, Any], cfg: ModelConfig, checkpoint: str | os.PathLike) -> int:
+    grid = extra.get("pattern_grid")
+    if not isinstance(grid, int) or grid * grid != cfg.embed_dim:
+        raise CheckpointError(f"checkpoint {checkpoint} is a pattern decoder but records pattern_grid={grid!r} "
+                              f"for {cfg.embed_dim} outputs; retrain it with 'bci train fmri --objective pattern'")
+    return grid
+
+
+def _image_level(ds: Any, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if ds.images is None or ds.image_table_ids is None:
+        raise ValueError(f"dataset {getattr(ds, 'path', '')} has no stimulus images; a pattern decoder or dual "
+                         "encoder is scored against them")
+    rows = ds.image_rows()
+    uniq, true = np.unique(rows[idx], return_inverse=True)
+    return uniq, true, [str(ds.image_table_ids[r]) for r in uniq]
+
+
+def _pattern_view(ds: Any, grid: int, idx: np.ndarray, train: np.ndarray) -> _View:
+    from offline.train_fmri_joint import pattern_targets
+
+    uniq, true, names = _image_level(ds, idx)
+    table = pattern_targets(np.asarray(ds.images), grid)
+    view = _View(table[uniq], true, table[ds.image_rows()[train]], names=names, ids=uniq, rows=uniq, level="image",
+                 metric_space=False)
+    view.centred = True
+    return view
+
+
+def _stimulus_encoder(extra: dict[str, Any], checkpoint: str | os.PathLike) -> Any:
+    from bci.models.stimulus import load_stimulus_encoder
+
+    rel = extra.get("stimulus_encoder")
+    if not isinstance(rel, str):
+        raise CheckpointError(f"checkpoint {checkpoint} is a dual-encoder model but names no stimulus encoder")
+    path = (Path(checkpoint) / rel).resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {checkpoint} needs its stimulus encoder at {path}, which does not "
+                                "exist; keep the folder written by 'bci train fmri --objective dual' together")
+    return load_stimulus_encoder(path)
+
+
+def _stimulus_view(ds: Any, stimulus: Any, idx: np.ndarray, train: np.ndarray) -> _View:
+    uniq, true, names = _image_level(ds, idx)
+    table = stimulus.embed_images(np.asarray(ds.images))
+    return _View(table[uniq], true, table[ds.image_rows()[train]], names=names, ids=uniq, rows=uniq, level="image",
+                 metric_space=False)
+
+
+def _pattern_reconstruction(ds: Any, idx: np.ndarray, view: _View, prob: np.ndarray, ridge: np.ndarray | None,
+                            out: Path | None) -> dict[str, Any]:
+    """Pixel accuracy (binary stimuli), PixCorr and SSIM of the decoded patterns, model and ridge, + grid PNG."""
+    stim = np.asarray(ds.images)[ds.image_rows()[idx]]
+    truth = view.candidates[view.true]
+    grid = int(round(np.sqrt(truth.shape[1])))
+    size = stim.shape[1]
+    binary = bool(np.isin(np.unique(truth), (0.0, 1.0)).all())
+    result: dict[str, Any] = {"grid": grid, "binary_stimuli": binary}
+    images: dict[str, np.ndarray] = {}
+    for who, p in (("model", prob), ("ridge", ridge)):
+        if p is None:
+            continue
+        p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
+        images[who] = _grid_images(p, grid, size)
+        scores = {"PixCorr": pixcorr(images[who], stim), "SSIM": ssim_metric(images[who], stim)}
+        if binary:
+            acc = float(((p > 0.5) == (truth > 0.5)).mean())
+            scores["pixel accuracy"] = Score(acc, 0.5, int(truth.size), "pixel accuracy")
+        result[who] = _scores_dict(scores)
+    if out is not None:
+        from offline import eval_plots
+
+        result["plots"] = eval_plots.gan_plots(out, stim, images["model"], images.get("ridge"), label="decoded",
+                                                file="reconstruction_grid.png")
+    return result
+
+
+def _grid_images(p: np.ndarray, grid: int, size: int) -> np.ndarray:
+    """``(n, grid²)`` values in [0, 1] → ``(n, size, size, 3)`` uint8 (nearest-neighbour blocks)."""
+    cells = (p.reshape(len(p), grid, grid) * 255).round().astype(np.uint8)
+    rep = -(-size // grid)
+    big = np.kron(cells, np.ones((1, rep, rep), np.uint8))[:, :size, :size]
+    return np.repeat(big[..., None], 3, axis=3)
 
 
 def _class_image_rows(ds: Any, classes: np.ndarray) -> np.ndarray | None:
@@ -530,8 +652,16 @@ def format_report(report: dict[str, Any]) -> str:
     for key in sorted(set().union(*(scores[c].keys() for c in cols)) - set(model)):
         vals = [f"{scores[c][key]['value']:>10.3f}" if key in scores[c] else f"{'-':>10}" for c in cols]
         lines.append(f"{key:<28}" + "".join(vals))
-    if report.get("plots"):
-        lines.append("plots: " + ", ".join(Path(p).name for p in report["plots"]))
+    rec = report.get("reconstruction")
+    if rec and rec.get("model"):
+        lines.append(f"decoded {rec['grid']}x{rec['grid']} patterns" + f"{'model':>10}{'ridge':>10}{'chance':>10}")
+        for key, s in rec["model"].items():
+            r = (rec.get("ridge") or {}).get(key)
+            lines.append(f"{key:<28}{s['value']:>10.3f}" + (f"{r['value']:>10.3f}" if r else f"{'-':>10}")
+                         + (f"{s['chance']:>10.3f}" if s.get("chance") is not None else f"{'-':>10}"))
+    plots = list(report.get("plots") or []) + list((rec or {}).get("plots") or [])
+    if plots:
+        lines.append("plots: " + ", ".join(Path(p).name for p in plots))
     return "\n".join(line for line in lines if line)
 
 

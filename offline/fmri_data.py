@@ -67,7 +67,8 @@ def _check_int(name: str, value: Any, low: int) -> int:
 def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, block_size: int = 20,
                                  val_blocks: int = 2, test_repeats: int = 6, snr: float = 1.0, seed: int = 0,
                                  n_voxels: int = 967, stim_trs: int = 3, rest_trs: int = 3, offset: float = 6.0,
-                                 n_times: int = 2, image_scale: int = 6, overwrite: bool = False) -> Path:
+                                 n_times: int = 2, image_scale: int = 6, grid: int = 10,
+                                 overwrite: bool = False) -> Path:
     """Simulate a Miyawaki-style fMRI session and write its epoch dataset (see the module docstring).
 
     Parameters
@@ -95,6 +96,8 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
         Volumes per epoch.
     image_scale : int
         Pixels per pattern cell in the image table.
+    grid : int
+        Pattern side: 10 (Miyawaki, default) or e.g. 28 for digit-sized stimuli (>= 5).
     overwrite : bool
 
     Returns
@@ -107,12 +110,13 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
     val_blocks = _check_int("val_blocks", val_blocks, 1)
     test_repeats = _check_int("test_repeats", test_repeats, 1)
     n_times = _check_int("n_times", n_times, 1)
+    grid = _check_int("grid", grid, 5)
     n_train_blocks = -(-n_train // block_size)
     if val_blocks >= n_train_blocks:
         raise ValueError(f"val_blocks={val_blocks} must leave training blocks (n_train={n_train} makes "
                          f"{n_train_blocks} blocks of {block_size})")
     rng = np.random.default_rng([int(seed), 0xF3A1])
-    config = FMRISimConfig(n_voxels=int(n_voxels), snr=float(snr), seed=int(seed))
+    config = FMRISimConfig(n_voxels=int(n_voxels), grid=grid, snr=float(snr), seed=int(seed))
     sim = FMRISimulator(config)
     g = config.grid
     train_p = (rng.random((n_train, g, g)) < 0.5).astype(np.uint8)
@@ -141,7 +145,7 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
                                   "test_repeats": test_repeats, "snr": float(snr), "seed": int(seed),
                                   "n_voxels": int(n_voxels), "stim_trs": stim_trs, "rest_trs": rest_trs,
                                   "offset": float(offset), "n_times": n_times, "tr": config.tr,
-                                  "image_scale": image_scale}}
+                                  "image_scale": image_scale, "grid": grid}}
     path = write_epoch_dataset(
         out, data, labels=image_class[order], image_ids=[image_ids[i] for i in order],
         subject=np.zeros(len(order), np.int64), session=np.zeros(len(order), np.int64), block=blocks,
@@ -178,8 +182,8 @@ def fmri_oracle_for_dataset(ds: Any, train: np.ndarray) -> Any:
     sim_meta = (getattr(ds, "source", None) or {}).get("fmri_simulation")
     if not isinstance(sim_meta, dict) or ds.images is None:
         return None
-    sim = FMRISimulator(FMRISimConfig(n_voxels=int(sim_meta["n_voxels"]), snr=float(sim_meta["snr"]),
-                                      seed=int(sim_meta["seed"])))
+    sim = FMRISimulator(FMRISimConfig(n_voxels=int(sim_meta["n_voxels"]), grid=int(sim_meta.get("grid", 10)),
+                                      snr=float(sim_meta["snr"]), seed=int(sim_meta["seed"])))
     if [str(c) for c in sim.channel_names] != [str(c) for c in ds.ch_names]:
         return None
     oracle = FMRIOracle(sim, patterns_from_images(np.asarray(ds.images), sim.config.grid))

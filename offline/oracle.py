@@ -423,19 +423,33 @@ class FMRIOracle:
     The simulator supplies receptive fields, baselines and signal change; :meth:`fit`
     estimates the intercepts ``c_v``, the gain ``h`` (how much of the steady-state
     response the trial summary captures, set by the HRF and which volumes were
-    averaged) and the noise variance of each voxel from training trials. Scores are
-    diagonal-Gaussian log-likelihoods.
+    averaged) and the noise covariance from the training residuals. The simulator's noise
+    has a known structure — independent per voxel, plus a component shared by all voxels
+    and a slow drift made of 3 cosines per voxel — so across trials its covariance is a
+    diagonal plus a low-rank part of rank ``noise_rank`` (1 for the shared component + 3
+    for the drift, by default from the simulator's config). The low-rank part is the top
+    principal components of the residuals, the diagonal the rest of each voxel's variance.
+    Scores are Gaussian log-likelihoods under that covariance (``noise_rank=0``: diagonal).
 
     Parameters
     ----------
     simulator : FMRISimulator
     patterns : ndarray, (n_candidates, grid, grid)
         Candidate stimuli (e.g. the test patterns).
+    noise_rank : int, optional
+        Rank of the shared part of the noise covariance; default from the simulator.
     """
 
-    def __init__(self, simulator: FMRISimulator, patterns: np.ndarray) -> None:
+    def __init__(self, simulator: FMRISimulator, patterns: np.ndarray, noise_rank: int | None = None) -> None:
         if not isinstance(simulator, FMRISimulator):
             raise TypeError(f"simulator must be an FMRISimulator, got {type(simulator).__name__}")
+        cfg = simulator.config
+        if noise_rank is None:
+            noise_rank = (1 if cfg.shared_noise > 0 else 0) + (3 if cfg.drift > 0 else 0)
+        if isinstance(noise_rank, bool) or not isinstance(noise_rank, (int, np.integer)) or noise_rank < 0:
+            raise ValueError(f"noise_rank={noise_rank!r} must be an int >= 0")
+        self.noise_rank = int(noise_rank)
+        self.precision_: np.ndarray | None = None
         self.simulator = simulator
         scale = simulator.baselines * simulator.config.signal_change
         self.predicted = simulator.responses(np.asarray(patterns)) * scale  # (n_candidates, V)
@@ -467,6 +481,17 @@ class FMRIOracle:
         resid = x - self.intercept_ - self.gain_ * d
         var = resid.var(axis=0)
         self.noise_var_ = np.maximum(var, 1e-6 * max(float(var.mean()), 1e-300))
+        rank = min(self.noise_rank, len(x) - 2)
+        if rank <= 0:
+            self.precision_ = None
+            return self
+        _, sv, vt = np.linalg.svd(resid - resid.mean(axis=0), full_matrices=False)
+        factors = vt[:rank].T * (sv[:rank] / np.sqrt(len(x)))  # (V, rank)
+        diag = np.maximum(self.noise_var_ - np.sum(factors**2, axis=1), 0.05 * self.noise_var_)
+        # Woodbury: (D + F F^T)^-1 = D^-1 - D^-1 F (I + F^T D^-1 F)^-1 F^T D^-1
+        dinv_f = factors / diag[:, None]
+        core = np.linalg.inv(np.eye(rank) + factors.T @ dinv_f)
+        self.precision_ = np.diag(1.0 / diag) - dinv_f @ core @ dinv_f.T
         return self
 
     def _samples(self, samples: object) -> np.ndarray:
@@ -484,9 +509,12 @@ class FMRIOracle:
         if self.gain_ is None:
             raise RuntimeError("FMRIOracle is not fitted; call fit(train_samples, train_pattern_index) first")
         x = self._samples(samples)
-        w = 1.0 / self.noise_var_
         mu = self.intercept_ + self.gain_ * self.predicted  # (n_candidates, V)
-        return (x * w) @ mu.T - 0.5 * np.einsum("jv,v,jv->j", mu, w, mu)
+        if self.precision_ is None:
+            w = 1.0 / self.noise_var_
+            return (x * w) @ mu.T - 0.5 * np.einsum("jv,v,jv->j", mu, w, mu)
+        pmu = mu @ self.precision_
+        return x @ pmu.T - 0.5 * np.einsum("jv,jv->j", pmu, mu)
 
     def predict(self, samples: np.ndarray) -> np.ndarray:
         """Most likely candidate per trial, ``(n,)`` int."""

@@ -724,7 +724,7 @@ def _start_state(task: TrainTask, settings: TrainSettings, out: Path, *, resume:
 
 def _clear_dir(out: Path) -> None:
     """Remove the files this trainer writes (never unrelated ones)."""
-    for name in (LAST_DIR, "samples", "search"):
+    for name in (LAST_DIR, "samples", "search", "subjects", "stimulus"):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     for child in out.iterdir():

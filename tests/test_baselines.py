@@ -305,9 +305,15 @@ def test_fmri_oracle_identifies_patterns() -> None:
     x_tr = _trial_vectors(vol_tr, ev_tr, sim.config.tr)
     x_te = _trial_vectors(vol_te, ev_te, sim.config.tr)
     oracle = FMRIOracle(sim, patterns).fit(x_tr, order_train)
-    assert oracle.gain_ > 0
+    assert oracle.gain_ > 0 and oracle.noise_rank == 4  # shared component + 3 drift cosines
     acc = classification_accuracy(oracle.score(x_te), order_test)
     assert acc.value > 0.3 > 0.025 == acc.chance
+    diagonal = FMRIOracle(sim, patterns, noise_rank=0).fit(x_tr, order_train)
+    assert diagonal.precision_ is None
+    acc_diag = classification_accuracy(diagonal.score(x_te), order_test)
+    assert acc.value >= acc_diag.value  # modelling the shared noise does not lose
+    with pytest.raises(ValueError, match="noise_rank=-1"):
+        FMRIOracle(sim, patterns, noise_rank=-1)
     with pytest.raises(ValueError, match="300"):
         oracle.score(x_te[:, :10])
     with pytest.raises(RuntimeError, match="not fitted"):

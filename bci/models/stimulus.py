@@ -1,0 +1,201 @@
+"""Stimulus encoder of the fMRI dual encoder: a small CNN from stimulus images to an embedding.
+
+The dual encoder (SPEC §5, "fMRI") learns two maps into one space, trained together with
+a symmetric InfoNCE loss: the fMRI encoder (``fmri_mlp``) from voxels, and this CNN from
+the stimulus image. At run time the CNN embeds the candidate stimuli (a gallery of
+patterns) and each fMRI trial retrieves the nearest one; it replaces CLIP where CLIP's
+image space does not separate the stimuli (binary Miyawaki patterns).
+
+Input: images ``(n, H, W, 3)`` uint8 (or ``(n, H, W)``), turned to grey, scaled to [0, 1]
+and area-resized to ``image_size`` × ``image_size``. A checkpoint is a directory with
+``config.json`` (:class:`StimulusConfig` + format tag) and ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bci.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, _atomic_write, _refuse_pickles
+
+__all__ = ["STIMULUS_FORMAT", "StimulusCNN", "StimulusConfig", "images_to_grey", "load_stimulus_encoder",
+           "save_stimulus_encoder"]
+
+STIMULUS_FORMAT = "bci-runtime.stimulus-encoder"
+
+
+@dataclass(frozen=True)
+class StimulusConfig:
+    """Shape of a :class:`StimulusCNN`.
+
+    Parameters
+    ----------
+    image_size : int
+        Side the (grey) images are resized to before the CNN.
+    channels : tuple of int
+        Output channels of the conv blocks (each: 3×3 conv, GroupNorm, SiLU); the first
+        keeps the resolution, each later one halves it.
+    embed_dim : int
+        Embedding size (the fMRI encoder's ``embed_dim``).
+    """
+
+    image_size: int = 20
+    channels: tuple[int, ...] = (32, 64)
+    embed_dim: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "embed_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"StimulusConfig: {name}={value!r} must be a positive int")
+        chans = tuple(self.channels)
+        if not chans or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chans):
+            raise ValueError(f"StimulusConfig: channels={self.channels!r} must be a non-empty list of positive ints")
+        object.__setattr__(self, "channels", chans)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {**dataclasses.asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StimulusConfig:
+        """Inverse of :meth:`to_dict` (unknown keys refused by name)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"stimulus encoder config has unknown keys {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        if "channels" in values:
+            values["channels"] = tuple(values["channels"])
+        return cls(**values)
+
+
+def images_to_grey(images: np.ndarray, size: int) -> torch.Tensor:
+    """Images ``(n, H, W[, 3])`` uint8 → ``(n, 1, size, size)`` float32 grey in [0, 1] (area resize).
+
+    Raises
+    ------
+    ValueError
+        Images that are not ``(n, H, W)`` or ``(n, H, W, 3)``.
+    """
+    x = np.asarray(images)
+    if x.ndim == 4 and x.shape[3] == 3:
+        x = x.astype(np.float32).mean(axis=3)
+    elif x.ndim != 3:
+        raise ValueError(f"images have shape {x.shape}; expected (n, H, W, 3) or (n, H, W)")
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None] / 255.0
+    if t.shape[2:] != (size, size):
+        t = F.interpolate(t, size=(size, size), mode="area") if min(t.shape[2:]) >= size else \
+            F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return t
+
+
+class StimulusCNN(nn.Module):
+    """Conv blocks → global average pool → linear: ``(n, 1, S, S)`` → ``(n, embed_dim)``.
+
+    Parameters
+    ----------
+    config : StimulusConfig
+    """
+
+    def __init__(self, config: StimulusConfig) -> None:
+        super().__init__()
+        if not isinstance(config, StimulusConfig):
+            raise TypeError(f"config must be a StimulusConfig, got {type(config).__name__}")
+        self.config = config
+        layers: list[nn.Module] = []
+        width = 1
+        for i, c in enumerate(config.channels):
+            layers += [nn.Conv2d(width, c, 3, stride=1 if i == 0 else 2, padding=1),
+                       nn.GroupNorm(min(8, c), c), nn.SiLU()]
+            width = c
+        self.features = nn.Sequential(*layers)
+        # position matters for retinotopic stimuli: keep a coarse spatial map, not only a global pool
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.head = nn.Linear(width * 16, config.embed_dim)
+
+    @property
+    def embed_dim(self) -> int:
+        """Embedding size."""
+        return self.config.embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, 1, S, S)`` grey images in [0, 1] → ``(n, embed_dim)``."""
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"StimulusCNN input has shape {tuple(x.shape)}; expected (n, 1, S, S)")
+        return self.head(self.pool(self.features(x - 0.5)).flatten(1))
+
+    @torch.no_grad()
+    def embed_images(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Embeddings ``(n, embed_dim)`` float32 of uint8 images, in eval mode, on the model's device."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        x = images_to_grey(images, self.config.image_size)
+        out = [self(x[i : i + batch].to(device)).float().cpu().numpy() for i in range(0, len(x), batch)]
+        self.train(was_training)
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+
+def save_stimulus_encoder(model: StimulusCNN, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into ``directory`` (created; replaced if present)."""
+    if not isinstance(model, StimulusCNN):
+        raise TypeError(f"model must be a StimulusCNN, got {type(model).__name__}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).unlink(missing_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": STIMULUS_FORMAT}))
+    text = json.dumps({"format": STIMULUS_FORMAT, "format_version": 1, **model.config.to_dict()}, indent=2) + "\n"
+    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    return directory
+
+
+def load_stimulus_encoder(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> StimulusCNN:
+    """Load a stimulus encoder written by :func:`save_stimulus_encoder` (eval mode).
+
+    Raises
+    ------
+    CheckpointError
+        Missing files, another format, weights that do not fit the config, or a pickle.
+    """
+    directory = Path(directory)
+    cfg_path = directory / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; is it a stimulus encoder written by "
+                              "'bci train fmri --objective dual'?")
+    _refuse_pickles(directory)
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != STIMULUS_FORMAT:
+        fmt = data.get("format") if isinstance(data, dict) else None
+        raise CheckpointError(f"{cfg_path} has format {fmt!r}; expected {STIMULUS_FORMAT!r}")
+    body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    try:
+        model = StimulusCNN(StimulusConfig.from_dict(body))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_path}: {exc}") from None
+    weights = directory / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{weights} does not fit the config in {cfg_path}: {first}") from None
+    return model.to(device).eval()

@@ -1,0 +1,212 @@
+"""fMRI dual encoder (stimulus CNN), pattern decoder and multi-subject model: real training on small simulations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bci.models import load_checkpoint, read_config
+from bci.models.checkpoint import CheckpointError
+from bci.models.stimulus import (StimulusCNN, StimulusConfig, images_to_grey, load_stimulus_encoder,
+                                 save_stimulus_encoder)
+from offline.epochs import EpochDataset
+from offline.training import TrainSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fmri(tmp: Path, name: str, *, seed: int = 0, n_voxels: int = 300, n_train: int = 120, grid: int = 10,
+          snr: float = 3.0) -> Path:
+    from offline.fmri_data import fmri_dataset_from_simulation
+
+    return fmri_dataset_from_simulation(tmp / name, n_train=n_train, block_size=20, val_blocks=1, test_repeats=2,
+                                        n_voxels=n_voxels, snr=snr, seed=seed, grid=grid)
+
+
+@pytest.fixture(scope="module")
+def fmri_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _fmri(tmp_path_factory.mktemp("fmri"), "a.zarr", seed=0, n_voxels=300)
+
+
+@pytest.fixture(scope="module")
+def fmri_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _fmri(tmp_path_factory.mktemp("fmri"), "b.zarr", seed=1, n_voxels=240)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> object:
+    """One intra-op thread: these small models gain nothing from two, and the machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _settings(epochs: int) -> TrainSettings:
+    return TrainSettings(epochs=epochs, batch_size=24, lr=1e-3, patience=0, progress=False)
+
+
+# ----------------------------------------------------------------------------- stimulus CNN
+def test_stimulus_encoder_round_trip_and_refusals(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = StimulusCNN(StimulusConfig(image_size=12, channels=(8, 16), embed_dim=32))
+    images = (np.random.default_rng(0).random((5, 60, 60, 3)) * 255).astype(np.uint8)
+    before = model.embed_images(images)
+    assert before.shape == (5, 32) and before.dtype == np.float32
+    save_stimulus_encoder(model, tmp_path / "stim")
+    loaded = load_stimulus_encoder(tmp_path / "stim")
+    np.testing.assert_allclose(loaded.embed_images(images), before, rtol=1e-5, atol=1e-6)
+    assert images_to_grey(images, 12).shape == (5, 1, 12, 12)
+    with pytest.raises(ValueError, match=r"shape \(5, 60\)"):
+        images_to_grey(images[:, :, 0, 0], 12)
+    cfg = json.loads((tmp_path / "stim" / "config.json").read_text())
+    (tmp_path / "stim" / "config.json").write_text(json.dumps({**cfg, "embed_dim": 64}))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_stimulus_encoder(tmp_path / "stim")
+    (tmp_path / "stim" / "config.json").write_text(json.dumps({**cfg, "format": "bci-runtime.checkpoint"}))
+    with pytest.raises(CheckpointError, match="format 'bci-runtime.checkpoint'"):
+        load_stimulus_encoder(tmp_path / "stim")
+    (tmp_path / "stim" / "config.json").write_text(json.dumps({**cfg, "depth": 3}))
+    with pytest.raises(CheckpointError, match="unknown keys \\['depth'\\]"):
+        load_stimulus_encoder(tmp_path / "stim")
+    (tmp_path / "stim" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "stim" / "evil.pt").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_stimulus_encoder(tmp_path / "stim")
+    with pytest.raises(ValueError, match="channels"):
+        StimulusConfig(channels=())
+
+
+# ----------------------------------------------------------------------------- objectives
+def test_pattern_decoder_learns_the_patterns(fmri_a: Path, tmp_path: Path) -> None:
+    from offline.evaluate import evaluate, format_report
+    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+
+    out = tmp_path / "pattern"
+    result = train_fmri_joint(fmri_a, out, options=FMRIJointOptions(objective="pattern", hidden=[128]),
+                              settings=_settings(12))
+    cfg = read_config(out)
+    assert cfg.name == "fmri_mlp" and cfg.embed_dim == 100 and cfg.n_chans == 300
+    assert cfg.extra["embedding_space"] == "pattern" and cfg.extra["pattern_grid"] == 10
+    assert result.best_metric > 3 / 40  # 40 validation patterns
+    report = evaluate(out, fmri_a, out_dir=tmp_path / "eval")
+    top1 = report["scores"]["model"]["image 12-way top-1"]
+    assert top1["chance"] == pytest.approx(1 / 12) and top1["value"] > 3 / 12
+    assert report["scores"]["ridge"]["image 12-way top-1"]["value"] > 3 / 12
+    assert report["scores"]["oracle"]["image 12-way top-1"]["value"] > 0.5
+    rec = report["reconstruction"]
+    assert rec["binary_stimuli"] and rec["model"]["pixel accuracy"]["value"] > 0.55
+    assert rec["model"]["PixCorr"]["value"] > rec["model"]["PixCorr"]["chance"] + 0.05
+    assert (tmp_path / "eval" / "reconstruction_grid.png").stat().st_size > 1000
+    text = format_report(report)
+    assert "decoded 10x10 patterns" in text and "pixel accuracy" in text and "reconstruction_grid.png" in text
+
+
+def test_dual_encoder_with_stimulus_cnn(fmri_a: Path, tmp_path: Path) -> None:
+    from offline.evaluate import evaluate
+    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+
+    out = tmp_path / "dual"
+    options = FMRIJointOptions(objective="dual", embed_dim=64, hidden=[128], stimulus_size=10,
+                               stimulus_channels=[16, 32])
+    result = train_fmri_joint(fmri_a, out, options=options, settings=_settings(15))
+    assert (out / "stimulus" / "model.safetensors").is_file()
+    extra = read_config(out).extra
+    assert extra["embedding_space"] == "stimulus" and extra["stimulus_encoder"] == "stimulus"
+    assert result.best_metric > 2 / 40
+    report = evaluate(out, fmri_a, plots=False)
+    model = report["scores"]["model"]
+    assert model["image 12-way top-1"]["value"] > 2.5 / 12
+    assert "image 12-way top-1" in report["scores"]["ridge"]
+    # the stimulus encoder is needed: a checkpoint that lost it says where it should be
+    (out / "stimulus" / "config.json").rename(out / "stimulus" / "config.moved")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        evaluate(out, fmri_a, plots=False, baseline=False, oracle=False)
+
+
+def test_multi_subject_model_shares_the_trunk(fmri_a: Path, fmri_b: Path, tmp_path: Path) -> None:
+    from offline.evaluate import evaluate
+    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+
+    out = tmp_path / "multi"
+    result = train_fmri_joint([fmri_a, fmri_b], out, options=FMRIJointOptions(objective="pattern", hidden=[96, 64]),
+                              settings=_settings(8))
+    manifest = json.loads((out / "multisubject.json").read_text())
+    assert [s["n_voxels"] for s in manifest["subjects"]] == [300, 240]
+    assert {k for k in result.history[-1] if k.startswith("val_top1_")} == {"val_top1_sub-0", "val_top1_sub-1"}
+    m0, m1 = load_checkpoint(out / "subjects" / "sub-0"), load_checkpoint(out / "subjects" / "sub-1")
+    assert m0.get_config().n_chans == 300 and m1.get_config().n_chans == 240
+    s0, s1 = m0.state_dict(), m1.state_dict()
+    assert s0["mlp.0.weight"].shape == (96, 300) and s1["mlp.0.weight"].shape == (96, 240)
+    shared = [k for k in s0 if not k.startswith("mlp.0.")]
+    assert shared and all(torch.equal(s0[k], s1[k]) for k in shared)
+    assert not np.allclose(m0.get_config().scaler["mean"][:240], m1.get_config().scaler["mean"])
+    report = evaluate(out / "subjects" / "sub-1", fmri_b, plots=False)
+    assert report["model"]["subject"] == "sub-1"
+    assert report["scores"]["model"]["image 12-way top-1"]["value"] > 2 / 12
+    with pytest.raises(CheckpointError, match="multi-subject fMRI model.*sub-0, sub-1"):
+        evaluate(out, fmri_a)
+    with pytest.raises(ValueError, match="channel"):
+        evaluate(out / "subjects" / "sub-0", fmri_b)
+
+
+def test_pattern_grid_28(tmp_path: Path) -> None:
+    from offline.fmri_data import fmri_oracle_for_dataset
+    from offline.train_fmri_joint import pattern_targets
+
+    path = _fmri(tmp_path, "g28.zarr", n_voxels=200, n_train=40, grid=28)
+    ds = EpochDataset.open(path)
+    assert ds.source["fmri_simulation"]["grid"] == 28
+    targets = pattern_targets(np.asarray(ds.images), 28)
+    assert targets.shape == (len(ds.images), 784) and set(np.unique(targets)) <= {0.0, 1.0}
+    oracle = fmri_oracle_for_dataset(ds, ds.splits["block"]["train"])
+    assert oracle is not None and oracle.n_candidates == len(ds.images)
+
+
+def test_joint_options_are_checked() -> None:
+    from offline.train_fmri_joint import FMRIJointOptions
+
+    with pytest.raises(ValueError, match="objective='ridge'"):
+        FMRIJointOptions(objective="ridge")
+    with pytest.raises(ValueError, match="hidden=\\[\\] must be a non-empty"):
+        FMRIJointOptions(hidden=[])
+    with pytest.raises(ValueError, match="grid=1"):
+        FMRIJointOptions(grid=1)
+
+
+def test_joint_training_refuses_eeg(tmp_path: Path) -> None:
+    from offline.train_fmri_joint import train_fmri_joint
+    from tests.test_training import make_small_dataset
+
+    dataset = make_small_dataset(tmp_path / "eeg.zarr")
+    with pytest.raises(ValueError, match="modality 'eeg'.*fMRI"):
+        train_fmri_joint(dataset, tmp_path / "x", settings=_settings(1))
+
+
+# ----------------------------------------------------------------------------- CLI
+def _bci(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bci.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=110)
+
+
+def test_cli_train_fmri_objectives_resume_and_errors(fmri_a: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    common = ["train", "fmri", "--data", str(fmri_a), "--out", str(out), "--quiet", "--batch-size", "24"]
+    r = _bci(*common, "--objective", "pattern", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "objective 'pattern', 1 subject(s)" in r.stderr and f"bci evaluate {out} --data {fmri_a}" in r.stdout
+    r = _bci(*common, "--objective", "pattern", "--epochs", "3", "--resume")
+    assert r.returncode == 0, r.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    r = _bci(*common, "--objective", "clip", "--overwrite")
+    assert r.returncode != 0 and "--objective clip needs --clip-weights" in r.stderr
+    r = _bci(*common, "--objective", "dual", "--top-voxels", "50", "--overwrite")
+    assert r.returncode != 0 and "--top-voxels" in r.stderr and "'dual'" in r.stderr
+    assert "Traceback" not in r.stderr
