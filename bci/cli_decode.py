@@ -21,7 +21,8 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     p.add_argument("--marker-filter", default=None, metavar="REGEX",
                    help="only markers matching this regular expression open windows [all]")
     p.add_argument("--offset", type=float, default=None,
-                   help="seconds from marker to window start [EEG 0.020, fMRI 4.0 (HRF delay)]")
+                   help="seconds from marker to window start [the model's training windows' offset if its "
+                        "checkpoint records one, else EEG 0.020, fMRI 4.0 (HRF delay)]")
     p.add_argument("--hop", type=float, default=None, metavar="S",
                    help="also decode sliding windows every S seconds (marker-less use)")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda, cuda:1 [auto]")

@@ -6,9 +6,11 @@ pipeline from the same checkpoint.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from bci.inference import Encoder
 from bci.models.checkpoint import load_checkpoint
@@ -36,9 +38,40 @@ def preprocess_of(encoder: Encoder) -> PreprocessConfig | None:
 DEFAULT_OFFSETS = {"eeg": 0.020, "fmri": 4.0}
 
 
+_log = logging.getLogger(__name__)
+
+
 def default_offset(stream_type: str) -> float:
     """Default window offset for a stream type (EEG 0.020 s, fMRI 4.0 s)."""
     return DEFAULT_OFFSETS.get(stream_type.lower(), 0.020)
+
+
+def trained_offset(encoder: Encoder) -> float | None:
+    """Window offset (s) of the epochs the model was trained on, from its checkpoint; None if not recorded.
+
+    ``bci train`` records the dataset's window (``extra.data.window``, written by ``bci epochs``),
+    so the live windows start where the training windows did (offline = online).
+    """
+    extra: Any = encoder.config.extra or {}
+    window = (extra.get("data") or {}).get("window") if isinstance(extra, dict) else None
+    value = window.get("offset") if isinstance(window, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def resolve_offset(encoder: Encoder, stream_type: str, offset: float | None) -> float:
+    """The window offset to decode with: ``offset`` if given, else the trained one, else the type's default.
+
+    A given ``offset`` that differs from the trained one by more than 1 ms is used, with a warning.
+    """
+    trained = trained_offset(encoder)
+    if offset is None:
+        return default_offset(stream_type) if trained is None else trained
+    if trained is not None and abs(float(offset) - trained) > 1e-3:
+        _log.warning("--offset %.3f s differs from the %.3f s the model was trained with; its windows will not "
+                     "match the training windows", float(offset), trained)
+    return float(offset)
 
 
 def make_sinks(
@@ -71,8 +104,9 @@ def pipeline_factory(
 ) -> Callable[[StreamDescription], Pipeline]:
     """A function that builds the pipeline once the data stream's description is known.
 
-    ``offset`` defaults to :func:`default_offset` for the stream's type (20 ms for EEG,
-    an HRF delay for fMRI); ``hop`` adds sliding windows every ``hop`` seconds.
+    ``offset`` defaults to the offset of the model's training windows (recorded in its
+    checkpoint), else :func:`default_offset` for the stream's type (20 ms for EEG, an HRF
+    delay for fMRI); ``hop`` adds sliding windows every ``hop`` seconds.
     """
 
     def make(desc: StreamDescription) -> Pipeline:
@@ -81,8 +115,7 @@ def pipeline_factory(
             sfreq=desc.nominal_rate,
             ch_names=list(desc.channel_names),
             preprocess=preprocess_of(encoder),
-            window=WindowSpec(n_times=encoder.config.n_times,
-                              offset=default_offset(desc.type) if offset is None else offset),
+            window=WindowSpec(n_times=encoder.config.n_times, offset=resolve_offset(encoder, desc.type, offset)),
             marker_filter=marker_filter,
             hop=hop,
             sinks=sinks,

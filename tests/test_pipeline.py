@@ -73,6 +73,22 @@ def test_windows_start_exactly_offset_after_each_stimulus(session: SessionReader
     assert decoded <= {v for _, v in stim}
 
 
+def test_windows_use_the_offset_the_model_was_trained_with(session: SessionReader, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint that records its training windows' offset (bci epochs -> bci train) is decoded with it."""
+    torch.manual_seed(0)
+    cfg = default_config("eeg_convnet", n_classes=40).replace(extra={"data": {"window": {"offset": 0.05}}})
+    model = save_checkpoint(build_model(cfg), tmp_path / "ck50")
+    records = [r for r in _decode_offline(session, model) if r["type"] == "window"]
+    assert records and all(r["window_start_index"] == int(round(r["marker_time"] * 1000)) + 50 for r in records)
+    encoder = load_encoder(model, device="cpu")
+    desc = session.description(session.find("type=EEG"))
+    with caplog.at_level("WARNING", logger="bci.decoding"):
+        pipeline = pipeline_factory(encoder, [ListSink()], offset=0.02)(desc)
+    assert "--offset 0.020 s differs from the 0.050 s the model was trained with" in caplog.text
+    assert pipeline.window.offset == pytest.approx(0.02)
+
+
 def test_window_content_is_the_raw_slice(session: SessionReader, raw_model_dir: Path) -> None:
     """Without preprocessing, the encoder sees exactly data[k+20 : k+460]."""
     encoder = load_encoder(raw_model_dir, device="cpu")
