@@ -37,7 +37,8 @@ _SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "min_delt
 DEFAULTS: dict[str, dict[str, Any]] = {
     "sample": {"epochs": 40, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-2, "patience": 10, "model": None,
                "target": "template", "loss": "infonce", "temperature": 0.07, "infonce_weight": 1.0,
-               "dropout": None, "model_params": {}, "max_shift": 0, "noise": 0.0, "scale": 0.0},
+               "dropout": None, "model_params": {}, "max_shift": 0, "noise": 0.0, "scale": 0.0, "backbone": None,
+               "head_hidden": 256},
     "pixel": {"epochs": 40, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-2, "patience": 10, "model": None,
               "embed_dim": 128, "margin": 0.2, "per_class": 4, "dropout": None, "model_params": {}, "max_shift": 0,
               "noise": 0.0, "scale": 0.0},
@@ -279,6 +280,10 @@ def _add_sample(sub: Any, add_parser: AddParser) -> None:
                    "bci train sample --data ds.zarr --out models/sample --clip-weights models/clip --epochs 30")
     _common(p, "sample")
     _alignment_args(p, "sample")
+    p.add_argument("--backbone", metavar="CKPT",
+                   help="two-stage extractor: build on this pixel-level checkpoint (bci train pixel, same dataset "
+                        "and split or another dataset), frozen, and train only an MLP head into CLIP space")
+    p.add_argument("--head-hidden", type=int, metavar="N", help="hidden units of the --backbone head [256]")
     p.set_defaults(func=_handler("sample"))
 
 

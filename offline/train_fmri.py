@@ -14,8 +14,8 @@ Validation metric: image-level top-1 retrieval of each validation trial's own pa
 among the validation patterns (new patterns at test time: the 12 Miyawaki-style
 test images of ``offline.fmri_data``).
 
-Not implemented here (see docs/training.md): the dual encoder with a stimulus CNN,
-decoders back to the 10×10 / 28×28 pattern, the multi-subject model.
+The dual encoder with a stimulus CNN, the decoder back to the pattern and the multi-subject
+model are in :mod:`offline.train_fmri_joint` (``bci train fmri --objective dual|pattern``).
 """
 
 from __future__ import annotations

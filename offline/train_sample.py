@@ -102,6 +102,11 @@ class SampleOptions:
         Training augmentation: Gaussian noise (standardised units).
     scale : float
         Training augmentation: random amplitude scaling ``1 ± scale``.
+    backbone : str or None
+        Pixel-level checkpoint to build on (two-stage extractor, :mod:`offline.sample_backbone`):
+        its layers frozen, only an MLP head trained. None: train the whole encoder.
+    head_hidden : int
+        Hidden units of that head.
     """
 
     model: str | None = None
@@ -114,6 +119,8 @@ class SampleOptions:
     max_shift: int = 0
     noise: float = 0.0
     scale: float = 0.0
+    backbone: str | None = None
+    head_hidden: int = 256
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -129,12 +136,18 @@ class SampleOptions:
         if not isinstance(self.model_params, dict):
             raise TypeError(f"model_params={self.model_params!r} must be a dict")
         check_augmentation(self.max_shift, self.noise, self.scale)
+        if self.backbone is not None:
+            self.backbone = str(self.backbone)
+        h = self.head_hidden
+        if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+            raise ValueError(f"head_hidden={h!r} must be a positive int")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         return {"model": self.model, "target": self.target, "loss": self.loss, "temperature": self.temperature,
                 "infonce_weight": self.infonce_weight, "dropout": self.dropout, "model_params": dict(self.model_params),
-                "max_shift": self.max_shift, "noise": self.noise, "scale": self.scale}
+                "max_shift": self.max_shift, "noise": self.noise, "scale": self.scale, "backbone": self.backbone,
+                "head_hidden": self.head_hidden}
 
 
 def check_augmentation(max_shift: Any, noise: Any, scale: Any) -> None:
@@ -433,7 +446,7 @@ class AlignmentTask(TrainTask):
         self.options = options
         self.scaler = scaler
         self.preprocessing = preprocessing
-        self._optimizer = make_adamw(model.parameters(), settings)
+        self._optimizer = make_adamw([q for q in model.parameters() if q.requires_grad], settings)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
@@ -448,6 +461,10 @@ class AlignmentTask(TrainTask):
         o = self.options
         x = augment_windows(self.source.tensor(batch, self.device), generator, max_shift=o.max_shift, noise=o.noise,
                             scale=o.scale)
+        if o.backbone is not None:
+            from offline.sample_backbone import freeze_backbone_modes
+
+            freeze_backbone_modes(self.model)
         h = self.model(x)["embedding"]
         rows = torch.from_numpy(self.rows[batch]).to(self.device)
         loss = clip_alignment_loss(h, self.targets[rows], self.options.loss, self.options.temperature,
@@ -526,13 +543,27 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
     embedder = resolve_clip(clip, clip_weights, model=clip_model)
     targets, rows = target_table(dataset, embedder, options.target)
     gallery = class_gallery(dataset, embedder, options.target)
+    backbone_record = None
+    if options.backbone is not None:
+        from offline.sample_backbone import backbone_channels, build_backbone_encoder
+
+        if channels is not None or options.model not in (None, "eeg_convnet") or options.model_params:
+            raise ValueError("--backbone builds the model from the pixel-level checkpoint; do not combine it with "
+                             "--model, model params or a channel selection")
+        channels = backbone_channels(options.backbone, dataset)
+        model, backbone_record = build_backbone_encoder(
+            options.backbone, dataset, info, embed_dim=int(embedder.embed_dim), head_hidden=options.head_hidden,
+            dropout=options.dropout, seed=settings.seed)
+    else:
+        model = build_encoder(dataset, model=options.model, embed_dim=int(embedder.embed_dim), seed=settings.seed,
+                              dropout=options.dropout, params=options.model_params, channels=channels)
     scaler = fit_scaler(dataset, info.parts["train"], channels=channels)
     source = WindowSource(dataset, scaler, np.concatenate([info.parts["train"], info.parts["val"]]), channels=channels)
-    model = build_encoder(dataset, model=options.model, embed_dim=int(embedder.embed_dim), seed=settings.seed,
-                          dropout=options.dropout, params=options.model_params, channels=channels)
     model = model.to(resolve_device(settings.device))
     task = AlignmentTask(model, source, info, targets, rows, dataset.labels, gallery, settings, options, scaler,
                          kind=kind, preprocessing=dataset_preprocessing(dataset), val_level=val_level)
     record = {"data": dataset_record(dataset), "split": info.record(), "clip": clip_record(embedder, clip_weights),
               "target": options.target, "embedding_space": "clip", "level": val_level, **(extra_record or {})}
+    if backbone_record is not None:
+        record["backbone"] = backbone_record
     return run_training(task, settings, out, resume=resume, overwrite=overwrite, record=record)

@@ -71,3 +71,15 @@ def producer():
     for p in started:
         if p.proc.poll() is None:
             p.kill()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> object:
+    """One intra-op torch thread for a module (use with ``pytestmark = pytest.mark.usefixtures(...)``):
+    small training tests gain nothing from two, and the machine is shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,7 +10,6 @@ import argparse
 import json
 import socket
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import open_clip
@@ -36,13 +35,7 @@ from streams.synthetic.stimuli import make_stimuli
 SHORT = dict(steps=40, batch_size=48, image_size=32, lr=3e-3, n_train_sets=1, threads=1, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small kernels on a shared 2-core machine run fastest on one thread (no OpenMP contention)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ from offline.evaluate import REPORT_FILE, evaluate, export_embeddings, format_re
 from offline.train_gan import GanOptions, train_saliency_gan
 from offline.train_pixel import train_pixel
 from offline.training import TrainSettings
-from tests.test_training import FAST, PIXEL, SMALL_NET, clip_dir, make_small_dataset, one_thread  # noqa: F401
+from tests.test_training import FAST, PIXEL, SMALL_NET, clip_dir, make_small_dataset  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from offline.epochs import EpochDataset
 from offline.training import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fmri(tmp: Path, name: str, *, seed: int = 0, n_voxels: int = 300, n_train: int = 120, grid: int = 10,
@@ -37,15 +38,6 @@ def fmri_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fmri_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _fmri(tmp_path_factory.mktemp("fmri"), "b.zarr", seed=1, n_voxels=240)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    """One intra-op thread: these small models gain nothing from two, and the machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _settings(epochs: int) -> TrainSettings:

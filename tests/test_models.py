@@ -465,3 +465,21 @@ def test_safetensors_whose_header_length_looks_like_pickle_magic_loads(tmp_path:
         pytest.fail("could not produce a 640-byte safetensors header")
     _refuse_if_pickle(path)  # must not raise
     assert torch.equal(load_file(str(path))["w"], torch.zeros(3))
+
+
+def test_eeg_convnet_mlp_head_keeps_backbone_names() -> None:
+    """head_hidden adds align_head.* after a feature_dim-sized embed_layer; the rest is named as without it."""
+    torch.manual_seed(0)
+    plain = build_model(default_config("eeg_convnet", n_chans=8, n_times=200, sfreq=250.0, embed_dim=16))
+    headed = build_model(default_config("eeg_convnet", n_chans=8, n_times=200, sfreq=250.0, embed_dim=32,
+                                        head_hidden=24, feature_dim=16))
+    plain_keys = set(plain.state_dict())
+    assert plain_keys < set(headed.state_dict())
+    assert {k for k in headed.state_dict() if k not in plain_keys} == {
+        "align_head.0.weight", "align_head.0.bias", "align_head.3.weight", "align_head.3.bias"}
+    headed.load_state_dict(plain.state_dict(), strict=False)
+    assert headed(torch.randn(3, 8, 200))["embedding"].shape == (3, 32)
+    with pytest.raises(ValueError, match="feature_dim=16 needs head_hidden"):
+        build_model(default_config("eeg_convnet", feature_dim=16))
+    with pytest.raises(ValueError, match="head_hidden=0"):
+        build_model(default_config("eeg_convnet", head_hidden=0))

@@ -84,18 +84,11 @@ def make_small_dataset(path: Path, *, n_blocks: int = 4, per_block: int = 5, n_c
     return EpochDataset.open(path)
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 EPOCHS = 6
 FAST = {"batch_size": 24, "lr": 3e-3, "patience": 0, "progress": False}
 PIXEL = PixelOptions(embed_dim=16, per_class=4, model_params={"n_spatial": 8, "n_separable": 16})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    """One intra-op thread: these tiny models gain nothing from two, and the machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -299,6 +292,40 @@ def test_sample_training_aligns_to_clip_templates(dataset: EpochDataset, clip_di
     assert extra["clip"]["fingerprint"] == clip.fingerprint() and extra["clip"]["weights"] == str(clip_dir.resolve())
     assert extra["target"] == "template" and extra["embedding_space"] == "clip" and extra["task"] == "sample"
     assert extra["training"]["options"]["loss"] == "infonce"
+
+
+def test_two_stage_sample_extractor_on_a_frozen_pixel_backbone(dataset: EpochDataset, clip_dir: Path,
+                                                                pixel_run: tuple[Path, object], tmp_path: Path) -> None:
+    """--backbone: the pixel-level layers are copied and stay frozen; only the MLP head learns."""
+    from bci.models import load_checkpoint
+    from offline.evaluate import evaluate
+    from offline.train_sample import SampleOptions, train_sample
+
+    pixel_dir, _ = pixel_run
+    out = tmp_path / "two-stage"
+    opts = SampleOptions(loss="infonce", backbone=str(pixel_dir), head_hidden=32)
+    result = train_sample(dataset, out, clip_weights=clip_dir, options=opts, settings=TrainSettings(epochs=EPOCHS, **FAST))
+    assert result.best_metric > 1 / 6 + 0.2, result.history
+    cfg = read_config(out)
+    assert cfg.params["head_hidden"] == 32 and cfg.params["feature_dim"] == 16 and cfg.embed_dim == 128
+    assert cfg.extra["backbone"]["path"] == str(pixel_dir.resolve()) and cfg.extra["backbone"]["same_dataset_and_split"]
+    pixel, two_stage = _weights(pixel_dir), _weights(out)
+    backbone = [k for k in pixel if not k.startswith("head.")]
+    assert backbone and all(torch.equal(pixel[k], two_stage[k]) for k in backbone)  # BN statistics included
+    assert any(k.startswith("align_head.") for k in two_stage)
+    model = load_checkpoint(out)  # an ordinary checkpoint for the runtime
+    assert model(torch.zeros(2, 16, 100))["embedding"].shape == (2, 128)
+    report = evaluate(out, dataset, plots=False, oracle=False)
+    assert report["scores"]["model"]["6-way top-1"]["value"] > 1 / 6
+    with pytest.raises(ValueError, match="trained on split 'block'.*not on split 'zero_shot'"):
+        train_sample(dataset, tmp_path / "leak", clip_weights=clip_dir, split="zero_shot", options=opts,
+                     settings=TrainSettings(epochs=1, **FAST))
+    with pytest.raises(ValueError, match="already has an MLP head"):
+        train_sample(dataset, tmp_path / "again", clip_weights=clip_dir,
+                     options=SampleOptions(backbone=str(out)), settings=TrainSettings(epochs=1, **FAST))
+    with pytest.raises(FileNotFoundError, match="--backbone .*missing"):
+        train_sample(dataset, tmp_path / "none", clip_weights=clip_dir,
+                     options=SampleOptions(backbone=str(tmp_path / "missing")), settings=TrainSettings(epochs=1, **FAST))
 
 
 def test_sample_target_needs_what_the_dataset_lacks(dataset: EpochDataset, clip_dir: Path, tmp_path: Path) -> None:

@@ -9,7 +9,10 @@
 3. a temporal filter per spatial filter (EEGNet's first temporal conv), BatchNorm, ELU,
    average pooling, dropout;
 4. separable conv (depthwise temporal + pointwise mixing), BatchNorm, ELU, pooling, dropout;
-5. linear layer to the embedding.
+5. linear layer to the embedding;
+6. optionally (``head_hidden``) an MLP head on the L2-normalised output of step 5: the
+   two-stage sample-level extractor, a frozen pixel-level (triplet) backbone whose
+   features an MLP maps into CLIP space (``bci train sample --backbone``).
 
 Steps 1-3 are linear up to the BatchNorm, so pooling, spatial and temporal filtering
 commute; EEGNet applies the temporal conv first on every electrode, which costs
@@ -68,6 +71,13 @@ class EEGConvNet(EncoderModel):
         Pooling after the separable conv.
     dropout : float
         Dropout after each pooling (training only).
+    head_hidden : int or None
+        None (default): the linear layer of step 5 gives the embedding. An int: step 5 gives
+        ``feature_dim`` features, L2-normalised, and an MLP head
+        ``Linear(feature_dim, head_hidden) -> GELU -> Dropout -> Linear(head_hidden, embed_dim)``
+        gives the embedding (parameter names ``align_head.*``; the rest is named as without it).
+    feature_dim : int or None
+        Size of the features before the head (None: ``embed_dim``); used with ``head_hidden``.
     """
 
     default_shape = {"n_chans": 128, "n_times": 440, "sfreq": 1000.0, "embed_dim": 512}
@@ -80,6 +90,8 @@ class EEGConvNet(EncoderModel):
         "separable_kernel": 9,
         "pool2": 4,
         "dropout": 0.25,
+        "head_hidden": None,
+        "feature_dim": None,
     }
 
     @classmethod
@@ -95,6 +107,13 @@ class EEGConvNet(EncoderModel):
                 raise ValueError(f"model {config.name!r}: param {key}={p[key]!r} must be a positive int")
         if not 0.0 <= float(p["dropout"]) < 1.0:
             raise ValueError(f"model {config.name!r}: param dropout={p['dropout']!r} must be in [0, 1)")
+        for key in ("head_hidden", "feature_dim"):
+            v = p.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"model {config.name!r}: param {key}={v!r} must be a positive int or None")
+        if p.get("feature_dim") is not None and p.get("head_hidden") is None:
+            raise ValueError(f"model {config.name!r}: param feature_dim={p['feature_dim']!r} needs head_hidden "
+                             "(the features are the head's input)")
         return p
 
     def _build(self, p: dict[str, Any]) -> None:
@@ -116,7 +135,15 @@ class EEGConvNet(EncoderModel):
         self.drop = nn.Dropout(p["dropout"])
         self.act = nn.ELU()
         self.flat_features = f2 * t
-        self.embed_layer = nn.Linear(self.flat_features, self.embed_dim)
+        head_hidden = p.get("head_hidden")
+        if head_hidden is None:
+            self.embed_layer = nn.Linear(self.flat_features, self.embed_dim)
+            self.align_head = None
+        else:
+            feature_dim = p.get("feature_dim") or self.embed_dim
+            self.embed_layer = nn.Linear(self.flat_features, feature_dim)
+            self.align_head = nn.Sequential(nn.Linear(feature_dim, head_hidden), nn.GELU(), nn.Dropout(p["dropout"]),
+                                      nn.Linear(head_hidden, self.embed_dim))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, n_chans, n_times)`` -> ``(batch, embed_dim)``."""
@@ -124,7 +151,8 @@ class EEGConvNet(EncoderModel):
         x = self.drop(self.pool1(self.act(self.bn1(_depthwise(x, self.temporal)))))
         x = _pointwise(_depthwise(x, self.depthwise), self.pointwise)
         x = self.drop(self.pool2(self.act(self.bn2(x))))
-        return self.embed_layer(x.flatten(1))
+        x = self.embed_layer(x.flatten(1))
+        return x if self.align_head is None else self.align_head(F.normalize(x, dim=1))
 
 
 def _pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
