@@ -52,6 +52,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bci.preprocessing import ChannelScaler
+from bci.safe_io import atomic_write
 
 __all__ = [
     "LAST_DIR",
@@ -875,14 +876,14 @@ def _save_last(task: TrainTask, settings: TrainSettings, last: Path, state: dict
     (last / STATE_FILE).unlink(missing_ok=True)  # written last: a crash mid-save leaves no stale state
     for name, module in task.modules().items():
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-        _atomic(last / f"{name}.safetensors", lambda p, t=tensors: save_file(t, str(p)))
+        atomic_write(last / f"{name}.safetensors", lambda p, t=tensors: save_file(t, str(p)))
     for name, opt in task.optimizers().items():
         tensors, meta = _optimizer_to_safe(opt)
-        _atomic(last / f"optim-{name}.safetensors", lambda p, t=tensors: save_file(t, str(p)))
-        _atomic(last / f"optim-{name}.json", lambda p, m=meta: p.write_text(json.dumps(m, indent=1), encoding="utf-8"))
+        atomic_write(last / f"optim-{name}.safetensors", lambda p, t=tensors: save_file(t, str(p)))
+        atomic_write(last / f"optim-{name}.json", lambda p, m=meta: p.write_text(json.dumps(m, indent=1), encoding="utf-8"))
     body = {**state, "settings": settings.to_dict()}
     text = json.dumps(_jsonable(body), indent=1) + "\n"
-    _atomic(last / STATE_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(last / STATE_FILE, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _load_last(task: TrainTask, last: Path, settings: TrainSettings, record: dict[str, Any]) -> dict[str, Any]:
@@ -954,16 +955,6 @@ def _optimizer_from_safe(opt: torch.optim.Optimizer, tensor_path: Path, meta_pat
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:
         raise ValueError(f"cannot resume: the optimizer state in {tensor_path.parent} does not fit this model ({exc})") from None
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _jsonable(value: Any) -> Any:

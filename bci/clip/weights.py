@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bci.clip.configs import ClipError, OfflineError
+from bci.safe_io import atomic_write, first_state_mismatch
 
 __all__ = [
     "CONFIG_FILE",
@@ -199,26 +200,18 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         if key in state and key in expected and state[key].numel() == expected[key].numel() == 1:
             state[key] = state[key].reshape(expected[key].shape)
     state.pop("text.transformer.embeddings.position_ids", None)
-    for key, tensor in expected.items():
-        if key not in state:
-            raise ClipError(
-                f"weights {source} do not fit CLIP architecture {name!r}: tensor {key!r} (expected shape "
-                f"{tuple(tensor.shape)}) is missing from the file; check that the file belongs to this architecture"
-            )
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ClipError(
-                f"weights {source} do not fit CLIP architecture {name!r}: tensor {key!r} has shape "
-                f"{tuple(state[key].shape)} in the file, expected {tuple(tensor.shape)}; check that the file "
-                "belongs to this architecture"
-            )
-    extra = [k for k in state if k not in expected]
-    if extra:
-        raise ClipError(
-            f"weights {source} do not fit CLIP architecture {name!r}: the file has tensor {extra[0]!r} "
-            f"(shape {tuple(state[extra[0]].shape)}) that the architecture lacks"
-            + (f", and {len(extra) - 1} more" if len(extra) > 1 else "")
-        )
-    return state
+    bad = first_state_mismatch(expected, state)
+    if bad is None:
+        return state
+    where = f"weights {source} do not fit CLIP architecture {name!r}"
+    if bad.kind == "missing":
+        raise ClipError(f"{where}: tensor {bad.key!r} (expected shape {bad.expected_shape}) is missing from the file; "
+                        "check that the file belongs to this architecture")
+    if bad.kind == "shape":
+        raise ClipError(f"{where}: tensor {bad.key!r} has shape {bad.file_shape} in the file, expected "
+                        f"{bad.expected_shape}; check that the file belongs to this architecture")
+    raise ClipError(f"{where}: the file has tensor {bad.key!r} (shape {bad.file_shape}) that the architecture lacks"
+                    + (f", and {bad.n_unexpected - 1} more" if bad.n_unexpected > 1 else ""))
 
 
 def find_open_clip_weights(directory: Path) -> Path:
@@ -297,9 +290,9 @@ def save_clip(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).unlink(missing_ok=True)  # config last: a crash never leaves a stale one
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
     open_clip_cfg = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
-    _atomic_write(directory / OPEN_CLIP_CONFIG_FILE, lambda p: p.write_text(_json(open_clip_cfg), encoding="utf-8"))
+    atomic_write(directory / OPEN_CLIP_CONFIG_FILE, lambda p: p.write_text(_json(open_clip_cfg), encoding="utf-8"))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -308,22 +301,12 @@ def save_clip(
         "preprocess_cfg": preprocess_cfg,
         **(extra or {}),
     }
-    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(_json(config), encoding="utf-8"))
+    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(_json(config), encoding="utf-8"))
     return directory
 
 
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2) + "\n"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _listing(directory: Path) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 from pathlib import Path
 from dataclasses import asdict, fields, replace
 from typing import Any, TypeVar
@@ -21,7 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 # Private helpers of the encoder checkpoint module, reused so both formats refuse the same files.
-from bci.models.checkpoint import PICKLE_SUFFIXES, CheckpointError, _atomic_write, _listing, _looks_like_pickle
+from bci.models.checkpoint import CheckpointError
+from bci.safe_io import PICKLE_SUFFIXES, atomic_write, first_state_mismatch, has_safetensors_header, looks_like_pickle
+from bci.safe_io import listing as _listing
 
 __all__ = [
     "CONFIG_FILE",
@@ -93,7 +94,7 @@ def checkpoint_dir(directory: str | os.PathLike, what: str, hint: str) -> Path:
     if not path.exists():
         raise CheckpointError(f"{what} directory {path} does not exist")
     if not path.is_dir():
-        if path.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(path):
+        if path.suffix.lower() in PICKLE_SUFFIXES or looks_like_pickle(path):
             raise CheckpointError(pickle_message(path, hint))
         raise CheckpointError(f"{what} path {path} is a file; a {what} checkpoint is a directory with {CONFIG_FILE}")
     return path
@@ -162,9 +163,9 @@ def write_checkpoint(
         (directory / name).unlink()
     for name, module in weights.items():
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-        _atomic_write(directory / name, lambda p, t=tensors: save_file(t, str(p), metadata={"format": "pt"}))
+        atomic_write(directory / name, lambda p, t=tensors: save_file(t, str(p), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2, allow_nan=False) + "\n"
-    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     return directory
 
 
@@ -173,10 +174,10 @@ def load_state(path: Path, hint: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         refuse_pickles(path.parent, hint)
         raise CheckpointError(f"{path.parent} has no {path.name}; files there: {listing(path.parent)}")
-    if not _has_safetensors_header(path):
+    if not has_safetensors_header(path):
         # checked only after the header test: a valid header length such as 0x0280 starts with
         # the bytes 0x80 0x02, which look like the start of a pickle stream
-        if _looks_like_pickle(path):
+        if looks_like_pickle(path):
             raise CheckpointError(pickle_message(path, hint))
         raise CheckpointError(f"{path} is not a safetensors file (bad header); {hint}")
     try:
@@ -185,33 +186,19 @@ def load_state(path: Path, hint: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
 
 
-def _has_safetensors_header(path: Path) -> bool:
-    """True when ``path`` starts like a safetensors file: a length fitting the file, then a JSON object."""
-    with path.open("rb") as fh:
-        head = fh.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= path.stat().st_size
-
-
 def check_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
     """Raise :class:`CheckpointError` naming the first tensor that is missing, extra or of another shape."""
-    expected = module.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            raise CheckpointError(
-                f"{path} does not fit the {what}: tensor {key!r} (shape {tuple(tensor.shape)}) is missing "
-                "from the file; check the config in config.json"
-            )
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path} does not fit the {what}: tensor {key!r} has shape {tuple(state[key].shape)} in the "
-                f"file but the architecture needs {tuple(tensor.shape)}; check the config in config.json"
-            )
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
-        raise CheckpointError(
-            f"{path} does not fit the {what}: unexpected tensor {unexpected[0]!r} "
-            f"(shape {tuple(state[unexpected[0]].shape)}) is not in the architecture"
-        )
+    bad = first_state_mismatch(module.state_dict(), state)
+    if bad is None:
+        return
+    where = f"{path} does not fit the {what}"
+    if bad.kind == "missing":
+        raise CheckpointError(f"{where}: tensor {bad.key!r} (shape {bad.expected_shape}) is missing from the file; "
+                              "check the config in config.json")
+    if bad.kind == "shape":
+        raise CheckpointError(f"{where}: tensor {bad.key!r} has shape {bad.file_shape} in the file but the "
+                              f"architecture needs {bad.expected_shape}; check the config in config.json")
+    raise CheckpointError(f"{where}: unexpected tensor {bad.key!r} (shape {bad.file_shape}) is not in the architecture")
 
 
 def positive_int(name: str, value: Any, owner: str) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bci.models.registry import EncoderModel, ModelConfig, build_model, list_models
+from bci.safe_io import (PICKLE_SUFFIXES, atomic_write, first_state_mismatch, has_safetensors_header, listing,
+                         looks_like_pickle)
 
 __all__ = [
     "CONFIG_FILE",
@@ -33,6 +34,7 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "read_config",
+    "refuse_pickles",
     "save_checkpoint",
 ]
 
@@ -40,7 +42,6 @@ FORMAT = "bci-runtime.checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 _CONVERT_HINT = (
     "convert it once, in an environment you trust, with "
@@ -91,20 +92,10 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike, *, overwrite
         (directory / CONFIG_FILE).unlink(missing_ok=True)
     config = {**model.get_config().to_dict(), "format": FORMAT, "format_version": FORMAT_VERSION}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
     text = json.dumps(config, indent=2, sort_keys=False) + "\n"
-    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     return directory
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ---------------------------------------------------------------------- load
@@ -113,8 +104,8 @@ def read_config(directory: str | os.PathLike) -> ModelConfig:
     directory = _checkpoint_dir(directory)
     path = directory / CONFIG_FILE
     if not path.is_file():
-        _refuse_pickles(directory)
-        raise CheckpointError(f"checkpoint {directory} has no {CONFIG_FILE}; files there: {_listing(directory)}")
+        refuse_pickles(directory)
+        raise CheckpointError(f"checkpoint {directory} has no {CONFIG_FILE}; files there: {listing(directory)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -148,8 +139,8 @@ def load_checkpoint(directory: str | os.PathLike, *, device: str | torch.device 
     config = read_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
-        _refuse_pickles(directory)
-        raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; files there: {_listing(directory)}")
+        refuse_pickles(directory)
+        raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; files there: {listing(directory)}")
     _refuse_if_pickle(weights)
     try:
         state = load_file(str(weights), device="cpu")
@@ -166,7 +157,7 @@ def _checkpoint_dir(directory: str | os.PathLike) -> Path:
     if not directory.exists():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     if not directory.is_dir():
-        if directory.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(directory):
+        if directory.suffix.lower() in PICKLE_SUFFIXES or looks_like_pickle(directory):
             raise CheckpointError(_pickle_message(directory))
         raise CheckpointError(
             f"checkpoint {directory} is a file; a checkpoint is a directory with {CONFIG_FILE} and {WEIGHTS_FILE}"
@@ -189,25 +180,18 @@ def _check_format(path: Path, data: dict[str, Any]) -> None:
 
 
 def _check_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            raise CheckpointError(
-                f"{path} does not fit model {model.get_config().name!r}: tensor {key!r} "
-                f"(shape {tuple(tensor.shape)}) is missing from the file"
-            )
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path} does not fit model {model.get_config().name!r}: tensor {key!r} has shape "
-                f"{tuple(state[key].shape)} in the file but the architecture needs {tuple(tensor.shape)}; "
-                "check n_chans/n_times/embed_dim/params in config.json"
-            )
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
+    bad = first_state_mismatch(model.state_dict(), state)
+    if bad is None:
+        return
+    where = f"{path} does not fit model {model.get_config().name!r}"
+    if bad.kind == "missing":
+        raise CheckpointError(f"{where}: tensor {bad.key!r} (shape {bad.expected_shape}) is missing from the file")
+    if bad.kind == "shape":
         raise CheckpointError(
-            f"{path} does not fit model {model.get_config().name!r}: unexpected tensor {unexpected[0]!r} "
-            f"(shape {tuple(state[unexpected[0]].shape)}) is not in the architecture"
+            f"{where}: tensor {bad.key!r} has shape {bad.file_shape} in the file but the architecture needs "
+            f"{bad.expected_shape}; check n_chans/n_times/embed_dim/params in config.json"
         )
+    raise CheckpointError(f"{where}: unexpected tensor {bad.key!r} (shape {bad.file_shape}) is not in the architecture")
 
 
 # ---------------------------------------------------------------------- pickle refusal
@@ -215,41 +199,18 @@ def _pickle_message(path: Path) -> str:
     return f"refusing to load pickle-based checkpoint {path}: pickle can execute code; {_CONVERT_HINT}"
 
 
-def _looks_like_pickle(path: Path) -> bool:
-    """True for pickle streams (protocol >= 2) and zip archives (torch.save's default)."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return False
-    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
-
-
-def _is_safetensors(weights: Path) -> bool:
-    """An 8-byte little-endian header length that fits the file, then a JSON object."""
-    with weights.open("rb") as fh:
-        head = fh.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= weights.stat().st_size
-
-
 def _refuse_if_pickle(weights: Path) -> None:
     # safetensors first: a header length such as 0x0280 (640) starts with b"\x80\x02", a pickle's magic
-    if _is_safetensors(weights):
+    if has_safetensors_header(weights):
         return
-    if _looks_like_pickle(weights):
+    if looks_like_pickle(weights):
         raise CheckpointError(_pickle_message(weights))
     raise CheckpointError(f"{weights} is not a safetensors file (bad header); re-save it with save_checkpoint")
 
 
-def _refuse_pickles(directory: Path) -> None:
+def refuse_pickles(directory: Path) -> None:
+    """Raise :class:`CheckpointError` if ``directory`` holds pickle-suffixed weight files."""
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(_pickle_message(directory / pickles[0]))
 
-
-def _listing(directory: Path, limit: int = 10) -> str:
-    names = sorted(p.name for p in directory.iterdir())
-    if not names:
-        return "none (empty directory)"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more

@@ -27,7 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bci.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, _atomic_write, _refuse_pickles
+from bci.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, refuse_pickles
+from bci.safe_io import atomic_write
 
 __all__ = ["STIMULUS_FORMAT", "StimulusCNN", "StimulusConfig", "images_to_grey", "load_stimulus_encoder",
            "save_stimulus_encoder"]
@@ -156,9 +157,9 @@ def save_stimulus_encoder(model: StimulusCNN, directory: str | os.PathLike) -> P
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).unlink(missing_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": STIMULUS_FORMAT}))
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": STIMULUS_FORMAT}))
     text = json.dumps({"format": STIMULUS_FORMAT, "format_version": 1, **model.config.to_dict()}, indent=2) + "\n"
-    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     return directory
 
 
@@ -175,7 +176,7 @@ def load_stimulus_encoder(directory: str | os.PathLike, *, device: str | torch.d
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory} has no {CONFIG_FILE}; is it a stimulus encoder written by "
                               "'bci train fmri --objective dual'?")
-    _refuse_pickles(directory)
+    refuse_pickles(directory)
     try:
         data = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
