@@ -159,6 +159,15 @@ def test_pattern_grid_28(tmp_path: Path) -> None:
     assert targets.shape == (len(ds.images), 784) and set(np.unique(targets)) <= {0.0, 1.0}
     oracle = fmri_oracle_for_dataset(ds, ds.splits["block"]["train"])
     assert oracle is not None and oracle.n_candidates == len(ds.images)
+    from offline.evaluate import evaluate
+    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+
+    train_fmri_joint(ds, tmp_path / "dec28", options=FMRIJointOptions(objective="pattern", hidden=[64]),
+                     settings=_settings(2))
+    cfg = read_config(tmp_path / "dec28")
+    assert cfg.embed_dim == 784 and cfg.extra["pattern_grid"] == 28
+    report = evaluate(tmp_path / "dec28", ds, plots=False, baseline=False, oracle=False)
+    assert report["reconstruction"]["grid"] == 28 and "pixel accuracy" in report["reconstruction"]["model"]
 
 
 def test_joint_options_are_checked() -> None:
