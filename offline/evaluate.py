@@ -44,8 +44,10 @@ from offline.metrics import (
     Score,
     clip_two_way,
     pairwise_identification,
+    paired_difference,
     pixcorr,
     ssim_metric,
+    ssim_per_image,
     topk_from_scores,
     topk_retrieval,
 )
@@ -590,6 +592,9 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: Any, split: str | None, par
             r_scores["CLIP 2-way"] = clip_two_way(r_emb_ridge, embedder.encode_images(stim))
             r_scores.update(_generated_classification(embedder, ds, r_emb_ridge, np.asarray(ds.labels)[idx]))
         report["scores"]["ridge"] = _scores_dict(r_scores)
+        report["ssim_model_minus_ridge"] = paired_difference(ssim_per_image(gen_full, stim),
+                                                             ssim_per_image(ridge_images, stim),
+                                                             np.asarray(ds.block)[idx])
     report["chance"] = {k: v["chance"] for k, v in report["scores"]["model"].items()}
     if plots and out is not None:
         from offline import eval_plots
@@ -659,6 +664,11 @@ def format_report(report: dict[str, Any]) -> str:
             r = (rec.get("ridge") or {}).get(key)
             lines.append(f"{key:<28}{s['value']:>10.3f}" + (f"{r['value']:>10.3f}" if r else f"{'-':>10}")
                          + (f"{s['chance']:>10.3f}" if s.get("chance") is not None else f"{'-':>10}"))
+    paired = report.get("ssim_model_minus_ridge")
+    if paired:
+        lines.append(f"SSIM model - ridge, paired: {paired['diff']:+.4f} (95% CI {paired['ci95_low']:+.4f} to "
+                     f"{paired['ci95_high']:+.4f}, bootstrap over {paired['n_groups']} blocks; model better on "
+                     f"{100 * paired['fraction_a_better']:.0f}% of {paired['n']} images)")
     plots = list(report.get("plots") or []) + list((rec or {}).get("plots") or [])
     if plots:
         lines.append("plots: " + ", ".join(Path(p).name for p in plots))

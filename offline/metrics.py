@@ -39,10 +39,12 @@ __all__ = [
     "clip_two_way",
     "format_scores",
     "n_way_accuracy",
+    "paired_difference",
     "pairwise_identification",
     "pixcorr",
     "similarity",
     "ssim_metric",
+    "ssim_per_image",
     "topk_from_scores",
     "topk_retrieval",
     "zero_shot_accuracy",
@@ -667,6 +669,54 @@ def ssim_metric(
     else:
         chance = float("nan")
     return Score(value, chance, len(g), "SSIM")
+
+
+def ssim_per_image(gen: np.ndarray | torch.Tensor, real: np.ndarray | torch.Tensor, *,
+                   data_range: float | None = None) -> np.ndarray:
+    """SSIM of every generated image with its own stimulus, ``(N,)`` (as :func:`ssim_metric`, colour)."""
+    g, r, rng_ = _image_pair(gen, real, data_range)
+    return _ssim_pairs(g, r, rng_)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = 2000,
+                      seed: int = 0) -> dict[str, float]:
+    """Mean of ``a - b`` over paired samples, its standard error and a 95 % bootstrap interval.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray, (N,)
+        Per-sample scores of two methods on the same samples (e.g. per-image SSIM).
+    groups : numpy.ndarray, (N,), optional
+        Resample whole groups (e.g. test blocks, whose samples are not independent);
+        None resamples single samples.
+    n_boot : int
+        Bootstrap resamples.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``diff``, ``se`` (over samples), ``ci95_low``, ``ci95_high``, ``fraction_a_better``, ``n``,
+        ``n_groups``.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"a and b must be paired 1-d arrays of >= 2 samples, got {a.shape} and {b.shape}")
+    d = a - b
+    g = np.arange(len(d)) if groups is None else np.asarray(groups).reshape(-1)
+    if g.shape != d.shape:
+        raise ValueError(f"groups has {g.size} entries for {d.size} samples")
+    uniq, inverse = np.unique(g, return_inverse=True)
+    sums = np.bincount(inverse, weights=d, minlength=len(uniq))
+    counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(uniq), size=(int(n_boot), len(uniq)))
+    boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "ci95_low": float(low),
+            "ci95_high": float(high), "fraction_a_better": float((d > 0).mean()), "n": int(len(d)),
+            "n_groups": int(len(uniq))}
 
 
 def clip_two_way(gen_emb: np.ndarray | torch.Tensor, real_emb: np.ndarray | torch.Tensor) -> Score:

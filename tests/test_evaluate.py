@@ -72,6 +72,10 @@ def test_gan_report_has_image_metrics_and_ridge_reconstruction(data: dict, tmp_p
         assert np.isfinite(model[key]["value"]) and np.isfinite(model[key]["chance"])
         assert np.isfinite(ridge[key]["value"])
     assert report["kind"] == "saliency-gan" and report["model"]["generator_image_size"] == 16
+    paired = report["ssim_model_minus_ridge"]
+    assert paired["diff"] == pytest.approx(model["SSIM"]["value"] - ridge["SSIM"]["value"], abs=1e-6)
+    assert paired["ci95_low"] <= paired["diff"] <= paired["ci95_high"] and paired["n"] == report["n"]
+    assert "SSIM model - ridge, paired" in format_report(report)
     (grid,) = report["plots"]
     assert Path(grid).name == "generation_grid.png"
     _not_blank(Path(grid))

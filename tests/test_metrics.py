@@ -15,6 +15,7 @@ from offline.metrics import (
     clip_two_way,
     format_scores,
     n_way_accuracy,
+    paired_difference,
     pairwise_identification,
     pixcorr,
     similarity,
@@ -238,3 +239,19 @@ def test_clip_two_way() -> None:
 def test_metric_input_validation(call, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+def test_paired_difference_with_grouped_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.random(200)
+    a = b + 0.05 + 0.01 * rng.standard_normal(200)
+    out = paired_difference(a, b, np.repeat(np.arange(20), 10), n_boot=500)
+    assert out["diff"] == pytest.approx(0.05, abs=0.003) and out["n_groups"] == 20 and out["n"] == 200
+    assert out["ci95_low"] < out["diff"] < out["ci95_high"] and out["ci95_low"] > 0.04
+    assert out["fraction_a_better"] > 0.99 and out["se"] == pytest.approx(0.01 / np.sqrt(200), rel=0.2)
+    same = paired_difference(b, b)
+    assert same["diff"] == 0.0 and same["ci95_low"] == same["ci95_high"] == 0.0
+    with pytest.raises(ValueError, match="paired 1-d arrays"):
+        paired_difference(a, b[:10])
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        paired_difference(a, b, np.arange(3))
