@@ -33,10 +33,28 @@ def load_embedder(name: str, weights: Path | None, device: str) -> Any:
 
 
 # --------------------------------------------------------------------------- build
+def load_stimulus_embedder(path: Path, device: str) -> Any:
+    """The stimulus CNN of a dual-encoder fMRI model, as a gallery embedder (``--stimulus-encoder``)."""
+    from bci.models.stimulus import load_stimulus_encoder
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        import json
+
+        try:
+            cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            cfg = None  # load_stimulus_encoder says what is wrong with it
+        rel = (cfg.get("extra") or {}).get("stimulus_encoder") if isinstance(cfg, dict) else None
+        if isinstance(cfg, dict) and cfg.get("format") == "bci-runtime.checkpoint" and isinstance(rel, str):
+            path = (path / rel).resolve()  # the dual-encoder checkpoint was given: use its CNN
+    return load_stimulus_encoder(path, device="cpu" if device == "auto" else device)
+
+
 def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str, clip_weights: Path | None,
                   device: str, source: str, strict: bool, thumb_size: int, image_size: int, batch_size: int,
                   n_per_class: int, seed: int, caption: str, name: str | None, overwrite: bool,
-                  progress: bool = True) -> int:
+                  progress: bool = True, stimulus_encoder: Path | None = None) -> int:
     """Build a gallery from a folder or the synthetic world, save it, print a summary."""
     from bci.gallery import Gallery, build_gallery, captions_from_folder, gallery_from_stimuli, images_from_folder
 
@@ -47,7 +65,12 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
         raise FileExistsError(f"{out} already holds a gallery; pass --overwrite or choose another OUT")
     if images is not None and not images.is_dir():
         raise FileNotFoundError(f"image folder {images} does not exist or is not a directory")
-    embedder = load_embedder(clip, clip_weights, device)  # before reading the images: a bad --clip fails fast
+    if stimulus_encoder is not None:
+        if source != "image":
+            raise ValueError("--stimulus-encoder embeds images only; drop --source text")
+        embedder = load_stimulus_embedder(stimulus_encoder, device)
+    else:
+        embedder = load_embedder(clip, clip_weights, device)  # before reading the images: a bad --clip fails fast
     skipped: list[tuple[str, str]] = []
     if synthetic:
         from streams.synthetic.stimuli import make_stimuli
@@ -59,6 +82,8 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
         captions = captions_from_folder(images, ids)
         extra = {"images": str(images.resolve()), "skipped": len(skipped)}
     extra["clip_weights"] = str(Path(clip_weights).resolve()) if clip_weights is not None else ""
+    if stimulus_encoder is not None:
+        extra["stimulus_encoder"] = str(Path(stimulus_encoder).resolve())
     gallery = build_gallery(imgs, ids, labels, captions, embedder=embedder, source=source, thumb_size=thumb_size,
                             batch_size=batch_size, progress=progress, name=name or out.name, extra_meta=extra)
     gallery.save(out, overwrite=overwrite)
@@ -82,6 +107,7 @@ def _print_skipped(skipped: list[tuple[str, str]], shown: int = 10) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     return build_command(images=args.images, out=args.out, synthetic=args.synthetic, clip=args.clip,
                          clip_weights=args.clip_weights, device=args.device, source=args.source,
+                         stimulus_encoder=args.stimulus_encoder,
                          strict=args.strict, thumb_size=args.thumb_size, image_size=args.image_size,
                          batch_size=args.batch_size, n_per_class=args.n_per_class, seed=args.seed,
                          caption=args.caption, name=args.name, overwrite=args.overwrite,
@@ -190,6 +216,9 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
                    help="folder of images (sub-folder = label; optional labels.csv / captions.json)")
     b.add_argument("out", type=Path, metavar="OUT", help="gallery directory to write")
     b.add_argument("--synthetic", action="store_true", help="use the synthetic stimulus set instead of IMAGES")
+    b.add_argument("--stimulus-encoder", type=Path, default=None, metavar="DIR",
+                   help="embed with the stimulus CNN of a dual-encoder fMRI model (its checkpoint or its "
+                        "stimulus/ folder) instead of CLIP")
     _add_clip_options(b)
     b.add_argument("--source", choices=("image", "text"), default="image",
                    help="embed the images, or their captions with the text encoder [image]")

@@ -127,6 +127,21 @@ def pipeline_factory(
     return make
 
 
+def _check_stimulus_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike) -> None:
+    """A dual-encoder model retrieves only from a gallery embedded by its own stimulus CNN."""
+    extra = encoder.config.extra or {}
+    expected = extra.get("stimulus_fingerprint") if isinstance(extra, dict) else None
+    if not expected:
+        return
+    got = str(gal.meta.get("clip_fingerprint", ""))
+    if got != expected:
+        raise ValueError(
+            f"gallery {where} was embedded by {gal.meta.get('clip')!r} (fingerprint {got or 'none'}), but model "
+            f"{encoder.config.name!r} is a dual encoder whose stimulus CNN has fingerprint {expected}; build the "
+            "gallery with that CNN: bci gallery build IMAGES OUT --stimulus-encoder CHECKPOINT/"
+            f"{extra.get('stimulus_encoder', 'stimulus')}")
+
+
 def build_result_steps(
     encoder: Encoder,
     sinks: list[Sink],
@@ -160,6 +175,7 @@ def build_result_steps(
 
         gal = Gallery.load(gallery)
         check_compatible(gal, encoder.config.embed_dim, where=f"model {encoder.config.name!r}")
+        _check_stimulus_gallery(encoder, gal, gallery)
         steps.append(RetrievalStep(Retriever(gal, device=str(encoder.device), backend=retrieval_backend, k=topk),
                                    k=topk))
     if generator is None and diffusion is None:

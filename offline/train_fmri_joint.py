@@ -310,6 +310,7 @@ class JointFMRITask(TrainTask):
                 rec["pattern_grid"] = int(self.options.grid)
             if stim_rel is not None:
                 rec["stimulus_encoder"] = stim_rel
+                rec["stimulus_fingerprint"] = self.stimulus.fingerprint()
             if multi:
                 rec["multisubject"] = {"manifest": os.path.relpath(directory / MULTI_MANIFEST, target),
                                        "n_subjects": len(self.subjects)}

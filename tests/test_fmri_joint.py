@@ -116,6 +116,7 @@ def test_dual_encoder_with_stimulus_cnn(fmri_a: Path, tmp_path: Path) -> None:
     model = report["scores"]["model"]
     assert model["image 12-way top-1"]["value"] > 2.5 / 12
     assert "image 12-way top-1" in report["scores"]["ridge"]
+    _live_retrieval_with_a_stimulus_gallery(out, fmri_a, tmp_path)
     # the stimulus encoder is needed: a checkpoint that lost it says where it should be
     (out / "stimulus" / "config.json").rename(out / "stimulus" / "config.moved")
     with pytest.raises(CheckpointError, match="no config.json"):
@@ -211,3 +212,39 @@ def test_cli_train_fmri_objectives_resume_and_errors(fmri_a: Path, tmp_path: Pat
     r = _bci(*common, "--objective", "dual", "--top-voxels", "50", "--overwrite")
     assert r.returncode != 0 and "--top-voxels" in r.stderr and "'dual'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _live_retrieval_with_a_stimulus_gallery(ckpt: Path, data: Path, tmp_path: Path) -> None:
+    """Runtime side: a gallery embedded by the dual encoder's CNN, used by the live decoding steps."""
+    from PIL import Image
+
+    from bci.cli_gallery import build_command
+    from bci.decoding import build_result_steps, load_encoder
+    from bci.gallery import Gallery, build_gallery
+    from bci.retrieval import Retriever
+
+    ds = EpochDataset.open(data)
+    test = ds.splits["block"]["test"]
+    rows = ds.image_rows()
+    folder = tmp_path / "patterns"
+    folder.mkdir()
+    for r in np.unique(rows[test]):
+        Image.fromarray(np.asarray(ds.images)[r]).save(folder / f"{ds.image_table_ids[r]}.png")
+    build_command(images=folder, out=tmp_path / "gal", synthetic=False, clip="tiny", clip_weights=None, device="cpu",
+                  source="image", strict=True, thumb_size=16, image_size=60, batch_size=64, n_per_class=1, seed=0,
+                  caption="detailed", name=None, overwrite=False, progress=False, stimulus_encoder=ckpt)
+    gallery = Gallery.load(tmp_path / "gal")
+    assert gallery.meta["clip"] == "stimulus-cnn" and len(gallery) == 12
+    encoder = load_encoder(ckpt, device="cpu")
+    (step,) = build_result_steps(encoder, [], gallery=tmp_path / "gal")
+    emb = encoder(ds.get_batch(test))["embedding"]
+    _, top = Retriever(gallery, k=1).search(emb)
+    hits = np.asarray([gallery.ids[i] for i in top[:, 0]]) == np.asarray([ds.image_table_ids[r] for r in rows[test]])
+    assert hits.mean() > 2.5 / 12
+    torch.manual_seed(99)  # another CNN of the same shape: its gallery must be refused
+    other = StimulusCNN(StimulusConfig(image_size=10, channels=(16, 32), embed_dim=64))
+    wrong = build_gallery(np.asarray(ds.images)[:4], ["a", "b", "c", "d"], [""] * 4, [""] * 4, embedder=other,
+                          thumb_size=0, progress=False)
+    wrong.save(tmp_path / "wrong")
+    with pytest.raises(ValueError, match="dual encoder whose stimulus CNN has fingerprint"):
+        build_result_steps(encoder, [], gallery=tmp_path / "wrong")

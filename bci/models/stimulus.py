@@ -14,6 +14,7 @@ and area-resized to ``image_size`` × ``image_size``. A checkpoint is a director
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -136,6 +137,25 @@ class StimulusCNN(nn.Module):
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"StimulusCNN input has shape {tuple(x.shape)}; expected (n, 1, S, S)")
         return self.head(self.pool(self.features(x - 0.5)).flatten(1))
+
+    #: Shown in gallery metadata (galleries call their embedder's ``name``).
+    name = "stimulus-cnn"
+
+    def fingerprint(self) -> str:
+        """16 hex digits of SHA-256 over the config and the weights (galleries record it; the runtime compares)."""
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for key, value in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """Gallery embedder interface: :meth:`embed_images`."""
+        return self.embed_images(images)
+
+    def encode_text(self, texts: Any) -> np.ndarray:
+        """Not available: a stimulus encoder embeds images only."""
+        raise ValueError("a stimulus encoder embeds images, not text; build the gallery with --source image")
 
     @torch.no_grad()
     def embed_images(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
