@@ -28,6 +28,7 @@ stimulus among the validation stimuli, averaged over subjects.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from offline.losses import info_nce
 from offline.train_sample import (build_encoder, dataset_record, embed_windows, open_dataset, resolve_clip,
                                   target_table)
 from offline.training import (SplitInfo, Stage, TrainResult, TrainSettings, TrainTask, WindowSource, fit_scaler,
-                              make_adamw, prepare_split, resolve_device, run_training, split_hash, shuffled_batches)
+                              make_adamw, prepare_split, resolve_device, run_training, shuffled_batches)
 
 __all__ = ["OBJECTIVES", "FMRIJointOptions", "MULTI_MANIFEST", "STIMULUS_DIR", "SUBJECTS_DIR", "pattern_targets",
            "train_fmri_joint"]
@@ -358,7 +359,7 @@ def train_fmri_joint(data: Any | Sequence[Any], out: str | os.PathLike, *, optio
     -------
     TrainResult
     """
-    options = options or FMRIJointOptions()
+    options = dataclasses.replace(options) if options is not None else FMRIJointOptions()  # grid is filled in
     settings = settings or TrainSettings()
     items = list(data) if isinstance(data, (list, tuple)) else [data]
     if not items:
@@ -374,8 +375,7 @@ def train_fmri_joint(data: Any | Sequence[Any], out: str | os.PathLike, *, optio
     task = JointFMRITask(subjects, stimulus, options, settings)
     fingerprints = [str(s.dataset.fingerprint()) for s in subjects]
     hashes = [s.split.record().get("hash") for s in subjects]
-    record = {"split": {"hash": split_hash({str(i): np.frombuffer(str(h).encode(), np.uint8).astype(np.int64)
-                                            for i, h in enumerate(hashes)}),
+    record = {"split": {"hash": hashlib.sha256("|".join(map(str, hashes)).encode()).hexdigest()[:16],
                         "dataset_fingerprint": ",".join(fingerprints)},
               "subjects": [{"name": s.name, "data": dataset_record(s.dataset)} for s in subjects]}
     if embedder is not None:
