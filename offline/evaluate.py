@@ -488,7 +488,13 @@ def _stimulus_encoder(extra: dict[str, Any], checkpoint: str | os.PathLike) -> A
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {checkpoint} needs its stimulus encoder at {path}, which does not "
                                 "exist; keep the folder written by 'bci train fmri --objective dual' together")
-    return load_stimulus_encoder(path)
+    stimulus = load_stimulus_encoder(path)
+    expected = extra.get("stimulus_fingerprint")
+    if expected and stimulus.fingerprint() != expected:
+        raise CheckpointError(f"the stimulus encoder at {path} (fingerprint {stimulus.fingerprint()}) is not the one "
+                              f"checkpoint {checkpoint} was trained with ({expected}); keep the folder written by "
+                              "'bci train fmri --objective dual' together")
+    return stimulus
 
 
 def _stimulus_view(ds: Any, stimulus: Any, idx: np.ndarray, train: np.ndarray) -> _View:

@@ -449,7 +449,9 @@ class FMRIOracle:
         if isinstance(noise_rank, bool) or not isinstance(noise_rank, (int, np.integer)) or noise_rank < 0:
             raise ValueError(f"noise_rank={noise_rank!r} must be an int >= 0")
         self.noise_rank = int(noise_rank)
-        self.precision_: np.ndarray | None = None
+        self.diag_: np.ndarray | None = None      # diagonal part of the noise covariance (V,)
+        self.factors_: np.ndarray | None = None   # low-rank part F (V, rank): covariance = diag + F F^T
+        self.core_: np.ndarray | None = None      # (I + F^T D^-1 F)^-1, (rank, rank)
         self.simulator = simulator
         scale = simulator.baselines * simulator.config.signal_change
         self.predicted = simulator.responses(np.asarray(patterns)) * scale  # (n_candidates, V)
@@ -482,16 +484,15 @@ class FMRIOracle:
         var = resid.var(axis=0)
         self.noise_var_ = np.maximum(var, 1e-6 * max(float(var.mean()), 1e-300))
         rank = min(self.noise_rank, len(x) - 2)
+        self.diag_, self.factors_, self.core_ = self.noise_var_, None, None
         if rank <= 0:
-            self.precision_ = None
             return self
         _, sv, vt = np.linalg.svd(resid - resid.mean(axis=0), full_matrices=False)
         factors = vt[:rank].T * (sv[:rank] / np.sqrt(len(x)))  # (V, rank)
-        diag = np.maximum(self.noise_var_ - np.sum(factors**2, axis=1), 0.05 * self.noise_var_)
-        # Woodbury: (D + F F^T)^-1 = D^-1 - D^-1 F (I + F^T D^-1 F)^-1 F^T D^-1
-        dinv_f = factors / diag[:, None]
-        core = np.linalg.inv(np.eye(rank) + factors.T @ dinv_f)
-        self.precision_ = np.diag(1.0 / diag) - dinv_f @ core @ dinv_f.T
+        self.diag_ = np.maximum(self.noise_var_ - np.sum(factors**2, axis=1), 0.05 * self.noise_var_)
+        self.factors_ = factors
+        # Woodbury: (D + F F^T)^-1 = D^-1 - D^-1 F (I + F^T D^-1 F)^-1 F^T D^-1, never a dense V x V matrix
+        self.core_ = np.linalg.inv(np.eye(rank) + factors.T @ (factors / self.diag_[:, None]))
         return self
 
     def _samples(self, samples: object) -> np.ndarray:
@@ -510,11 +511,14 @@ class FMRIOracle:
             raise RuntimeError("FMRIOracle is not fitted; call fit(train_samples, train_pattern_index) first")
         x = self._samples(samples)
         mu = self.intercept_ + self.gain_ * self.predicted  # (n_candidates, V)
-        if self.precision_ is None:
-            w = 1.0 / self.noise_var_
-            return (x * w) @ mu.T - 0.5 * np.einsum("jv,v,jv->j", mu, w, mu)
-        pmu = mu @ self.precision_
-        return x @ pmu.T - 0.5 * np.einsum("jv,jv->j", pmu, mu)
+        xd, mud = x / self.diag_, mu / self.diag_
+        cross = xd @ mu.T                                    # x D^-1 mu^T
+        quad = np.einsum("jv,jv->j", mud, mu)                # mu D^-1 mu^T (diagonal)
+        if self.factors_ is not None:
+            a, b = xd @ self.factors_, mud @ self.factors_   # (n, r), (m, r)
+            cross = cross - a @ self.core_ @ b.T
+            quad = quad - np.einsum("jr,rs,js->j", b, self.core_, b)
+        return cross - 0.5 * quad
 
     def predict(self, samples: np.ndarray) -> np.ndarray:
         """Most likely candidate per trial, ``(n,)`` int."""

@@ -9,8 +9,9 @@ non-linear head maps them into CLIP space far better than training the whole net
 alignment loss alone (docs/results.md). The result is one ordinary checkpoint.
 
 Leakage: a backbone trained on *another split of the same dataset* may have trained on this
-split's test windows; it is refused. A backbone from another dataset (other sessions or
-subjects) is allowed and recorded.
+split's test windows; it is refused, and so is a backbone whose checkpoint records no training
+split. A backbone from another dataset (other sessions or subjects) is allowed and recorded;
+a re-epoched copy of the same recordings counts as another dataset, so keep the same dataset.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def backbone_channels(backbone: str | os.PathLike, dataset: Any) -> np.ndarray |
 
 def _check_leak(backbone: str | os.PathLike, cfg_extra: dict[str, Any], dataset: Any, split: SplitInfo) -> dict:
     rec = cfg_extra.get("split") or {}
+    if not rec.get("hash") or not rec.get("dataset_fingerprint"):
+        raise ValueError(f"--backbone {backbone} records no training split and dataset; it cannot be checked for "
+                         "having trained on this split's test windows. Use a checkpoint written by 'bci train pixel'")
     same_data = rec.get("dataset_fingerprint") == split.dataset_fingerprint
     if same_data and rec.get("hash") != split.record().get("hash"):
         raise ValueError(

@@ -143,7 +143,8 @@ class _Subject:
     scaler: Any
     rows: np.ndarray          # image-table row of every epoch
     offset: int               # global epoch index = offset + local index
-    image_offset: int         # global image id = image_offset + row
+    image_ids: torch.Tensor   # global id of every image-table row: equal pixels, equal id (across subjects)
+    image_keys: list[str]     # content hash of every image-table row
     targets: torch.Tensor     # pattern: (n_images, grid²); clip: (n_images, D); dual: (n_images, 1, S, S) images
     encoder: EncoderModel
 
@@ -151,7 +152,8 @@ class _Subject:
 def _open_subjects(data: Sequence[Any], split: str | None, options: FMRIJointOptions, embedder: Any,
                    settings: TrainSettings, device: torch.device) -> list[_Subject]:
     subjects: list[_Subject] = []
-    offset = image_offset = 0
+    offset = 0
+    global_ids: dict[str, int] = {}
     grid = options.grid
     for k, item in enumerate(data):
         ds = open_dataset(item)
@@ -181,14 +183,44 @@ def _open_subjects(data: Sequence[Any], split: str | None, options: FMRIJointOpt
             table, dim = images_to_grey(images, options.stimulus_size), options.embed_dim
         encoder = build_encoder(ds, model="fmri_mlp", embed_dim=dim, seed=settings.seed + 1000 * k,
                                 dropout=options.dropout, params={"hidden": list(options.hidden)}).to(device)
-        subjects.append(_Subject(f"sub-{k}", ds, info, source, scaler, rows, offset, image_offset,
+        keys = [_image_key(im) for im in images]
+        ids = torch.as_tensor([global_ids.setdefault(key, len(global_ids)) for key in keys], device=device)
+        subjects.append(_Subject(f"sub-{k}", ds, info, source, scaler, rows, offset, ids, keys,
                                  table.to(device), encoder))
         offset += int(ds.n_epochs)
-        image_offset += len(images)
     if options.objective == "pattern":
         options.grid = grid
+    _refuse_cross_subject_leaks(subjects)
     _share_trunk(subjects)
     return subjects
+
+
+def _image_key(image: np.ndarray) -> str:
+    """Content hash of one stimulus image (shape + pixels)."""
+    a = np.ascontiguousarray(image)
+    return hashlib.sha1(str(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+def _refuse_cross_subject_leaks(subjects: list[_Subject]) -> None:
+    """A stimulus in one subject's val/test part must not be in another subject's training part.
+
+    The shared trunk and stimulus CNN learn from every subject's training trials, so such a
+    stimulus would not be new at evaluation, and the scores would be inflated.
+    """
+    trained = {s.name: {s.image_keys[r] for r in s.rows[s.split.parts["train"]]} for s in subjects}
+    for s in subjects:
+        for part in ("val", "test"):
+            held = {s.image_keys[r] for r in s.rows[s.split.parts[part]]}
+            for other in subjects:
+                if other is s:
+                    continue
+                shared = held & trained[other.name]
+                if shared:
+                    raise ValueError(
+                        f"{len(shared)} stimulus image(s) of the {part!r} part of {s.name} "
+                        f"({getattr(s.dataset, 'path', '')}) are in the training part of {other.name} "
+                        f"({getattr(other.dataset, 'path', '')}): the shared layers would have trained on them, "
+                        "which inflates the scores; hold the same stimuli out for every subject")
 
 
 def _share_trunk(subjects: list[_Subject]) -> None:
@@ -248,7 +280,7 @@ class JointFMRITask(TrainTask):
             outputs.append(s.encoder(s.source.tensor(local, self.device))["embedding"])
             rows = torch.from_numpy(s.rows[local]).to(self.device)
             targets.append(s.targets[rows])
-            ids.append(rows + s.image_offset)
+            ids.append(s.image_ids[rows])
         h, t, image_ids = torch.cat(outputs), torch.cat(targets), torch.cat(ids)
         yield Stage("loss", self._loss(h, t, image_ids), "model")
 

@@ -79,6 +79,8 @@ __all__ = [
 ]
 
 LAST_DIR = "last"
+#: Folders of a checkpoint that hold further checkpoints (fMRI: stimulus CNN, one encoder per subject).
+CHECKPOINT_FOLDERS = ("stimulus", "subjects")
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
 STATE_FORMAT = "bci-runtime.train-state"
@@ -719,13 +721,13 @@ def _start_state(task: TrainTask, settings: TrainSettings, out: Path, *, resume:
     return {
         "format": STATE_FORMAT, "format_version": STATE_VERSION, "kind": task.kind, "epoch": -1, "step": 0,
         "best_metric": -math.inf, "best_epoch": -1, "bad_epochs": 0, "stopped": "running", "history": [],
-        "seed": settings.seed, "data": _data_key(record),
+        "seed": settings.seed, "data": _data_key(record), "task": _jsonable(task.describe()),
     }
 
 
 def _clear_dir(out: Path) -> None:
     """Remove the files this trainer writes (never unrelated ones)."""
-    for name in (LAST_DIR, "samples", "search", "subjects", "stimulus"):
+    for name in (LAST_DIR, "samples", "search", *CHECKPOINT_FOLDERS):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     for child in out.iterdir():
@@ -903,14 +905,44 @@ def _load_last(task: TrainTask, last: Path, settings: TrainSettings, record: dic
             f"cannot resume: {last} was trained on dataset/split {state.get('data')}, now {data}; "
             "use the same dataset and split, or start a new run"
         )
+    _check_same_task(state, task, last)
     for name, module in task.modules().items():
-        module.load_state_dict(_read_tensors(last / f"{name}.safetensors"), strict=True)
+        try:
+            module.load_state_dict(_read_tensors(last / f"{name}.safetensors"), strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"cannot resume: the saved {name!r} weights in {last} do not fit this model ({first}); "
+                             "use the options of the first run, or start a new run") from None
     for name, opt in task.optimizers().items():
         _optimizer_from_safe(opt, last / f"optim-{name}.safetensors", last / f"optim-{name}.json")
         for group in opt.param_groups:
             group["lr"] = settings.lr
     state["best_metric"] = float(state["best_metric"]) if state["best_metric"] is not None else -math.inf
     return state
+
+
+def _check_same_task(state: dict[str, Any], task: TrainTask, last: Path) -> None:
+    """Refuse to resume with other task options (architecture, loss, objective, backbone ...)."""
+    saved = state.get("task")
+    if saved is None:  # a state written before options were recorded
+        return
+    now = _jsonable(task.describe())
+    if saved == now:
+        return
+    flat_saved, flat_now = _flatten(saved), _flatten(now)
+    changed = sorted(k for k in set(flat_saved) | set(flat_now) if flat_saved.get(k) != flat_now.get(k))
+    shown = ", ".join(f"{k}: {flat_saved.get(k)!r} -> {flat_now.get(k)!r}" for k in changed[:5])
+    raise ValueError(f"cannot resume: {last} was trained with other options ({shown}); resume with the options of "
+                     "the first run, or start a new run with --overwrite or another --out")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -1051,8 +1083,13 @@ def random_search(train_trial: Any, space: SearchSpace, n_trials: int, out_dir: 
     best = max(range(len(trials)), key=lambda k: (trials[k]["best_metric"], -k))
     src = Path(trials[best]["directory"])
     names = {p.name for p in src.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in (
-        "config.json", HISTORY_FILE, *copy_files))}
-    for name in sorted(names - {"config.json"}) + ["config.json"]:  # config last, as checkpoints are written
+        "config.json", HISTORY_FILE, "multisubject.json", *copy_files))}
+    for folder in CHECKPOINT_FOLDERS:  # sub-checkpoints (fMRI stimulus CNN, per-subject encoders)
+        if (out / folder).is_dir():
+            shutil.rmtree(out / folder)
+        if (src / folder).is_dir():
+            shutil.copytree(src / folder, out / folder)
+    for name in sorted(names - {"config.json"}) + sorted(names & {"config.json"}):  # config last, as when written
         shutil.copyfile(src / name, out / name)
     summary = {"best": best, "best_metric": trials[best]["best_metric"], "best_params": trials[best]["params"],
                "space": {k: list(v) for k, v in space.items()}, "seed": seed, "trials": trials}

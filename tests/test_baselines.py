@@ -309,7 +309,13 @@ def test_fmri_oracle_identifies_patterns() -> None:
     acc = classification_accuracy(oracle.score(x_te), order_test)
     assert acc.value > 0.3 > 0.025 == acc.chance
     diagonal = FMRIOracle(sim, patterns, noise_rank=0).fit(x_tr, order_train)
-    assert diagonal.precision_ is None
+    assert diagonal.factors_ is None and oracle.factors_.shape == (300, 4)
+    # the Woodbury scores equal a dense Gaussian log-likelihood under diag + F F^T
+    cov = np.diag(oracle.diag_) + oracle.factors_ @ oracle.factors_.T
+    mu = oracle.intercept_ + oracle.gain_ * oracle.predicted
+    prec = np.linalg.inv(cov)
+    dense = x_te @ prec @ mu.T - 0.5 * np.einsum("jv,vw,jw->j", mu, prec, mu)
+    np.testing.assert_allclose(oracle.score(x_te), dense, rtol=1e-6, atol=1e-6 * np.abs(dense).max())
     acc_diag = classification_accuracy(diagonal.score(x_te), order_test)
     assert acc.value >= acc_diag.value  # modelling the shared noise does not lose
     with pytest.raises(ValueError, match="noise_rank=-1"):

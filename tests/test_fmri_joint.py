@@ -121,6 +121,11 @@ def test_dual_encoder_with_stimulus_cnn(fmri_a: Path, tmp_path: Path) -> None:
     (out / "stimulus" / "config.json").rename(out / "stimulus" / "config.moved")
     with pytest.raises(CheckpointError, match="no config.json"):
         evaluate(out, fmri_a, plots=False, baseline=False, oracle=False)
+    (out / "stimulus" / "config.moved").rename(out / "stimulus" / "config.json")
+    torch.manual_seed(5)  # a CNN of the same shape but other weights in its place
+    save_stimulus_encoder(StimulusCNN(StimulusConfig(10, (16, 32), 64)), out / "stimulus")
+    with pytest.raises(CheckpointError, match="is not the one .* was trained with"):
+        evaluate(out, fmri_a, plots=False, baseline=False, oracle=False)
 
 
 def test_multi_subject_model_shares_the_trunk(fmri_a: Path, fmri_b: Path, tmp_path: Path) -> None:
@@ -207,6 +212,9 @@ def test_cli_train_fmri_objectives_resume_and_errors(fmri_a: Path, tmp_path: Pat
     assert r.returncode == 0, r.stderr
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
+    r = _bci(*common, "--objective", "dual", "--epochs", "4", "--resume")
+    assert r.returncode != 0 and "cannot resume" in r.stderr and "options.objective: 'pattern' -> 'dual'" in r.stderr
+    assert "Traceback" not in r.stderr
     r = _bci(*common, "--objective", "clip", "--overwrite")
     assert r.returncode != 0 and "--objective clip needs --clip-weights" in r.stderr
     r = _bci(*common, "--objective", "dual", "--top-voxels", "50", "--overwrite")
@@ -248,3 +256,39 @@ def _live_retrieval_with_a_stimulus_gallery(ckpt: Path, data: Path, tmp_path: Pa
     wrong.save(tmp_path / "wrong")
     with pytest.raises(ValueError, match="dual encoder whose stimulus CNN has fingerprint"):
         build_result_steps(encoder, [], gallery=tmp_path / "wrong")
+
+
+def test_stimuli_held_out_for_one_subject_must_be_held_out_for_all(fmri_a: Path, tmp_path: Path) -> None:
+    """Multi-subject: another subject training on this subject's test stimuli would inflate its scores."""
+    import shutil
+
+    from offline.train_fmri_joint import train_fmri_joint
+
+    copy = tmp_path / "b.zarr"
+    shutil.copytree(fmri_a, copy)
+    ds = EpochDataset.open(copy)
+    parts = ds.splits["block"]
+    blocks = np.asarray(ds.block)
+    train_blocks = np.unique(blocks[parts["train"]])
+    swapped = {"train": np.sort(np.concatenate([parts["val"], parts["test"]])),
+               "val": np.flatnonzero(blocks == train_blocks[0]), "test": np.flatnonzero(blocks == train_blocks[1])}
+    ds.add_split("block", swapped, kind="custom", overwrite=True)
+    with pytest.raises(ValueError, match="stimulus image.*of the 'val' part of sub-0.*training part of sub-1"):
+        train_fmri_joint([fmri_a, copy], tmp_path / "leak", settings=_settings(1))
+
+
+def test_cli_search_keeps_the_fmri_sub_checkpoints(fmri_a: Path, fmri_b: Path, tmp_path: Path) -> None:
+    from offline.evaluate import evaluate
+
+    out = tmp_path / "search-dual"
+    r = _bci("train", "fmri", "--data", str(fmri_a), "--out", str(out), "--objective", "dual", "--search", "2",
+             "--epochs", "1", "--quiet", "--embed-dim", "32", "--stimulus-size", "10")
+    assert r.returncode == 0, r.stderr
+    assert (out / "stimulus" / "model.safetensors").is_file()
+    assert "image 12-way top-1" in evaluate(out, fmri_a, plots=False, oracle=False)["scores"]["model"]
+    out = tmp_path / "search-multi"
+    r = _bci("train", "fmri", "--data", str(fmri_a), str(fmri_b), "--out", str(out), "--objective", "pattern",
+             "--search", "2", "--epochs", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (out / "multisubject.json").is_file() and not (out / "config.json").exists()
+    assert read_config(out / "subjects" / "sub-1").n_chans == 240

@@ -9,6 +9,7 @@ from a real one, at 16 channels x 100 samples so that each run takes about a sec
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,14 @@ def test_two_stage_sample_extractor_on_a_frozen_pixel_backbone(dataset: EpochDat
     with pytest.raises(ValueError, match="already has an MLP head"):
         train_sample(dataset, tmp_path / "again", clip_weights=clip_dir,
                      options=SampleOptions(backbone=str(out)), settings=TrainSettings(epochs=1, **FAST))
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(pixel_dir, unrecorded, ignore=shutil.ignore_patterns("last"))
+    cfg_json = json.loads((unrecorded / "config.json").read_text())
+    cfg_json["extra"].pop("split")
+    (unrecorded / "config.json").write_text(json.dumps(cfg_json))
+    with pytest.raises(ValueError, match="records no training split"):
+        train_sample(dataset, tmp_path / "unrec", clip_weights=clip_dir,
+                     options=SampleOptions(backbone=str(unrecorded)), settings=TrainSettings(epochs=1, **FAST))
     with pytest.raises(FileNotFoundError, match="--backbone .*missing"):
         train_sample(dataset, tmp_path / "none", clip_weights=clip_dir,
                      options=SampleOptions(backbone=str(tmp_path / "missing")), settings=TrainSettings(epochs=1, **FAST))
