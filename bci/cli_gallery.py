@@ -37,16 +37,16 @@ def load_stimulus_embedder(path: Path, device: str) -> Any:
     """The stimulus CNN of a dual-encoder fMRI model, as a gallery embedder (``--stimulus-encoder``)."""
     from bci.models.stimulus import load_stimulus_encoder
 
+    from bci.safe_io import CheckpointError, read_json_object
+
     path = Path(path)
     if (path / "config.json").is_file():
-        import json
-
         try:
-            cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            cfg = None  # load_stimulus_encoder says what is wrong with it
-        rel = (cfg.get("extra") or {}).get("stimulus_encoder") if isinstance(cfg, dict) else None
-        if isinstance(cfg, dict) and cfg.get("format") == "bci-runtime.checkpoint" and isinstance(rel, str):
+            cfg = read_json_object(path / "config.json")
+        except CheckpointError:
+            cfg = {}  # load_stimulus_encoder says what is wrong with it
+        rel = (cfg.get("extra") or {}).get("stimulus_encoder")
+        if cfg.get("format") == "bci-runtime.checkpoint" and isinstance(rel, str):
             path = (path / rel).resolve()  # the dual-encoder checkpoint was given: use its CNN
     return load_stimulus_encoder(path, device="cpu" if device == "auto" else device)
 

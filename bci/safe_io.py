@@ -7,6 +7,7 @@ each format words its own error messages.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -15,11 +16,18 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-__all__ = ["PICKLE_SUFFIXES", "StateMismatch", "atomic_write", "first_state_mismatch", "has_safetensors_header",
-           "listing", "looks_like_pickle"]
+__all__ = ["CONFIG_FILE", "PICKLE_SUFFIXES", "CheckpointError", "StateMismatch", "atomic_write",
+           "first_state_mismatch", "has_safetensors_header", "listing", "looks_like_pickle", "pickle_message",
+           "read_json_config", "read_json_object", "refuse_pickles"]
 
 #: File suffixes of pickle-based weight files (refused by every loader).
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+#: The JSON file that describes a checkpoint directory.
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory cannot be read: missing file, bad format, wrong weights, pickle."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
@@ -104,3 +112,65 @@ def first_state_mismatch(expected: Mapping[str, torch.Tensor],
     if unexpected:
         return StateMismatch("unexpected", unexpected[0], tuple(state[unexpected[0]].shape), None, len(unexpected))
     return None
+
+
+# ---------------------------------------------------------------------- pickle refusal, config.json
+def pickle_message(path: Path, hint: str, what: str = "file") -> str:
+    """Why a pickle-based ``what`` (file, checkpoint) is refused, and ``hint`` on how to convert it."""
+    return f"refusing to load pickle-based {what} {path}: pickle can execute code; {hint}"
+
+
+def refuse_pickles(directory: Path, hint: str, what: str = "file") -> None:
+    """Raise :class:`CheckpointError` if ``directory`` holds pickle-suffixed files."""
+    pickles = sorted(p.name for p in Path(directory).iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(pickle_message(Path(directory) / pickles[0], hint, what))
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; :class:`CheckpointError` for invalid JSON or another JSON type."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_json_config(directory: Path, fmt: str, version: int, hint: str, *, what: str | None = None,
+                     fix: str = "") -> dict[str, Any]:
+    """Read ``directory/config.json`` and check its ``format`` and ``format_version``.
+
+    Parameters
+    ----------
+    directory : Path
+        The checkpoint directory (checked to exist by the caller).
+    fmt : str
+        Expected ``format`` tag.
+    version : int
+        Newest ``format_version`` this runtime reads.
+    hint : str
+        How to convert a pickle found instead of ``config.json``.
+    what : str, optional
+        What the directory is, in messages ("checkpoint"); None: a plain file.
+    fix : str
+        Appended to the wrong-format message (e.g. how to write such checkpoints).
+    """
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        refuse_pickles(directory, hint, what or "file")
+        prefix = f"{what} " if what else ""
+        raise CheckpointError(f"{prefix}{directory} has no {CONFIG_FILE}; files there: {listing(directory)}")
+    data = read_json_object(path)
+    if data.get("format") != fmt:
+        raise CheckpointError(f"{path} has format {data.get('format')!r}, expected {fmt!r}" + (f"; {fix}" if fix else ""))
+    found = data.get("format_version")
+    if isinstance(found, bool) or not isinstance(found, int):
+        raise CheckpointError(f"{path} has format_version {found!r}; expected an integer")
+    if found > version:
+        raise CheckpointError(
+            f"{path} has format_version {found}, newer than this runtime reads ({version}); upgrade bci-runtime"
+        )
+    return data

@@ -40,6 +40,7 @@ import torch
 from bci.inference import Encoder
 from bci.models import ModelConfig, load_checkpoint
 from bci.models.checkpoint import CheckpointError
+from bci.safe_io import read_json_object
 from offline.metrics import (
     Score,
     clip_two_way,
@@ -75,11 +76,7 @@ def checkpoint_kind(checkpoint: str | os.PathLike) -> str:
                               f"(subjects: {', '.join(names) or 'none found'})")
     if not cfg.is_file():
         raise CheckpointError(f"{path} has no config.json; is it a checkpoint written by 'bci train'?")
-    try:
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg} is not valid JSON: {exc}") from None
-    fmt = data.get("format") if isinstance(data, dict) else None
+    fmt = read_json_object(cfg).get("format")
     if fmt == "bci-runtime.checkpoint":
         return "encoder"
     if fmt == "bci-runtime.saliency-gan":

@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 # Private helpers of the encoder checkpoint module, reused so both formats refuse the same files.
-from bci.models.checkpoint import CheckpointError
-from bci.safe_io import PICKLE_SUFFIXES, atomic_write, first_state_mismatch, has_safetensors_header, looks_like_pickle
-from bci.safe_io import listing as _listing
+from bci.safe_io import (CONFIG_FILE, PICKLE_SUFFIXES, CheckpointError, atomic_write, first_state_mismatch,
+                         has_safetensors_header, listing, looks_like_pickle, pickle_message, read_json_config,
+                         refuse_pickles)
 
 __all__ = [
     "CONFIG_FILE",
@@ -40,8 +40,6 @@ __all__ = [
     "refuse_pickles",
     "write_checkpoint",
 ]
-
-CONFIG_FILE = "config.json"
 
 _C = TypeVar("_C", bound="DictConfig")
 
@@ -69,23 +67,6 @@ class DictConfig:
         return replace(self, **changes)  # type: ignore[type-var]
 
 
-def listing(directory: Path) -> str:
-    """Comma-separated names in ``directory`` (for error messages)."""
-    return _listing(directory)
-
-
-def pickle_message(path: Path, hint: str) -> str:
-    """Why a pickle-based file is refused, and how to convert it."""
-    return f"refusing to load pickle-based file {path}: pickle can execute code; {hint}"
-
-
-def refuse_pickles(directory: Path, hint: str) -> None:
-    """Raise :class:`CheckpointError` if ``directory`` holds pickle-suffixed files."""
-    pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    if pickles:
-        raise CheckpointError(pickle_message(directory / pickles[0], hint))
-
-
 def checkpoint_dir(directory: str | os.PathLike, what: str, hint: str) -> Path:
     """``directory`` as a Path; a missing path, a plain file or a pickle file is a clear error."""
     if not isinstance(directory, (str, os.PathLike)):
@@ -109,30 +90,6 @@ def json_safe(value: Any, name: str) -> Any:
             f"{name} must hold plain JSON values (dict, list, str, finite numbers, bool, None): {exc}"
         ) from None
     return json.loads(text)
-
-
-def read_json_config(directory: Path, fmt: str, version: int, hint: str) -> dict[str, Any]:
-    """Read ``directory/config.json`` and check its ``format`` and ``format_version``."""
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        refuse_pickles(directory, hint)
-        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; files there: {listing(directory)}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    if data.get("format") != fmt:
-        raise CheckpointError(f"{path} has format {data.get('format')!r}, expected {fmt!r}")
-    found = data.get("format_version")
-    if isinstance(found, bool) or not isinstance(found, int):
-        raise CheckpointError(f"{path} has format_version {found!r}; expected an integer")
-    if found > version:
-        raise CheckpointError(
-            f"{path} has format_version {found}, newer than this runtime reads ({version}); upgrade bci-runtime"
-        )
-    return data
 
 
 def write_checkpoint(

@@ -23,8 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bci.models.registry import EncoderModel, ModelConfig, build_model, list_models
-from bci.safe_io import (PICKLE_SUFFIXES, atomic_write, first_state_mismatch, has_safetensors_header, listing,
-                         looks_like_pickle)
+from bci.safe_io import (CONFIG_FILE, PICKLE_SUFFIXES, CheckpointError, atomic_write, first_state_mismatch,
+                         has_safetensors_header, listing, looks_like_pickle, pickle_message, read_json_config,
+                         refuse_pickles)
 
 __all__ = [
     "CONFIG_FILE",
@@ -34,13 +35,11 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "read_config",
-    "refuse_pickles",
     "save_checkpoint",
 ]
 
 FORMAT = "bci-runtime.checkpoint"
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 _CONVERT_HINT = (
@@ -49,10 +48,6 @@ _CONVERT_HINT = (
     "bci.models.checkpoint.save_checkpoint(model, DIR) (or re-save it with save_checkpoint from the "
     "training run)"
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory cannot be read: missing file, bad format, wrong weights, pickle."""
 
 
 # ---------------------------------------------------------------------- save
@@ -103,16 +98,8 @@ def read_config(directory: str | os.PathLike) -> ModelConfig:
     """Read and validate ``directory/config.json`` without loading weights."""
     directory = _checkpoint_dir(directory)
     path = directory / CONFIG_FILE
-    if not path.is_file():
-        refuse_pickles(directory)
-        raise CheckpointError(f"checkpoint {directory} has no {CONFIG_FILE}; files there: {listing(directory)}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    _check_format(path, data)
+    data = read_json_config(directory, FORMAT, FORMAT_VERSION, _CONVERT_HINT, what="checkpoint",
+                            fix="write checkpoints with save_checkpoint")
     body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
     if body.get("name") not in list_models():
         raise CheckpointError(
@@ -139,7 +126,7 @@ def load_checkpoint(directory: str | os.PathLike, *, device: str | torch.device 
     config = read_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
-        refuse_pickles(directory)
+        refuse_pickles(directory, _CONVERT_HINT, "checkpoint")
         raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; files there: {listing(directory)}")
     _refuse_if_pickle(weights)
     try:
@@ -165,20 +152,6 @@ def _checkpoint_dir(directory: str | os.PathLike) -> Path:
     return directory
 
 
-def _check_format(path: Path, data: dict[str, Any]) -> None:
-    fmt = data.get("format")
-    if fmt != FORMAT:
-        raise CheckpointError(f"{path} has format {fmt!r}, expected {FORMAT!r}; write checkpoints with save_checkpoint")
-    version = data.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise CheckpointError(f"{path} has format_version {version!r}; expected an integer")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format_version {version}, newer than this runtime reads ({FORMAT_VERSION}); "
-            "upgrade bci-runtime"
-        )
-
-
 def _check_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     bad = first_state_mismatch(model.state_dict(), state)
     if bad is None:
@@ -196,7 +169,7 @@ def _check_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -
 
 # ---------------------------------------------------------------------- pickle refusal
 def _pickle_message(path: Path) -> str:
-    return f"refusing to load pickle-based checkpoint {path}: pickle can execute code; {_CONVERT_HINT}"
+    return pickle_message(path, _CONVERT_HINT, "checkpoint")
 
 
 def _refuse_if_pickle(weights: Path) -> None:
@@ -208,9 +181,4 @@ def _refuse_if_pickle(weights: Path) -> None:
     raise CheckpointError(f"{weights} is not a safetensors file (bad header); re-save it with save_checkpoint")
 
 
-def refuse_pickles(directory: Path) -> None:
-    """Raise :class:`CheckpointError` if ``directory`` holds pickle-suffixed weight files."""
-    pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    if pickles:
-        raise CheckpointError(_pickle_message(directory / pickles[0]))
 

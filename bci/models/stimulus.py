@@ -28,13 +28,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bci.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, refuse_pickles
-from bci.safe_io import atomic_write
+from bci.models.checkpoint import WEIGHTS_FILE
+from bci.safe_io import CONFIG_FILE, CheckpointError, atomic_write, read_json_config, refuse_pickles
 
 __all__ = ["STIMULUS_FORMAT", "StimulusCNN", "StimulusConfig", "images_to_grey", "load_stimulus_encoder",
            "save_stimulus_encoder"]
 
 STIMULUS_FORMAT = "bci-runtime.stimulus-encoder"
+STIMULUS_FORMAT_VERSION = 1
+_HINT = "retrain with 'bci train fmri --objective dual' (stimulus encoders are safetensors + JSON)"
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,8 @@ def save_stimulus_encoder(model: StimulusCNN, directory: str | os.PathLike) -> P
     (directory / CONFIG_FILE).unlink(missing_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": STIMULUS_FORMAT}))
-    text = json.dumps({"format": STIMULUS_FORMAT, "format_version": 1, **model.config.to_dict()}, indent=2) + "\n"
+    header = {"format": STIMULUS_FORMAT, "format_version": STIMULUS_FORMAT_VERSION}
+    text = json.dumps({**header, **model.config.to_dict()}, indent=2) + "\n"
     atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     return directory
 
@@ -192,18 +195,13 @@ def load_stimulus_encoder(directory: str | os.PathLike, *, device: str | torch.d
         Missing files, another format, weights that do not fit the config, or a pickle.
     """
     directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"stimulus encoder directory {directory} does not exist; it is written by "
+                              "'bci train fmri --objective dual' as OUT/stimulus")
     cfg_path = directory / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; is it a stimulus encoder written by "
-                              "'bci train fmri --objective dual'?")
-    refuse_pickles(directory)
-    try:
-        data = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != STIMULUS_FORMAT:
-        fmt = data.get("format") if isinstance(data, dict) else None
-        raise CheckpointError(f"{cfg_path} has format {fmt!r}; expected {STIMULUS_FORMAT!r}")
+    refuse_pickles(directory, _HINT, "stimulus encoder")  # even beside a valid config: never load one by mistake
+    data = read_json_config(directory, STIMULUS_FORMAT, STIMULUS_FORMAT_VERSION, _HINT, what="stimulus encoder",
+                            fix="it is written by 'bci train fmri --objective dual' as OUT/stimulus")
     body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
     try:
         model = StimulusCNN(StimulusConfig.from_dict(body))
