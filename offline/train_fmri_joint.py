@@ -46,7 +46,7 @@ from bci.models.stimulus import StimulusCNN, StimulusConfig, images_to_grey, sav
 from offline.losses import info_nce
 from offline.train_sample import (build_encoder, dataset_record, embed_windows, open_dataset, resolve_clip,
                                   target_table)
-from offline.training import (SplitInfo, Stage, TrainResult, TrainSettings, TrainTask, WindowSource, fit_scaler,
+from offline.training import (SplitInfo, Stage, TrainResult, TrainSettings, TrainTask, WindowSource, fitted_source,
                               make_adamw, prepare_split, resolve_device, run_training, shuffled_batches)
 
 __all__ = ["OBJECTIVES", "FMRIJointOptions", "MULTI_MANIFEST", "STIMULUS_DIR", "SUBJECTS_DIR", "pattern_targets",
@@ -168,8 +168,7 @@ def _open_subjects(data: Sequence[Any], split: str | None, options: FMRIJointOpt
         for part in ("train", "val"):
             if len(info.parts[part]) == 0:
                 raise ValueError(f"split {info.name!r} of dataset {where} has an empty {part!r} part")
-        scaler = fit_scaler(ds, info.parts["train"])
-        source = WindowSource(ds, scaler, np.concatenate([info.parts["train"], info.parts["val"]]))
+        scaler, source = fitted_source(ds, info)
         rows = np.asarray(ds.image_rows(), dtype=np.int64)
         images = np.asarray(ds.images)
         if options.objective == "pattern":

@@ -45,7 +45,7 @@ from offline.training import (
     WindowSource,
     augment_windows,
     class_balanced_batches,
-    fit_scaler,
+    fitted_source,
     make_adamw,
     prepare_split,
     resolve_device,
@@ -219,8 +219,7 @@ def train_pixel(data: Any, out: str | os.PathLike, *, split: str | None = None, 
     settings = settings or TrainSettings()
     dataset = open_dataset(data)
     info = prepare_split(dataset, split)
-    scaler = fit_scaler(dataset, info.parts["train"])
-    source = WindowSource(dataset, scaler, np.concatenate([info.parts["train"], info.parts["val"]]))
+    scaler, source = fitted_source(dataset, info)
     model = build_encoder(dataset, model=options.model, embed_dim=options.embed_dim, seed=settings.seed,
                           dropout=options.dropout, params=options.model_params).to(resolve_device(settings.device))
     task = TripletTask(model, source, info, dataset.labels, settings, options, scaler,

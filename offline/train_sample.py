@@ -47,7 +47,7 @@ from offline.training import (
     WindowSource,
     augment_windows,
     derive_seed,
-    fit_scaler,
+    fitted_source,
     make_adamw,
     prepare_split,
     resolve_device,
@@ -557,8 +557,7 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
     else:
         model = build_encoder(dataset, model=options.model, embed_dim=int(embedder.embed_dim), seed=settings.seed,
                               dropout=options.dropout, params=options.model_params, channels=channels)
-    scaler = fit_scaler(dataset, info.parts["train"], channels=channels)
-    source = WindowSource(dataset, scaler, np.concatenate([info.parts["train"], info.parts["val"]]), channels=channels)
+    scaler, source = fitted_source(dataset, info, channels=channels)
     model = model.to(resolve_device(settings.device))
     task = AlignmentTask(model, source, info, targets, rows, dataset.labels, gallery, settings, options, scaler,
                          kind=kind, preprocessing=dataset_preprocessing(dataset), val_level=val_level)

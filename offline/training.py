@@ -457,6 +457,23 @@ class WindowSource:
         return torch.from_numpy(np.ascontiguousarray(self.get(indices))).to(device)
 
 
+def fitted_source(dataset: Any, split: SplitInfo, *, channels: np.ndarray | None = None
+                  ) -> tuple[ChannelScaler, WindowSource]:
+    """The scaler fitted on the split's training part and the standardised train + val windows.
+
+    Parameters
+    ----------
+    dataset : EpochDataset
+    split : SplitInfo
+        Checked split (:func:`prepare_split`).
+    channels : numpy.ndarray, optional
+        Channel (voxel) indices to keep.
+    """
+    scaler = fit_scaler(dataset, split.parts["train"], channels=channels)
+    source = WindowSource(dataset, scaler, np.concatenate([split.parts["train"], split.parts["val"]]), channels=channels)
+    return scaler, source
+
+
 def shuffled_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator,
                      *, min_size: int = 2) -> list[np.ndarray]:
     """Random permutation of ``indices`` cut into batches; a last batch below ``min_size`` is dropped."""
