@@ -322,6 +322,20 @@ def _unique_targets(targets: np.ndarray, ids: object, n: int) -> tuple[np.ndarra
     return sums / np.bincount(inverse, minlength=len(uniq))[:, None], inverse
 
 
+def _paired_targets(pred: object, targets: object, ids: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked predictions and targets row by row; with ``ids``, one (mean) target per unique id.
+
+    Returns ``(pred, candidate targets, column of each row's own target)``.
+    """
+    p = _as_float("pred", pred)
+    t = _as_float("targets", targets)
+    _check_rows("pred", p, "targets", t)
+    if ids is None:
+        return p, t, np.arange(len(p))
+    t, true_index = _unique_targets(t, ids, len(p))
+    return p, t, true_index
+
+
 def _check_n_way(n_way: object, n_candidates: int) -> int:
     if isinstance(n_way, bool) or not isinstance(n_way, numbers.Integral) or n_way < 2:
         raise ValueError(f"n_way={n_way!r} must be an int >= 2")
@@ -375,13 +389,7 @@ def n_way_accuracy(
     Score
         Chance ``k / n_way``.
     """
-    p = _as_float("pred", pred)
-    t = _as_float("targets", targets)
-    _check_rows("pred", p, "targets", t)
-    if ids is not None:
-        t, true_index = _unique_targets(t, ids, len(p))
-    else:
-        true_index = np.arange(len(p))
+    p, t, true_index = _paired_targets(pred, targets, ids)
     m = len(t)
     n_way = _check_n_way(n_way, m)
     (k,) = _as_ks(k, n_way)
@@ -425,13 +433,7 @@ def pairwise_identification(
     Score
         Chance 0.5.
     """
-    p = _as_float("pred", pred)
-    t = _as_float("targets", targets)
-    _check_rows("pred", p, "targets", t)
-    if ids is not None:
-        t, true_index = _unique_targets(t, ids, len(p))
-    else:
-        true_index = np.arange(len(p))
+    p, t, true_index = _paired_targets(pred, targets, ids)
     if len(t) < 2:
         raise ValueError(f"pairwise identification needs at least 2 distinct targets, got {len(t)}")
     s = similarity(p, t, metric)
