@@ -48,7 +48,9 @@ def load_stimulus_embedder(path: Path, device: str) -> Any:
         rel = (cfg.get("extra") or {}).get("stimulus_encoder")
         if cfg.get("format") == "bci-runtime.checkpoint" and isinstance(rel, str):
             path = (path / rel).resolve()  # the dual-encoder checkpoint was given: use its CNN
-    return load_stimulus_encoder(path, device="cpu" if device == "auto" else device)
+    from bci.inference import select_device
+
+    return load_stimulus_encoder(path, device=select_device(device))
 
 
 def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str, clip_weights: Path | None,

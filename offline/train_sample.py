@@ -461,15 +461,18 @@ class AlignmentTask(TrainTask):
         o = self.options
         x = augment_windows(self.source.tensor(batch, self.device), generator, max_shift=o.max_shift, noise=o.noise,
                             scale=o.scale)
-        if o.backbone is not None:
-            from offline.sample_backbone import freeze_backbone_modes
-
-            freeze_backbone_modes(self.model)
         h = self.model(x)["embedding"]
         rows = torch.from_numpy(self.rows[batch]).to(self.device)
         loss = clip_alignment_loss(h, self.targets[rows], self.options.loss, self.options.temperature,
                                    target_ids=rows, infonce_weight=self.options.infonce_weight)
         yield Stage("loss", loss, "model")
+
+    def train_mode(self) -> None:
+        super().train_mode()
+        if self.options.backbone is not None:  # the frozen backbone: BatchNorm statistics fixed, no dropout
+            from offline.sample_backbone import freeze_backbone_modes
+
+            freeze_backbone_modes(self.model)
 
     def validate(self) -> dict[str, float]:
         val = self.split.parts["val"]

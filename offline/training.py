@@ -624,6 +624,11 @@ class TrainTask:
         """Task options and data description for the checkpoint (JSON)."""
         return {}
 
+    def train_mode(self) -> None:
+        """Put the modules in training mode before an epoch (override to keep frozen parts in eval mode)."""
+        for module in self.modules().values():
+            module.train()
+
     def after_epoch(self, epoch: int, directory: Path) -> None:
         """Hook after validation (e.g. sample image grids)."""
 
@@ -794,8 +799,7 @@ def _train_epoch(task: TrainTask, settings: TrainSettings, out: Path, state: dic
     torch.manual_seed(derive_seed(settings.seed, "torch", epoch))
     gen = torch.Generator().manual_seed(derive_seed(settings.seed, "task", epoch))
     batches = task.epoch_batches(rng)
-    for module in task.modules().values():
-        module.train()
+    task.train_mode()
     optimizers = task.optimizers()
     sums: dict[str, float] = {}
     bar = _bar(settings, len(batches), f"epoch {epoch + 1}/{settings.epochs}")
