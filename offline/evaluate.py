@@ -47,6 +47,7 @@ from offline.metrics import (
     pairwise_identification,
     paired_difference,
     pixcorr,
+    similarity,
     ssim_metric,
     ssim_per_image,
     topk_from_scores,
@@ -356,12 +357,12 @@ class _View:
         self.level = level
         self.metric_space = metric_space
 
-    #: Pearson correlation instead of cosine (pattern reconstructions against candidate patterns).
-    centred = False
+    #: "correlation" (Pearson) for pattern reconstructions against candidate patterns, else cosine.
+    metric = "cosine"
 
     def similarities(self, pred: np.ndarray) -> np.ndarray:
-        if self.centred:
-            return pattern_similarity(pred, self.candidates)
+        if self.metric == "correlation":
+            return similarity(pred, self.candidates, "correlation")
         return _unit(pred) @ _unit(self.candidates).T
 
     def score(self, pred: np.ndarray, zero_shot: bool, ridge: bool = False) -> dict[str, Score]:
@@ -375,9 +376,9 @@ class _View:
         out = {f"{what}{m}-way {k}": Score(v.value, v.chance, v.n, f"{what}{m}-way {k}")
                for k, v in topk_from_scores(scores, self.true, k=ks).items()}
         if m >= 2 and not (ridge and self.metric_space):
-            a, b = (_centre(pred), _centre(self.candidates[self.true])) if self.centred else \
-                (pred, self.candidates[self.true])
-            out[f"{what}pairwise"] = pairwise_identification(a, b, ids=self.true, name=f"{what}pairwise identification")
+            out[f"{what}pairwise"] = pairwise_identification(pred, self.candidates[self.true], ids=self.true,
+                                                            metric=self.metric,
+                                                            name=f"{what}pairwise identification")
         if zero_shot and self.level == "class":
             out.update({f"zero-shot {m}-way {k}": Score(v.value, v.chance, v.n, f"zero-shot {m}-way {k}")
                         for k, v in topk_from_scores(scores, self.true, k=ks).items()})
@@ -430,19 +431,6 @@ def _metric_view(ds: Any, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) 
                  rows=_class_image_rows(ds, classes), level="class", metric_space=True)
 
 
-def _centre(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x - x.mean(axis=1, keepdims=True)
-
-
-def pattern_similarity(pred: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every reconstruction row with every candidate pattern row, ``(n, m)``.
-
-    A constant row (no contrast) correlates 0 with everything.
-    """
-    return _unit(_centre(pred)) @ _unit(_centre(candidates)).T
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, np.float64), -60, 60)))).astype(np.float32)
 
@@ -471,7 +459,7 @@ def _pattern_view(ds: Any, grid: int, idx: np.ndarray, train: np.ndarray) -> _Vi
     table = pattern_targets(np.asarray(ds.images), grid)
     view = _View(table[uniq], true, table[ds.image_rows()[train]], names=names, ids=uniq, rows=uniq, level="image",
                  metric_space=False)
-    view.centred = True
+    view.metric = "correlation"
     return view
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from bci.models import save_checkpoint
 from bci.models.registry import EncoderModel
 from bci.models.stimulus import StimulusCNN, StimulusConfig, images_to_grey, save_stimulus_encoder
+from bci.safe_io import atomic_write
 from offline.losses import info_nce
 from offline.train_sample import (build_encoder, dataset_record, embed_windows, open_dataset, resolve_clip,
                                   target_table)
@@ -298,8 +299,7 @@ class JointFMRITask(TrainTask):
         return t.float().cpu().numpy()
 
     def validate(self) -> dict[str, float]:
-        from offline.evaluate import pattern_similarity
-        from offline.metrics import topk_from_scores
+        from offline.metrics import similarity, topk_from_scores
 
         top1, extra = [], {}
         for s in self.subjects:
@@ -309,10 +309,10 @@ class JointFMRITask(TrainTask):
             cand = self._candidates(s, uniq)
             if self.options.objective == "pattern":
                 prob = 1.0 / (1.0 + np.exp(-pred))
-                sims = pattern_similarity(prob, cand)
+                sims = similarity(prob, cand, "correlation")
                 extra.setdefault("pixel_acc", []).append(float(((prob > 0.5) == (cand[true] > 0.5)).mean()))
             else:
-                sims = _cosine(pred, cand)
+                sims = similarity(pred, cand)
             top1.append(topk_from_scores(sims, true, k=1)["top-1"].value)
         out = {"top1": float(np.mean(top1)), **{k: float(np.mean(v)) for k, v in extra.items()}}
         if len(self.subjects) > 1:
@@ -356,13 +356,8 @@ class JointFMRITask(TrainTask):
                                       "fingerprint": str(s.dataset.fingerprint()),
                                       "n_voxels": int(s.dataset.data.shape[1])} for s in self.subjects],
                         "stimulus_encoder": STIMULUS_DIR if self.stimulus is not None else None}
-            (directory / MULTI_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
+            text = json.dumps(manifest, indent=2) + "\n"
+            atomic_write(directory / MULTI_MANIFEST, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 # ============================================================================ entry point
