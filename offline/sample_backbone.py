@@ -28,7 +28,7 @@ from bci.models import load_checkpoint
 from bci.models.registry import EncoderModel, build_model
 from offline.training import SplitInfo, derive_seed
 
-__all__ = ["HEADED_MODELS", "backbone_channels", "build_backbone_encoder", "freeze_backbone_modes"]
+__all__ = ["HEADED_MODELS", "build_backbone_encoder", "freeze_backbone_modes"]
 
 #: Registry models that take an MLP head (``head_hidden``).
 HEADED_MODELS = ("eeg_convnet",)
@@ -49,13 +49,6 @@ def _load(backbone: str | os.PathLike) -> EncoderModel:
     return model
 
 
-def backbone_channels(backbone: str | os.PathLike, dataset: Any) -> np.ndarray | None:
-    """Dataset channel indices feeding the backbone (None: all, in order); a clear error when they cannot."""
-    from offline.evaluate import channel_selection
-
-    return channel_selection(_load(backbone).get_config(), dataset, backbone)
-
-
 def _check_leak(backbone: str | os.PathLike, cfg_extra: dict[str, Any], dataset: Any, split: SplitInfo) -> dict:
     rec = cfg_extra.get("split") or {}
     if not rec.get("hash") or not rec.get("dataset_fingerprint"):
@@ -73,7 +66,8 @@ def _check_leak(backbone: str | os.PathLike, cfg_extra: dict[str, Any], dataset:
 
 
 def build_backbone_encoder(backbone: str | os.PathLike, dataset: Any, split: SplitInfo, *, embed_dim: int,
-                           head_hidden: int, dropout: float | None, seed: int) -> tuple[EncoderModel, dict[str, Any]]:
+                           head_hidden: int, dropout: float | None,
+                           seed: int) -> tuple[EncoderModel, np.ndarray | None, dict[str, Any]]:
     """The backbone's architecture and weights + a fresh MLP head of ``embed_dim`` outputs; backbone frozen.
 
     Parameters
@@ -97,11 +91,16 @@ def build_backbone_encoder(backbone: str | os.PathLike, dataset: Any, split: Spl
     -------
     model : EncoderModel
         Trainable parameters: ``align_head.*`` only.
+    channels : numpy.ndarray or None
+        Dataset channel indices feeding the backbone, in its order (None: all, in order).
     record : dict
         What to store in the checkpoint under ``extra["backbone"]``.
     """
+    from offline.evaluate import channel_selection
+
     base = _load(backbone)
     cfg = base.get_config()
+    channels = channel_selection(cfg, dataset, backbone)  # a clear error when the dataset does not fit
     record = _check_leak(backbone, cfg.extra or {}, dataset, split)
     params = {**cfg.params, "head_hidden": int(head_hidden), "feature_dim": int(cfg.embed_dim)}
     if dropout is not None:
@@ -120,7 +119,7 @@ def build_backbone_encoder(backbone: str | os.PathLike, dataset: Any, split: Spl
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("align_head."))
     record.update({"head_hidden": int(head_hidden), "feature_dim": int(cfg.embed_dim), "frozen": True})
-    return model, record
+    return model, channels, record
 
 
 def freeze_backbone_modes(model: nn.Module) -> None:

@@ -548,13 +548,12 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
     gallery = class_gallery(dataset, embedder, options.target)
     backbone_record = None
     if options.backbone is not None:
-        from offline.sample_backbone import backbone_channels, build_backbone_encoder
+        from offline.sample_backbone import build_backbone_encoder
 
         if channels is not None or options.model not in (None, "eeg_convnet") or options.model_params:
             raise ValueError("--backbone builds the model from the pixel-level checkpoint; do not combine it with "
                              "--model, model params or a channel selection")
-        channels = backbone_channels(options.backbone, dataset)
-        model, backbone_record = build_backbone_encoder(
+        model, channels, backbone_record = build_backbone_encoder(
             options.backbone, dataset, info, embed_dim=int(embedder.embed_dim), head_hidden=options.head_hidden,
             dropout=options.dropout, seed=settings.seed)
     else:
