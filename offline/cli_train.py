@@ -168,11 +168,10 @@ def _train_fmri(args: argparse.Namespace, params: dict[str, Any], options: Any, 
                          f"dataset; here the objective is {objective!r} with {len(data)} dataset(s)")
     from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
 
-    joint = FMRIJointOptions(objective=objective, embed_dim=int(params["embed_dim"]), hidden=params["hidden"],
-                             dropout=0.3 if params.get("dropout") is None else float(params["dropout"]),
-                             temperature=float(params["temperature"]), grid=params.get("grid"),
-                             stimulus_size=int(params["stimulus_size"]),
-                             stimulus_channels=params["stimulus_channels"])
+    import dataclasses
+
+    given = {f.name: params[f.name] for f in dataclasses.fields(FMRIJointOptions) if params.get(f.name) is not None}
+    joint = FMRIJointOptions(**{**given, "objective": objective})  # dropout None: the options' default
     print(f"bci train fmri: objective {objective!r}, {len(data)} subject(s)", file=sys.stderr)
     return train_fmri_joint(data, out, options=joint, clip_weights=args.clip_weights, clip_model=args.clip,
                             **common)
