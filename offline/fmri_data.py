@@ -153,6 +153,10 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
         images=pattern_images(patterns, image_scale), image_table_ids=image_ids, captions=captions,
         template_captions=[f"an image of a {names[c]}" for c in image_class], source=source, modality="fmri",
         overwrite=overwrite, marker_time=np.asarray([onset for onset, _ in events]),
+        # how the epochs were cut, so a model trained on them decodes live windows cut the same way
+        # (bci.decoding.trained_offset): volumes from onset + offset, as the runtime's fMRI windows
+        attrs={"window": {"offset": float(offset), "n_times": n_times, "input_sfreq": 1.0 / config.tr,
+                          "marker_filter": None, "code_path": "offline.fmri_data (simulator volumes at onset + offset)"}},
     )
     EpochDataset.open(path).add_split("block", parts, kind="custom",
                                       meta={"builder": "offline.fmri_data", "test": "12 new patterns"})

@@ -292,3 +292,46 @@ def test_cli_search_keeps_the_fmri_sub_checkpoints(fmri_a: Path, fmri_b: Path, t
     assert r.returncode == 0, r.stderr
     assert (out / "multisubject.json").is_file() and not (out / "config.json").exists()
     assert read_config(out / "subjects" / "sub-1").n_chans == 240
+
+
+def test_model_trained_on_the_dataset_decodes_a_recorded_session(tmp_path: Path) -> None:
+    """offline = online for fMRI: a dual encoder trained on ``fmri_dataset_from_simulation`` epochs retrieves the
+    geometric patterns of a session of the same simulated subject recorded by ``bci simulate --modality fmri``,
+    through the runtime's own windowing (the checkpoint's trained offset) in ``bci replay --decode``."""
+    from bci.cli import main
+    from bci.gallery import build_gallery
+    from offline.fmri_data import GEOMETRIC_NAMES, pattern_images
+    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+    from streams.synthetic.stimuli import geometric_patterns, make_binary_patterns
+
+    data = _fmri(tmp_path, "ds.zarr", seed=0, n_voxels=967, n_train=160, snr=3.0)
+    assert EpochDataset.open(data).attrs["window"]["offset"] == 6.0
+    ckpt = tmp_path / "dual"
+    options = FMRIJointOptions(objective="dual", embed_dim=64, hidden=[128], stimulus_size=10,
+                               stimulus_channels=[16, 32])
+    train_fmri_joint(data, ckpt, options=options, settings=_settings(20))
+    assert read_config(ckpt).extra["data"]["window"]["offset"] == 6.0
+
+    geometric = np.stack(geometric_patterns(10))
+    gallery = tmp_path / "gallery"
+    build_gallery(pattern_images(geometric), list(GEOMETRIC_NAMES), list(GEOMETRIC_NAMES), list(GEOMETRIC_NAMES),
+                  embedder=load_stimulus_encoder(ckpt / "stimulus"), thumb_size=0, progress=False).save(gallery)
+    session, events = tmp_path / "s.zarr", tmp_path / "ev.jsonl"
+    assert main(["simulate", "--modality", "fmri", "--duration", "480", "--snr", "3", "--seed", "0",
+                 "--out", str(session)]) == 0
+    assert main(["replay", str(session), "--decode", "--model", str(ckpt), "--speed", "max", "--gallery",
+                 str(gallery), "--topk", "1", "--events", str(events), "--results-stream", "", "--device", "cpu"]) == 0
+
+    shown = make_binary_patterns(40, seed=0)  # what the session showed: 480 s / 12 s per trial
+    truth, retrieved = [], []
+    for rec in map(json.loads, events.read_text().splitlines()):
+        if rec["type"] != "window":
+            continue
+        assert rec["window_start_index"] == round(rec["marker_time"] / 2.0) + 3  # 6 s after onset, TR 2 s
+        match = np.flatnonzero((geometric == shown[int(rec["marker"].split("/")[1][len("pattern"):])]).all(axis=(1, 2)))
+        if len(match):
+            truth.append(GEOMETRIC_NAMES[match[0]])
+            retrieved.append(rec["topk"][0]["id"])
+    assert len(truth) >= 15
+    accuracy = np.mean(np.asarray(truth) == np.asarray(retrieved))
+    assert accuracy > 4 / 9, (accuracy, list(zip(truth, retrieved)))  # chance 1/9
