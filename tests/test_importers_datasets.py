@@ -76,6 +76,7 @@ def test_eeg_imagenet_values_ids_blocks_and_splits(tmp_path: Path, eeg_content: 
     assert any("block design" in w for w in report.warnings)
     src = ds.source
     assert src["importer"] == "eeg-imagenet" and src["time_slice"] == [20, 460] and src["n_skipped_short"] == 0
+    assert ds.attrs["window"]["offset"] == pytest.approx(0.020) and ds.attrs["window"]["n_times"] == 440
     assert "Li et al. 2021" in src["protocol_notes"]
 
 
@@ -96,6 +97,7 @@ def test_eeg_imagenet_options_short_epochs_and_images(tmp_path: Path, eeg_conten
         ch_names=[f"C{i}" for i in range(6)], class_names=names, images_dir=img_dir, image_size=8,
         blocks="consecutive"))
     assert (ds.n_epochs, ds.n_times, ds.sfreq, ds.ch_names[0]) == (47, 400, 500.0, "C0")
+    assert ds.attrs["window"]["offset"] == 0.0
     assert ds.source["skipped_short"] == [5]
     np.testing.assert_array_equal(ds.get_batch([5])[0], items[6]["eeg"][:, :400].numpy())
     assert ds.class_names == [f"thing {k}" for k in range(4)]
@@ -222,6 +224,8 @@ def test_things_import_layout_labels_and_zero_shot(tmp_path: Path) -> None:
     ds = EpochDataset.open(import_things_eeg2(tr, te, tmp_path / "ds", trust_pickle=True, images_per_concept=3))
     assert (ds.n_epochs, ds.n_channels, ds.n_times) == (12 * 4 + 5 * 6, 5, 20)
     assert ds.sfreq == pytest.approx(100.0) and ds.source["tmin"] == pytest.approx(-0.2)
+    # the live window of a model trained on it starts 0.2 s before each marker, as these epochs do
+    assert ds.attrs["window"]["offset"] == pytest.approx(-0.2) and ds.attrs["window"]["n_times"] == 20
     assert ds.ch_names == train_c["ch_names"] and ds.subject_names == ["7"]
     np.testing.assert_array_equal(ds.get_batch([4 * 5 + 2])[0], train_c["preprocessed_eeg_data"][5, 2].astype(np.float32))
     np.testing.assert_array_equal(ds.get_batch([48 + 6 * 3 + 1])[0], test_c["preprocessed_eeg_data"][3, 1].astype(np.float32))

@@ -456,7 +456,7 @@ def import_eeg_imagenet(
     source = _source(f, splits_path, sfreq, channels, ch_names is not None, blocks, table)
     with EpochDatasetWriter(out, n_channels=f.n_channels, n_times=f.stop - f.start, sfreq=sfreq,
                             ch_names=channels, class_names=names, modality="eeg", overwrite=overwrite,
-                            source=source) as writer:
+                            source=source, attrs={"window": _window(f, sfreq)}) as writer:
         bar = tqdm(total=len(kept), desc="epochs", unit="ep", disable=not progress, leave=False)
         for rows, x in f.iter_epochs():
             writer.append(x, labels=f.label[kept][rows], image_ids=[image_ids[r] for r in rows],
@@ -470,6 +470,12 @@ def import_eeg_imagenet(
                                    names, seed))
     logger.info("imported %s -> %s: %d epochs", f.path, out, len(kept))
     return out
+
+
+def _window(f: EEGImageNetFile, sfreq: float) -> dict[str, Any]:
+    """How the epochs sit relative to stimulus onset (sample 0 of every item), for the live window offset."""
+    return {"offset": f.start / float(sfreq), "n_times": f.stop - f.start, "input_sfreq": float(sfreq),
+            "marker_filter": None, "code_path": "imported: EEG-ImageNet items sliced [start:stop] from onset"}
 
 
 def _channel_names(ch_names: Sequence[str] | None, n: int) -> list[str]:

@@ -336,7 +336,11 @@ def import_things_eeg2(
     reps = {id(train): 1 if average_repetitions else train.n_reps, id(test): 1 if average_repetitions else test.n_reps}
     with EpochDatasetWriter(out, n_channels=train.data.shape[2], n_times=train.data.shape[3], sfreq=sfreq,
                             ch_names=train.ch_names, class_names=class_names, overwrite=overwrite,
-                            source=source) as writer:
+                            source=source,
+                            attrs={"window": {"offset": float(train.times[0]), "n_times": int(train.data.shape[3]),
+                                              "input_sfreq": sfreq, "marker_filter": None,
+                                              "code_path": "imported: THINGS-EEG2 epochs, 'times' from onset"}},
+                            ) as writer:
         bar = tqdm(total=train.n_images + test.n_images, desc="images", unit="img", disable=not progress,
                    leave=False)
         block0 = 0
