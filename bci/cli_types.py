@@ -46,3 +46,11 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
     return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (e.g. an offset in seconds, which may be negative)."""
+    value = float(_number(text, float, "a number"))
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bci.cli_types import positive_int as _positive_int, positive_float as _positive_float
+from bci.cli_types import finite_float as _finite_float, positive_float as _positive_float, positive_int as _positive_int
 
 EXAMPLES = (
     "bci import raw rec.edf sessions/rec.zarr --event-map events.json\n"
@@ -163,7 +163,7 @@ def _cmd_fmri(args: argparse.Namespace) -> int:
     from offline.importers import import_fmri
 
     out = import_fmri(args.file, args.out, tr=args.tr, image_size=args.image_size, test_runs=args.test_runs,
-                      seed=args.seed, overwrite=args.overwrite, progress=not args.no_progress)
+                      seed=args.seed, offset=args.offset, overwrite=args.overwrite, progress=not args.no_progress)
     print(summarize_dataset(out))
     return 0
 
@@ -266,6 +266,9 @@ def _add_fmri(isub: Any) -> None:
     p.add_argument("--test-runs", type=_int_list, default=None, metavar="R1,R2",
                    help="runs held out for test [20%% of runs drawn with --seed]")
     p.add_argument("--seed", type=int, default=0, help="seed of the run split [0]")
+    p.add_argument("--offset", type=_finite_float, default=None, metavar="S",
+                   help="seconds from stimulus onset to each trial's volume (the HRF delay of the extraction); "
+                        "recorded so bci live decodes at the same delay [not recorded: live uses 4 s]")
     _common(p)
     p.set_defaults(func=_cmd_fmri)
 

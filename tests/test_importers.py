@@ -353,8 +353,15 @@ def test_cli_raw_xdf_fmri_and_help(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "Task: type Markers, 1 ch, irregular, 3 samples" in capsys.readouterr().out
     np.savez(tmp_path / "f.npz", voxels=rng.normal(size=(8, 5)), labels=np.array(list("abab" * 2)),
              run=np.repeat([1, 2, 3, 4], 2))
-    assert _run_cli(["import", "fmri", str(tmp_path / "f.npz"), str(tmp_path / "f"), "--test-runs", "4"]) == 0
+    assert _run_cli(["import", "fmri", str(tmp_path / "f.npz"), str(tmp_path / "f"), "--test-runs", "4",
+                     "--offset", "4.5"]) == 0
     assert "8 epochs x 5 channels x 1 samples at 0.5 Hz" in capsys.readouterr().out
+    from offline.epochs import EpochDataset
+
+    assert EpochDataset.open(tmp_path / "f").attrs["window"]["offset"] == 4.5
+    with pytest.raises(SystemExit):
+        _run_cli(["import", "fmri", str(tmp_path / "f.npz"), str(tmp_path / "g"), "--offset", "inf"])
+    assert "argument --offset: must be a finite number, got 'inf'" in capsys.readouterr().err
     for fmt in ("raw", "xdf", "eeg-imagenet", "things-eeg2", "fmri"):
         with pytest.raises(SystemExit):
             _run_cli(["import", fmt, "--help"])

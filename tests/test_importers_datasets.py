@@ -339,6 +339,9 @@ def test_fmri_npz_with_patterns(tmp_path: Path, rng: np.random.Generator) -> Non
     parts = ds.split("block")
     assert set(ds.run[parts["test"]].tolist()) == {4} and set(ds.run[parts["val"]].tolist()) == {3}
     assert not ds.split_info("block").leaking
+    assert "window" not in ds.attrs  # the delay of the extraction is unknown unless given
+    ds = EpochDataset.open(import_fmri(path, tmp_path / "ds5", tr=1.5, test_runs=[4], offset=5.0))
+    assert ds.attrs["window"]["offset"] == 5.0 and ds.attrs["window"]["n_times"] == 1
 
 
 def test_fmri_resized_patterns_labels_and_csv(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -387,5 +390,7 @@ def test_truncated_fmri_and_bad_arguments(tmp_path: Path, rng: np.random.Generat
         import_fmri(tmp_path / "cut.npz", tmp_path / "ds")
     with pytest.raises(ValueError, match="tr=0"):
         import_fmri(path, tmp_path / "ds", tr=0)
+    with pytest.raises(ValueError, match="offset=nan must be a finite number"):
+        import_fmri(path, tmp_path / "ds", offset=float("nan"))
     with pytest.raises(ValueError, match=r"test_runs \[9\] are not in the data"):
         import_fmri(path, tmp_path / "ds", test_runs=[9])

@@ -298,6 +298,7 @@ def import_fmri(
     image_size: int | None = None,
     test_runs: Sequence[int] | None = None,
     seed: int = 0,
+    offset: float | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -319,6 +320,11 @@ def import_fmri(
         10 % for val, drawn with ``seed`` by ``offline.splits.block_split``).
     seed : int
         Seed of the split.
+    offset : float, optional
+        Seconds from stimulus onset to the volume of each trial (the HRF delay used when the
+        trials were extracted). Recorded as the dataset's ``window`` so a model trained on it
+        decodes live volumes at the same delay; without it, live decoding uses the fMRI
+        default (4 s).
     overwrite : bool
         Replace ``out``.
     progress : bool
@@ -335,6 +341,9 @@ def import_fmri(
         raise ValueError(f"tr={tr!r} must be a positive number of seconds")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size={image_size!r} must be a positive int (pixels) or None")
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float))
+                               or not np.isfinite(offset)):
+        raise ValueError(f"offset={offset!r} must be a finite number of seconds (onset to the trial's volume) or None")
     out = check_output(out, overwrite)
     t = read_fmri(path)
     ids, label, class_names, patterns, table_ids = _ids_and_labels(t)
@@ -359,5 +368,8 @@ def import_fmri(
         block=run_codes, run=t.run, sfreq=1.0 / float(tr), ch_names=t.voxel_names, class_names=class_names,
         images=images, image_table_ids=table_ids, source=source, modality="fmri", overwrite=overwrite,
         subject_names=subj_names, session_names=sess_names, splits=splits, split_kinds={"block": "block"},
+        attrs=None if offset is None else {"window": {
+            "offset": float(offset), "n_times": 1, "input_sfreq": 1.0 / float(tr), "marker_filter": None,
+            "code_path": "imported: fMRI trials, one volume each at onset + offset"}},
     )
     return out
