@@ -39,7 +39,8 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     g.add_argument("--pixel-model", type=Path, default=None, metavar="DIR",
                    help="pixel-level encoder for --generator [the one named in the generator's checkpoint]")
     g.add_argument("--images", type=Path, default=None, metavar="DIR",
-                   help="where generated images are written [./bci-images]")
+                   help="where generated images are written [./bci-images]; a pattern decoder's decoded patterns too "
+                        "[else inside the records, as small data URIs]")
     g.add_argument("--diffusion", type=Path, default=None, metavar="DIR",
                    help="local diffusers folder (vae/, unet/, scheduler/, projector/) to refine the pixel-level "
                         "image with latent-diffusion img2img (extra 'diffusion'); never downloads")

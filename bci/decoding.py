@@ -161,6 +161,10 @@ def build_result_steps(
 ) -> list:
     """The result steps a decoding run asked for: retrieval, saliency image, diffusion.
 
+    A pattern decoder (fMRI, ``extra.embedding_space == "pattern"``) always gets a
+    :class:`bci.result_steps.PatternStep`: its decoded ``grid × grid`` pattern as
+    ``images.reconstruction`` (a PNG in ``images_dir`` when given, else a data URI).
+
     Everything is checked at start: a gallery whose embedding size differs from the
     model's, a generator trained on another feature size, a missing diffusion folder
     are clear errors before any data flows. A missing ``diffusion`` extra is said once
@@ -178,6 +182,9 @@ def build_result_steps(
         _check_stimulus_gallery(encoder, gal, gallery)
         steps.append(RetrievalStep(Retriever(gal, device=str(encoder.device), backend=retrieval_backend, k=topk),
                                    k=topk))
+    pattern = _pattern_step(encoder, images_dir)
+    if pattern is not None:
+        steps.append(pattern)
     if generator is None and diffusion is None:
         return steps
     if generator is None:
@@ -189,6 +196,20 @@ def build_result_steps(
     if worker is not None:
         steps.append(_WorkerCloser(worker))
     return steps
+
+
+def _pattern_step(encoder: Encoder, images_dir: str | os.PathLike | None):
+    """A :class:`bci.result_steps.PatternStep` for a pattern decoder (None for any other model)."""
+    from bci.result_steps import ImageWriter, PatternStep
+
+    extra: Any = encoder.config.extra or {}
+    if not isinstance(extra, dict) or extra.get("embedding_space") != "pattern":
+        return None
+    grid = extra.get("pattern_grid")
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1 or grid * grid != encoder.config.embed_dim:
+        raise ValueError(f"model {encoder.config.name!r} is a pattern decoder but records pattern_grid={grid!r} for "
+                         f"{encoder.config.embed_dim} outputs; retrain it with 'bci train fmri --objective pattern'")
+    return PatternStep(grid, ImageWriter(images_dir) if images_dir is not None else None)
 
 
 def _saliency_step(generator: str | os.PathLike, pixel_model: str | os.PathLike | None, writer, worker, *,

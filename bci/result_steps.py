@@ -128,6 +128,56 @@ class SaliencyStep:
         """Nothing to release."""
 
 
+class PatternStep:
+    """The stimulus pattern a pattern decoder reads out of each window (``record["images"]["reconstruction"]``).
+
+    A pattern decoder (``bci train fmri --objective pattern``; checkpoint
+    ``extra.embedding_space == "pattern"``) outputs one logit per cell of a ``grid × grid``
+    stimulus, row-major. The step turns them into probabilities, draws them as a grey
+    image (white = on, each cell ``scale`` pixels wide) and attaches it to the record:
+    written to a PNG file by ``writer``, or — without one — as a small ``data:image/png``
+    URI (a 60 × 60 grey PNG is well under 1 kB), so the viewer's fMRI panel shows the decoded
+    pattern next to the volumes.
+
+    Parameters
+    ----------
+    grid : int
+        Pattern side; the model's embedding has ``grid²`` entries.
+    writer : ImageWriter, optional
+        Where the images go; None embeds them in the records.
+    scale : int
+        Pixels per cell.
+    """
+
+    def __init__(self, grid: int, writer: ImageWriter | None = None, scale: int = 6) -> None:
+        for name, value in (("grid", grid), ("scale", scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        self.grid, self.scale, self.writer = int(grid), int(scale), writer
+
+    def images(self, logits: np.ndarray) -> np.ndarray:
+        """``(B, grid²)`` logits → ``(B, grid·scale, grid·scale, 3)`` uint8 grey images."""
+        x = np.asarray(logits, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.grid * self.grid:
+            raise ValueError(f"pattern logits have shape {x.shape}; expected (batch, {self.grid * self.grid}) "
+                             f"for a {self.grid}x{self.grid} pattern")
+        prob = 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+        cells = np.rint(prob * 255.0).astype(np.uint8).reshape(-1, self.grid, self.grid)
+        big = np.kron(cells, np.ones((1, self.scale, self.scale), np.uint8))
+        return np.repeat(big[..., None], 3, axis=3)
+
+    def __call__(self, batch: np.ndarray, outputs: dict[str, np.ndarray], records: list[dict[str, Any]]) -> None:
+        from bci.viewer.images import encode_png_data_uri  # Qt-free
+
+        for rec, image in zip(records, self.images(outputs["embedding"])):
+            ref = (self.writer.write("reconstruction", int(rec["window_index"]), image) if self.writer is not None
+                   else encode_png_data_uri(image))
+            rec.setdefault("images", {})["reconstruction"] = ref
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class DiffusionWorker:
     """Runs latent-diffusion img2img off the decoding thread, one window at a time.
 

@@ -3,7 +3,7 @@
 Publishes result records as a runtime would (one JSON string per sample, stamped with
 ``emitted_time``), every ``--every`` seconds: window records whose top-k lists the true
 image first, then the other ``--ids``, then ``--missing`` (an id no gallery has), with a
-small saliency image as a data URI; a follow-up ``image`` record (the "diffusion" image,
+small saliency image as a data URI (and with ``--reconstruction`` a decoded 10x10 fMRI pattern); a follow-up ``image`` record (the "diffusion" image,
 as a PNG file path) for every third window; and, at fixed positions, malformed samples
 (not JSON, a JSON list, a window whose ``topk`` is not a list). Prints ``ready`` once the
 outlet exists and ``pushed N malformed M`` at the end.
@@ -34,7 +34,14 @@ def _saliency(i: int) -> np.ndarray:
     return img
 
 
-def _record(i: int, ids: list[str], missing: str, now: float) -> dict:
+def reconstruction(i: int) -> np.ndarray:
+    """The decoded 10x10 pattern of window ``i`` as a pattern decoder's step draws it: cell (i % 10, i % 10) on."""
+    cells = np.zeros((10, 10), np.uint8)
+    cells[i % 10, i % 10] = 255
+    return np.repeat(np.kron(cells, np.ones((6, 6), np.uint8))[..., None], 3, axis=2)
+
+
+def _record(i: int, ids: list[str], missing: str, now: float, with_reconstruction: bool = False) -> dict:
     from bci.viewer.images import encode_png_data_uri
 
     true_id = ids[i % len(ids)]
@@ -47,7 +54,8 @@ def _record(i: int, ids: list[str], missing: str, now: float) -> dict:
         "emitted_time": now, "latency_ms": 3.0 + (i % 5), "marker_lateness_ms": -400.0,
         "embedding_dim": 4, "embedding": [0.5, 0.5, 0.5, 0.5],
         "topk": [{"id": x, "label": f"label {x}", "score": round(0.9 - 0.1 * r, 3)} for r, x in enumerate(order)],
-        "images": {"saliency": encode_png_data_uri(_saliency(i))},
+        "images": {"saliency": encode_png_data_uri(_saliency(i)),
+                   **({"reconstruction": encode_png_data_uri(reconstruction(i))} if with_reconstruction else {})},
         "device": "cpu (test producer)",
     }
 
@@ -60,6 +68,7 @@ def main() -> None:
     p.add_argument("--every", type=float, default=0.1)
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--malformed-at", default="2,5,9", help="sample positions of the malformed samples")
+    p.add_argument("--reconstruction", action="store_true", help="add a decoded fMRI pattern to every window")
     a = p.parse_args()
     ids = a.ids.split(",")
     bad_at = {int(x) for x in a.malformed_at.split(",") if x}
@@ -76,7 +85,7 @@ def main() -> None:
             outlet.push_sample([MALFORMED[n_bad % len(MALFORMED)]], local_clock())
             n_bad += 1
         else:
-            record = _record(window, ids, a.missing, local_clock())
+            record = _record(window, ids, a.missing, local_clock(), a.reconstruction)
             outlet.push_sample([to_json(record)], record["emitted_time"])
             if window % 3 == 0:
                 from PIL import Image

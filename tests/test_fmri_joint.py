@@ -335,3 +335,22 @@ def test_model_trained_on_the_dataset_decodes_a_recorded_session(tmp_path: Path)
     assert len(truth) >= 15
     accuracy = np.mean(np.asarray(truth) == np.asarray(retrieved))
     assert accuracy > 4 / 9, (accuracy, list(zip(truth, retrieved)))  # chance 1/9
+
+    # a pattern decoder on the same data: every window carries its decoded pattern for the viewer's fMRI panel
+    from bci.viewer.images import decode_image_ref
+
+    decoder, events = tmp_path / "pattern", tmp_path / "ev-pattern.jsonl"
+    train_fmri_joint(data, decoder, options=FMRIJointOptions(objective="pattern", hidden=[128]),
+                     settings=_settings(12))
+    assert main(["replay", str(session), "--decode", "--model", str(decoder), "--speed", "max", "--events",
+                 str(events), "--results-stream", "", "--device", "cpu"]) == 0
+    correct = []
+    for rec in map(json.loads, events.read_text().splitlines()):
+        if rec["type"] != "window":
+            continue
+        image = decode_image_ref(rec["images"]["reconstruction"])
+        assert image.shape == (60, 60, 3)  # 10x10 cells of 6 pixels
+        cells = image[3::6, 3::6, 0] > 127
+        np.testing.assert_array_equal(cells.ravel(), np.asarray(rec["embedding"]) > 0)  # sigmoid(logit) > 0.5
+        correct.append(cells == shown[int(rec["marker"].split("/")[1][len("pattern"):])].astype(bool))
+    assert len(correct) >= 30 and np.mean(correct) > 0.6  # pixel accuracy (0.64 here), chance 0.5, 4000 cells

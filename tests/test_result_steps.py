@@ -100,3 +100,44 @@ def test_diffusion_without_generator_is_a_clear_error(world: dict[str, Path], tm
                "--diffusion", str(tmp_path / "nowhere"), "--results-stream", ""])
     assert rc == 2
     assert "--generator" in capsys.readouterr().err
+
+
+def test_pattern_step_draws_the_decoded_pattern(tmp_path: Path) -> None:
+    from bci.result_steps import ImageWriter, PatternStep
+    from bci.viewer.images import decode_image_ref
+
+    logits = np.full((2, 9), -5.0, np.float32)   # all off
+    logits[0, [0, 4, 8]] = 5.0   # a diagonal on
+    logits[1, 3] = 0.0           # undecided: mid grey
+    records = [{"window_index": 3}, {"window_index": 4}]
+    PatternStep(3, scale=2)(np.zeros((2, 1, 1)), {"embedding": logits}, records)
+    first = decode_image_ref(records[0]["images"]["reconstruction"])
+    assert first.shape == (6, 6, 3) and records[0]["images"]["reconstruction"].startswith("data:image/png;base64,")
+    np.testing.assert_array_equal(first[::2, ::2, 0] > 127, np.eye(3, dtype=bool))
+    second = decode_image_ref(records[1]["images"]["reconstruction"])
+    assert second[2, 0, 0] == 128 and second[0, 0, 0] == 2   # sigmoid(0) = 0.5, sigmoid(-5) = 0.0067
+    written = [{"window_index": 7}, {"window_index": 8}]
+    PatternStep(3, ImageWriter(tmp_path / "img"), scale=2)(np.zeros((2, 1, 1)), {"embedding": logits}, written)
+    assert written[0]["images"]["reconstruction"] == str((tmp_path / "img" / "reconstruction_000007.png").resolve())
+    np.testing.assert_array_equal(decode_image_ref(written[0]["images"]["reconstruction"]), first)
+    with pytest.raises(ValueError, match=r"shape \(2, 9\); expected \(batch, 16\) for a 4x4 pattern"):
+        PatternStep(4)(np.zeros((2, 1, 1)), {"embedding": logits}, records)
+    with pytest.raises(ValueError, match="grid=0 must be a positive integer"):
+        PatternStep(0)
+
+
+def test_pattern_decoder_gets_its_step_and_a_wrong_grid_is_refused(tmp_path: Path) -> None:
+    from bci.decoding import build_result_steps, load_encoder
+    from bci.models.checkpoint import save_checkpoint
+    from bci.models.registry import build_model, default_config
+    from bci.result_steps import PatternStep
+
+    cfg = default_config("fmri_mlp", n_chans=20, n_times=1, sfreq=0.5, embed_dim=16)
+    cfg.extra = {"embedding_space": "pattern", "pattern_grid": 4}
+    path = save_checkpoint(build_model(cfg), tmp_path / "m")
+    (step,) = build_result_steps(load_encoder(path, device="cpu"), [])
+    assert isinstance(step, PatternStep) and step.grid == 4
+    cfg.extra = {"embedding_space": "pattern", "pattern_grid": 5}
+    bad = save_checkpoint(build_model(cfg), tmp_path / "bad")
+    with pytest.raises(ValueError, match="records pattern_grid=5 for 16 outputs"):
+        build_result_steps(load_encoder(bad, device="cpu"), [])

@@ -258,17 +258,29 @@ def test_preprocessed_view_from_a_background_thread(qtbot, procs, unique_name: s
 
 
 def test_fmri_stream_shows_voxel_images(qtbot, procs, unique_name: str) -> None:
+    """fMRI volumes and a pattern decoder's results from other processes: voxels, carpet, decoded pattern."""
+    from tests.lsl_results_producer import reconstruction
+
     procs("tests.lsl_producer", "--name", unique_name, "--type", "fMRI", "--channels", "100", "--rate", "20",
           "--duration", "3")
-    provider = LslProvider(f"name={unique_name},type=fMRI", resolve_timeout=15).start()
+    procs("tests.lsl_results_producer", "--name", unique_name + "-res", "--duration", "3", "--every", "0.2",
+          "--reconstruction", "--malformed-at", "")
+    provider = LslProvider(f"name={unique_name},type=fMRI", results_stream=unique_name + "-res",
+                           resolve_timeout=15).start()
     try:
         win = ViewerWindow(provider, fps=30)
         qtbot.addWidget(win)
         win.show()
         win.start()
-        qtbot.waitUntil(lambda: win.signal_view.n_drawn >= 3, timeout=15_000)
+        qtbot.waitUntil(lambda: win.signal_view.n_drawn >= 3 and provider.model.results().n_windows >= 3,
+                        timeout=15_000)
+        win.stop()
+        win.refresh()
         assert win.signal_view.title.text().startswith("TR ")
         assert win.signal_view.voxels.image.shape == (10, 10)
+        newest = win.last_results.entries[0]
+        expected = reconstruction(newest.window_index)  # the decoded pattern of the newest window is shown
+        np.testing.assert_array_equal(np.transpose(win.signal_view.decoded.image, (1, 0, 2)), expected)
         assert not provider.set_processed(True)  # no preprocessed view for fMRI
     finally:
         provider.stop()
