@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bci.cli_types import finite_float as _finite_float, positive_float as _positive_float, positive_int as _positive_int
+from bci.cli_types import finite_float as _finite_float
+from bci.cli_types import positive_float as _positive_float
+from bci.cli_types import positive_int as _positive_int
 
 EXAMPLES = (
     "bci import raw rec.edf sessions/rec.zarr --event-map events.json\n"

@@ -156,7 +156,8 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
         # how the epochs were cut, so a model trained on them decodes live windows cut the same way
         # (bci.decoding.trained_offset): volumes from onset + offset, as the runtime's fMRI windows
         attrs={"window": {"offset": float(offset), "n_times": n_times, "input_sfreq": 1.0 / config.tr,
-                          "marker_filter": None, "code_path": "offline.fmri_data (simulator volumes at onset + offset)"}},
+                          "marker_filter": None,
+                          "code_path": "offline.fmri_data (simulator volumes at onset + offset)"}},
     )
     EpochDataset.open(path).add_split("block", parts, kind="custom",
                                       meta={"builder": "offline.fmri_data", "test": "12 new patterns"})

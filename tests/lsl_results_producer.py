@@ -3,7 +3,8 @@
 Publishes result records as a runtime would (one JSON string per sample, stamped with
 ``emitted_time``), every ``--every`` seconds: window records whose top-k lists the true
 image first, then the other ``--ids``, then ``--missing`` (an id no gallery has), with a
-small saliency image as a data URI (and with ``--reconstruction`` a decoded 10x10 fMRI pattern); a follow-up ``image`` record (the "diffusion" image,
+small saliency image as a data URI (and with ``--reconstruction`` a decoded 10x10 fMRI
+pattern); a follow-up ``image`` record (the "diffusion" image,
 as a PNG file path) for every third window; and, at fixed positions, malformed samples
 (not JSON, a JSON list, a window whose ``topk`` is not a list). Prints ``ready`` once the
 outlet exists and ``pushed N malformed M`` at the end.

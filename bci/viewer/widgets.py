@@ -259,7 +259,7 @@ class TracesWidget(QtWidgets.QWidget):
 
 # --------------------------------------------------------------------------- fMRI
 class FmriWidget(QtWidgets.QWidget):
-    """fMRI: the voxel pattern of the newest TR, the last TRs as a carpet, the decoded 10×10 image."""
+    """fMRI: the voxel pattern of the newest TR, the last TRs as a carpet, the decoded pattern."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -273,7 +273,7 @@ class FmriWidget(QtWidgets.QWidget):
         self.decoded = pg.ImageItem()
         for col, (item, title) in enumerate(((self.voxels, "voxel pattern (newest TR)"),
                                              (self.carpet, "last 30 TRs (voxels x time)"),
-                                             (self.decoded, "decoded 10x10 (newest window)"))):
+                                             (self.decoded, "decoded pattern (newest window)"))):
             vb = self.layout_widget.addPlot(row=0, col=col, title=title)
             vb.hideAxis("left")
             vb.hideAxis("bottom")
