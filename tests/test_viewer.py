@@ -326,6 +326,37 @@ def test_in_process_viewer_with_a_stalled_gui_decodes_every_window(qtbot, unique
         assert _trace_pixels(np.asarray(img.convert("RGB"))[:, :700]) > 1000
 
 
+def test_run_ending_before_the_screenshot_is_due_still_takes_it(qtbot, unique_name: str, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """--duration shorter than --after (or a stream that ends): the last picture is saved, with a warning."""
+    import torch
+
+    from bci.decoding import load_encoder, pipeline_factory
+    from bci.models.checkpoint import save_checkpoint
+    from bci.models.registry import build_model, default_config
+    from bci.runtime import LiveRuntime
+    from bci.viewer import run_live_viewer
+
+    torch.manual_seed(0)
+    model = save_checkpoint(build_model(default_config("eeg_convnet", n_chans=8, n_times=440)), tmp_path / "m")
+    proc = _start("tests.lsl_event_producer", "--name", unique_name, "--duration", "10")
+    try:
+        runtime = LiveRuntime(unique_name, unique_name + "-Markers",
+                              pipeline_factory(load_encoder(model, device="cpu"), []), resolve_timeout=15)
+        shot = tmp_path / "early.png"
+        with caplog.at_level("WARNING", logger="bci.viewer.app"):
+            run_live_viewer(runtime, duration=2.0, options=ViewerOptions(screenshot=shot, after=60))
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert any("before the screenshot was due (after 60 s); taking it now" in r.getMessage() for r in caplog.records)
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        assert img.size == (1280, 800)
+        assert _trace_pixels(np.asarray(img.convert("RGB"))[:, :700]) > 1000
+
+
 # --------------------------------------------------------------------------- command line
 NO_DISPLAY = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
 

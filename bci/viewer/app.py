@@ -50,7 +50,9 @@ class ViewerOptions:
     processed : bool
         Start with the preprocessed traces.
     screenshot : path, optional
-        Save a PNG here after ``after`` seconds of live data, then return.
+        Save a PNG here after ``after`` seconds of live data, then return. When the run ends
+        sooner (the stream is over, ``duration``, Ctrl-C) after data arrived, the screenshot
+        is taken then, with a warning.
     after : float
         Seconds of live data before the screenshot.
     size : (int, int)
@@ -155,7 +157,7 @@ def run_viewer(provider: Provider, options: ViewerOptions | None = None,
     NoDisplayError
         No display and no screenshot asked for.
     StreamLostError
-        A screenshot was asked for but no data arrived within 20 s.
+        A screenshot was asked for but no data arrived within 20 s (or before the run ended).
     """
     options = options or ViewerOptions()
     ok, reason = display_available()
@@ -187,6 +189,9 @@ def run_viewer(provider: Provider, options: ViewerOptions | None = None,
         _dispose(win)
     if state.error is not None:
         raise state.error
+    if options.screenshot is not None and not state.screenshot_taken:
+        raise StreamLostError(f"no data arrived before the viewer closed; the screenshot {str(options.screenshot)!r} "
+                              "was not taken")
     return win.frames
 
 
@@ -212,6 +217,7 @@ class _RunState:
     started: float
     first_data: float | None = None
     close_requested: bool = False
+    screenshot_taken: bool = False
     error: BaseException | None = None
 
     def request_close(self) -> None:
@@ -232,14 +238,19 @@ def _control_tick(win: Any, provider: Provider, options: ViewerOptions, should_s
     errors = getattr(provider, "errors", lambda: [])()
     if errors:
         state.error, done = errors[0], True
-    if options.screenshot is not None and not done:
-        if state.first_data is not None and now - state.first_data >= options.after and not provider.pending():
+    if options.screenshot is not None and not state.screenshot_taken:
+        due = state.first_data is not None and now - state.first_data >= options.after and not provider.pending()
+        if due or (done and state.first_data is not None):
+            if not due:  # the run ends first (stream over, --duration, Ctrl-C): its last picture, said so
+                logger.warning("the viewer closes after %.1f s of data, before the screenshot was due (after %g s); "
+                               "taking it now", now - state.first_data, options.after)
             try:
                 win.save_screenshot(options.screenshot)
+                state.screenshot_taken = True
             except OSError as exc:
-                state.error = exc
+                state.error = state.error or exc
             done = True
-        elif now - state.started > FIRST_DATA_TIMEOUT + options.after:
+        elif not done and now - state.started > FIRST_DATA_TIMEOUT + options.after:
             state.error = StreamLostError(
                 f"no data arrived within {FIRST_DATA_TIMEOUT:g} s; the screenshot was not taken"
                 if state.first_data is None else "the preprocessed view was not ready in time for the screenshot")

@@ -271,9 +271,9 @@ class FmriWidget(QtWidgets.QWidget):
         self.voxels = pg.ImageItem()
         self.carpet = pg.ImageItem()
         self.decoded = pg.ImageItem()
-        for col, (item, title) in enumerate(((self.voxels, "voxel pattern (newest TR)"),
-                                             (self.carpet, "last 30 TRs (voxels x time)"),
-                                             (self.decoded, "decoded pattern (newest window)"))):
+        for col, (item, title) in enumerate(((self.voxels, "newest volume"),
+                                             (self.carpet, "last 30 TRs"),
+                                             (self.decoded, "decoded pattern"))):
             vb = self.layout_widget.addPlot(row=0, col=col, title=title)
             vb.hideAxis("left")
             vb.hideAxis("bottom")
