@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from bci.cli_types import positive_int
+
 #: Same as ``bci.retrieval.BACKENDS`` (not imported here: building the parser must not import torch).
 BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 
@@ -56,7 +58,8 @@ def load_stimulus_embedder(path: Path, device: str) -> Any:
 def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str, clip_weights: Path | None,
                   device: str, source: str, strict: bool, thumb_size: int, image_size: int, batch_size: int,
                   n_per_class: int, seed: int, caption: str, name: str | None, overwrite: bool,
-                  progress: bool = True, stimulus_encoder: Path | None = None) -> int:
+                  progress: bool = True, stimulus_encoder: Path | None = None,
+                  pattern_grid: int | None = None) -> int:
     """Build a gallery from a folder or the synthetic world, save it, print a summary."""
     from bci.gallery import Gallery, build_gallery, captions_from_folder, gallery_from_stimuli, images_from_folder
 
@@ -67,10 +70,18 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
         raise FileExistsError(f"{out} already holds a gallery; pass --overwrite or choose another OUT")
     if images is not None and not images.is_dir():
         raise FileNotFoundError(f"image folder {images} does not exist or is not a directory")
+    if stimulus_encoder is not None and pattern_grid is not None:
+        raise ValueError("give --stimulus-encoder (a dual encoder's gallery) or --pattern-grid (a pattern decoder's), "
+                         "not both")
+    if (stimulus_encoder is not None or pattern_grid is not None) and source != "image":
+        raise ValueError(f"{'--stimulus-encoder' if stimulus_encoder is not None else '--pattern-grid'} embeds "
+                         "images only; drop --source text")
     if stimulus_encoder is not None:
-        if source != "image":
-            raise ValueError("--stimulus-encoder embeds images only; drop --source text")
         embedder = load_stimulus_embedder(stimulus_encoder, device)
+    elif pattern_grid is not None:
+        from bci.models.stimulus import PatternEmbedder
+
+        embedder = PatternEmbedder(pattern_grid)
     else:
         embedder = load_embedder(clip, clip_weights, device)  # before reading the images: a bad --clip fails fast
     skipped: list[tuple[str, str]] = []
@@ -109,7 +120,7 @@ def _print_skipped(skipped: list[tuple[str, str]], shown: int = 10) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     return build_command(images=args.images, out=args.out, synthetic=args.synthetic, clip=args.clip,
                          clip_weights=args.clip_weights, device=args.device, source=args.source,
-                         stimulus_encoder=args.stimulus_encoder,
+                         stimulus_encoder=args.stimulus_encoder, pattern_grid=args.pattern_grid,
                          strict=args.strict, thumb_size=args.thumb_size, image_size=args.image_size,
                          batch_size=args.batch_size, n_per_class=args.n_per_class, seed=args.seed,
                          caption=args.caption, name=args.name, overwrite=args.overwrite,
@@ -221,6 +232,9 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
     b.add_argument("--stimulus-encoder", type=Path, default=None, metavar="DIR",
                    help="embed with the stimulus CNN of a dual-encoder fMRI model (its checkpoint or its "
                         "stimulus/ folder) instead of CLIP")
+    b.add_argument("--pattern-grid", type=positive_int, default=None, metavar="N",
+                   help="for an fMRI pattern decoder of this grid (e.g. 10): embed each image as its NxN pattern, "
+                        "so live decoding ranks the candidates by correlation with the decoded pattern")
     _add_clip_options(b)
     b.add_argument("--source", choices=("image", "text"), default="image",
                    help="embed the images, or their captions with the text encoder [image]")

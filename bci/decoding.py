@@ -180,8 +180,9 @@ def build_result_steps(
         gal = Gallery.load(gallery)
         check_compatible(gal, encoder.config.embed_dim, where=f"model {encoder.config.name!r}")
         _check_stimulus_gallery(encoder, gal, gallery)
+        query = _check_pattern_gallery(encoder, gal, gallery)
         steps.append(RetrievalStep(Retriever(gal, device=str(encoder.device), backend=retrieval_backend, k=topk),
-                                   k=topk))
+                                   k=topk, query=query))
     pattern = _pattern_step(encoder, images_dir)
     if pattern is not None:
         steps.append(pattern)
@@ -198,10 +199,24 @@ def build_result_steps(
     return steps
 
 
-def _pattern_step(encoder: Encoder, images_dir: str | os.PathLike | None):
-    """A :class:`bci.result_steps.PatternStep` for a pattern decoder (None for any other model)."""
-    from bci.result_steps import ImageWriter, PatternStep
+def _check_pattern_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike) -> Callable | None:
+    """A pattern decoder retrieves from a pattern gallery of its grid, by correlation; None for other models."""
+    from bci.models.stimulus import pattern_fingerprint, pattern_query
 
+    grid = _pattern_grid(encoder)
+    if grid is None:
+        return None
+    got = str(gal.meta.get("clip_fingerprint", ""))
+    if got != pattern_fingerprint(grid):
+        raise ValueError(
+            f"gallery {where} was embedded by {gal.meta.get('clip')!r} (fingerprint {got or 'none'}), but model "
+            f"{encoder.config.name!r} is a {grid}x{grid} pattern decoder: it retrieves candidate patterns by "
+            f"correlation; build the gallery with: bci gallery build PATTERNS/ OUT --pattern-grid {grid}")
+    return pattern_query
+
+
+def _pattern_grid(encoder: Encoder) -> int | None:
+    """The ``pattern_grid`` of a pattern decoder (checked against its output size); None for other models."""
     extra: Any = encoder.config.extra or {}
     if not isinstance(extra, dict) or extra.get("embedding_space") != "pattern":
         return None
@@ -209,6 +224,16 @@ def _pattern_step(encoder: Encoder, images_dir: str | os.PathLike | None):
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1 or grid * grid != encoder.config.embed_dim:
         raise ValueError(f"model {encoder.config.name!r} is a pattern decoder but records pattern_grid={grid!r} for "
                          f"{encoder.config.embed_dim} outputs; retrain it with 'bci train fmri --objective pattern'")
+    return grid
+
+
+def _pattern_step(encoder: Encoder, images_dir: str | os.PathLike | None):
+    """A :class:`bci.result_steps.PatternStep` for a pattern decoder (None for any other model)."""
+    from bci.result_steps import ImageWriter, PatternStep
+
+    grid = _pattern_grid(encoder)
+    if grid is None:
+        return None
     return PatternStep(grid, ImageWriter(images_dir) if images_dir is not None else None)
 
 

@@ -45,9 +45,12 @@ class RetrievalStep:
         Search over the gallery (exact torch or FAISS).
     k : int
         How many items each record lists.
+    query : callable, optional
+        Maps the encoder's embeddings to the gallery's space before the search (e.g.
+        :func:`bci.models.stimulus.pattern_query` for a pattern decoder); default: as they are.
     """
 
-    def __init__(self, retriever: Any, k: int = 5) -> None:
+    def __init__(self, retriever: Any, k: int = 5, query: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k={k!r} must be a positive integer (number of retrieved items per window)")
         self.retriever = retriever
@@ -55,9 +58,11 @@ class RetrievalStep:
         self._ids = retriever.gallery.ids
         self._labels = retriever.gallery.labels
         self._index = {image_id: i for i, image_id in enumerate(self._ids)}
+        self.query = query
 
     def __call__(self, batch: np.ndarray, outputs: dict[str, np.ndarray], records: list[dict[str, Any]]) -> None:
-        scores, indices = self.retriever.search(outputs["embedding"], k=self.k)
+        queries = outputs["embedding"] if self.query is None else self.query(outputs["embedding"])
+        scores, indices = self.retriever.search(queries, k=self.k)
         for rec, row_scores, row_idx in zip(records, scores, indices):
             # an approximate index returns -1 when it found fewer than k items: skip those
             rec["topk"] = [

@@ -339,12 +339,22 @@ def test_model_trained_on_the_dataset_decodes_a_recorded_session(tmp_path: Path)
     # a pattern decoder on the same data: every window carries its decoded pattern for the viewer's fMRI panel
     from bci.viewer.images import decode_image_ref
 
+    # and it identifies the geometric patterns by correlation from a gallery built with --pattern-grid
+    from PIL import Image
+
     decoder, events = tmp_path / "pattern", tmp_path / "ev-pattern.jsonl"
     train_fmri_joint(data, decoder, options=FMRIJointOptions(objective="pattern", hidden=[128]),
                      settings=_settings(12))
+    folder = tmp_path / "geometric"
+    folder.mkdir()
+    for name, image in zip(GEOMETRIC_NAMES, pattern_images(geometric)):
+        Image.fromarray(image).save(folder / f"{name}.png")
+    assert main(["gallery", "build", str(folder), str(tmp_path / "pattern-gallery"), "--pattern-grid", "10",
+                 "--no-progress"]) == 0
     assert main(["replay", str(session), "--decode", "--model", str(decoder), "--speed", "max", "--events",
-                 str(events), "--results-stream", "", "--device", "cpu"]) == 0
-    correct = []
+                 str(events), "--results-stream", "", "--device", "cpu", "--topk", "1",
+                 "--gallery", str(tmp_path / "pattern-gallery")]) == 0
+    correct, truth, retrieved = [], [], []
     for rec in map(json.loads, events.read_text().splitlines()):
         if rec["type"] != "window":
             continue
@@ -352,5 +362,12 @@ def test_model_trained_on_the_dataset_decodes_a_recorded_session(tmp_path: Path)
         assert image.shape == (60, 60, 3)  # 10x10 cells of 6 pixels
         cells = image[3::6, 3::6, 0] > 127
         np.testing.assert_array_equal(cells.ravel(), np.asarray(rec["embedding"]) > 0)  # sigmoid(logit) > 0.5
-        correct.append(cells == shown[int(rec["marker"].split("/")[1][len("pattern"):])].astype(bool))
+        pattern = shown[int(rec["marker"].split("/")[1][len("pattern"):])]
+        correct.append(cells == pattern.astype(bool))
+        match = np.flatnonzero((geometric == pattern).all(axis=(1, 2)))
+        if len(match):
+            truth.append(GEOMETRIC_NAMES[match[0]])
+            retrieved.append(rec["topk"][0]["id"])
     assert len(correct) >= 30 and np.mean(correct) > 0.6  # pixel accuracy (0.64 here), chance 0.5, 4000 cells
+    accuracy = np.mean(np.asarray(truth) == np.asarray(retrieved))
+    assert accuracy > 6 / 9, (accuracy, list(zip(truth, retrieved)))  # 1.0 here; chance 1/9

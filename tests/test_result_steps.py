@@ -141,3 +141,58 @@ def test_pattern_decoder_gets_its_step_and_a_wrong_grid_is_refused(tmp_path: Pat
     bad = save_checkpoint(build_model(cfg), tmp_path / "bad")
     with pytest.raises(ValueError, match="records pattern_grid=5 for 16 outputs"):
         build_result_steps(load_encoder(bad, device="cpu"), [])
+
+
+def test_pattern_gallery_ranks_by_correlation_and_other_galleries_are_refused(tmp_path: Path) -> None:
+    from bci.decoding import build_result_steps, load_encoder
+    from bci.gallery import build_gallery
+    from bci.models.checkpoint import save_checkpoint
+    from bci.models.registry import build_model, default_config
+    from bci.models.stimulus import PatternEmbedder, StimulusCNN, StimulusConfig, pattern_query
+    from bci.result_steps import PatternStep, RetrievalStep
+
+    rng = np.random.default_rng(0)
+    cells = (rng.random((6, 4, 4)) < 0.5).astype(np.uint8)
+    images = np.repeat(np.kron(cells, np.ones((1, 5, 5), np.uint8))[..., None] * 255, 3, axis=3)  # 20x20 RGB
+    ids = [f"p{i}" for i in range(6)]
+    emb = PatternEmbedder(4).encode_images(images)
+    logits = rng.normal(size=(3, 16))
+    prob = 1 / (1 + np.exp(-logits))
+    pearson = np.array([[np.corrcoef(q, c.ravel())[0, 1] for c in cells] for q in prob])
+    np.testing.assert_allclose(pattern_query(logits) @ emb.T, pearson, atol=1e-5)  # cosine here = Pearson r
+    with pytest.raises(ValueError, match="image row 1 is one flat grey at 4x4"):
+        PatternEmbedder(4).encode_images(np.stack([images[0], np.zeros_like(images[0])]))
+
+    cfg = default_config("fmri_mlp", n_chans=20, n_times=1, sfreq=0.5, embed_dim=16)
+    cfg.extra = {"embedding_space": "pattern", "pattern_grid": 4}
+    encoder = load_encoder(save_checkpoint(build_model(cfg), tmp_path / "m"), device="cpu")
+    build_gallery(images, ids, ids, [""] * 6, embedder=PatternEmbedder(4), progress=False).save(tmp_path / "pg")
+    retrieval, drawing = build_result_steps(encoder, [], gallery=tmp_path / "pg", topk=6)
+    assert isinstance(retrieval, RetrievalStep) and isinstance(drawing, PatternStep)
+    records = [{"window_index": i} for i in range(3)]
+    retrieval(np.zeros((3, 20, 1)), {"embedding": logits.astype(np.float32)}, records)
+    for rec, row in zip(records, pearson):
+        assert [t["id"] for t in rec["topk"]] == [ids[j] for j in np.argsort(-row)]
+    torch.manual_seed(0)  # a 16-d gallery from another embedder would rank by something else: refused
+    other = StimulusCNN(StimulusConfig(image_size=8, channels=(4,), embed_dim=16))
+    build_gallery(images, ids, ids, [""] * 6, embedder=other, thumb_size=0, progress=False).save(tmp_path / "cnn")
+    with pytest.raises(ValueError, match="4x4 pattern decoder.*--pattern-grid 4"):
+        build_result_steps(encoder, [], gallery=tmp_path / "cnn")
+
+
+def test_gallery_build_pattern_grid_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for i in range(3):
+        img = np.zeros((20, 20, 3), np.uint8)
+        img[: 5 * (i + 1), :5] = 255
+        Image.fromarray(img).save(folder / f"p{i}.png")
+    assert main(["gallery", "build", str(folder), str(tmp_path / "g"), "--pattern-grid", "4", "--no-progress"]) == 0
+    assert "16-d image embeddings (clip pattern, fingerprint pattern-grid-4)" in capsys.readouterr().out
+    assert main(["gallery", "build", str(folder), str(tmp_path / "h"), "--pattern-grid", "4", "--source", "text"]) == 2
+    assert "--pattern-grid embeds images only" in capsys.readouterr().err
+    assert main(["gallery", "build", str(folder), str(tmp_path / "h"), "--pattern-grid", "4",
+                 "--stimulus-encoder", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -31,8 +31,8 @@ from torch import nn
 from bci.models.checkpoint import WEIGHTS_FILE
 from bci.safe_io import CONFIG_FILE, CheckpointError, atomic_write, read_json_config, refuse_pickles
 
-__all__ = ["STIMULUS_FORMAT", "StimulusCNN", "StimulusConfig", "images_to_grey", "load_stimulus_encoder",
-           "save_stimulus_encoder"]
+__all__ = ["STIMULUS_FORMAT", "PatternEmbedder", "StimulusCNN", "StimulusConfig", "images_to_grey",
+           "load_stimulus_encoder", "pattern_fingerprint", "pattern_query", "save_stimulus_encoder"]
 
 STIMULUS_FORMAT = "bci-runtime.stimulus-encoder"
 STIMULUS_FORMAT_VERSION = 1
@@ -169,6 +169,81 @@ class StimulusCNN(nn.Module):
         out = [self(x[i : i + batch].to(device)).float().cpu().numpy() for i in range(0, len(x), batch)]
         self.train(was_training)
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+
+def pattern_fingerprint(grid: int) -> str:
+    """What a pattern gallery records as its embedder fingerprint (the runtime compares it with the model's grid)."""
+    return f"pattern-grid-{int(grid)}"
+
+
+def _centre_rows(x: np.ndarray) -> np.ndarray:
+    """Rows minus their mean, unit norm (constant rows stay zero): cosine of two such rows = Pearson r."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 1e-12, norms, 1.0)).astype(np.float32)
+
+
+def pattern_query(logits: np.ndarray) -> np.ndarray:
+    """A pattern decoder's logits ``(B, grid²)`` → the vectors it retrieves with from a pattern gallery.
+
+    Probabilities (sigmoid), centred and unit-norm per row: their cosine with a
+    :class:`PatternEmbedder` gallery row is the Pearson correlation between the decoded
+    pattern and the candidate, the identification rule of ``bci evaluate``.
+    """
+    x = np.clip(np.asarray(logits, dtype=np.float64), -60.0, 60.0)
+    return _centre_rows(1.0 / (1.0 + np.exp(-x)))
+
+
+class PatternEmbedder:
+    """Gallery embedder for fMRI **pattern decoders**: each candidate image as its ``grid × grid`` pattern.
+
+    The image is turned grey and area-resized to ``grid × grid`` (as the decoder's training
+    targets), then centred and scaled to unit norm, so a gallery built with it
+    (``bci gallery build PATTERNS/ OUT --pattern-grid 10``) ranks candidates by Pearson
+    correlation with the decoded pattern (:func:`pattern_query`).
+
+    Parameters
+    ----------
+    grid : int
+        Pattern side; must equal the decoder's ``pattern_grid``.
+    """
+
+    name = "pattern"
+
+    def __init__(self, grid: int) -> None:
+        if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 2:
+            raise ValueError(f"grid={grid!r} must be an integer >= 2 (the pattern side, e.g. 10)")
+        self.grid = int(grid)
+
+    @property
+    def embed_dim(self) -> int:
+        """``grid²``."""
+        return self.grid * self.grid
+
+    def fingerprint(self) -> str:
+        """:func:`pattern_fingerprint` of the grid."""
+        return pattern_fingerprint(self.grid)
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """Centred unit-norm ``(n, grid²)`` float32 patterns of uint8 images.
+
+        Raises
+        ------
+        ValueError
+            An image that is one flat grey at this grid (its correlation with anything is undefined).
+        """
+        grey = images_to_grey(images, self.grid).reshape(len(images), -1).numpy()
+        flat = np.flatnonzero(grey.std(axis=1) < 1e-6)
+        if len(flat):
+            raise ValueError(f"image row {int(flat[0])} is one flat grey at {self.grid}x{self.grid} "
+                             f"({len(flat)} such image(s)): a pattern decoder identifies candidates by correlation, "
+                             "which is undefined for it; leave it out of the gallery")
+        return _centre_rows(grey)
+
+    def encode_text(self, texts: Any) -> np.ndarray:
+        """Not available: patterns are images."""
+        raise ValueError("a pattern gallery embeds images, not text; build it with --source image")
 
 
 def save_stimulus_encoder(model: StimulusCNN, directory: str | os.PathLike) -> Path:
