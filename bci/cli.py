@@ -226,7 +226,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=_parse_speed, default=1.0, help="playback speed factor [1]")
     p.add_argument("--stream", action="append", default=None, metavar="NAME",
                    help="replay only this stream (repeatable) [all]")
-    p.add_argument("--suffix", default="", help="append to stream names and source_ids (avoid clashes)")
+    p.add_argument("--suffix", default="",
+                   help="append to stream names and source_ids (avoid clashes); one that starts with a dash is "
+                        "written --suffix=-replay")
     p.add_argument("--wait-for-consumers", type=_non_negative_float, default=0.0, metavar="S",
                    help="wait up to S seconds for inlets to connect before playing [0]")
     p.add_argument("--decode", action="store_true",
