@@ -191,6 +191,10 @@ class EventWindower:
             if located is None or isinstance(located, DroppedMarker):
                 return located
             p.start_index = located + self._offset_samples
+            if p.start_index < 0:  # a negative offset (e.g. -0.2 s) reaching before the stream's first sample
+                return self._drop(p.marker, p.time, "stale",
+                                  f"the window starts {-self.spec.offset:g} s before the marker, before the "
+                                  "stream's first sample")
         if buffer.total < p.start_index + n:
             return None
         try:

@@ -28,6 +28,7 @@ from bci.viewer import (
     placeholder_tile,
 )
 from bci.viewer.widgets import TRACE_COLORS, ViewerWindow, minmax_decimate
+from streams.errors import StreamLostError
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = ["img0000", "img0001", "img0002", "img0003"]
@@ -355,6 +356,45 @@ def test_run_ending_before_the_screenshot_is_due_still_takes_it(qtbot, unique_na
     with Image.open(shot) as img:
         assert img.size == (1280, 800)
         assert _trace_pixels(np.asarray(img.convert("RGB"))[:, :700]) > 1000
+
+
+def test_runtime_error_is_raised_rather_than_the_missing_screenshot(qtbot, unique_name: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoding thread fails before any data: its error reaches the caller, not 'the screenshot was not taken';
+    a run that ends cleanly with no data says no screenshot was taken (the CLI must not print 'saved')."""
+    import torch
+
+    from bci.decoding import load_encoder, pipeline_factory
+    from bci.models.checkpoint import save_checkpoint
+    from bci.models.registry import build_model, default_config
+    from bci.runtime import LiveRuntime
+    from bci.viewer import run_live_viewer
+
+    torch.manual_seed(0)
+    model = save_checkpoint(build_model(default_config("eeg_convnet", n_chans=8, n_times=440)), tmp_path / "m")
+    proc = _start("tests.lsl_event_producer", "--name", unique_name, "--duration", "10")
+    runtime = LiveRuntime(unique_name, unique_name + "-Markers",
+                          pipeline_factory(load_encoder(model, device="cpu"), []), resolve_timeout=15)
+
+    def failing_run(*args, **kwargs):
+        raise RuntimeError("decoder failed: boom")
+
+    # the run ends before the viewer saw any data (made certain here: the stream itself is real and flowing)
+    from bci.viewer.sources import RuntimeProvider
+
+    monkeypatch.setattr(RuntimeProvider, "data_arrived", lambda self: 0)
+    try:
+        monkeypatch.setattr(runtime, "run", failing_run)
+        with pytest.raises(RuntimeError, match="decoder failed: boom"):
+            run_live_viewer(runtime, options=ViewerOptions(screenshot=tmp_path / "never.png", after=60))
+        monkeypatch.setattr(runtime, "run", lambda *args, **kwargs: None)  # ends cleanly, still no data
+        with pytest.raises(StreamLostError, match="no data arrived before the viewer closed; the screenshot"):
+            run_live_viewer(runtime, options=ViewerOptions(screenshot=tmp_path / "never.png", after=60))
+        assert not (tmp_path / "never.png").exists()
+    finally:
+        runtime.stop()
+        proc.kill()
+        proc.communicate()
 
 
 # --------------------------------------------------------------------------- command line

@@ -107,6 +107,18 @@ def test_marker_before_stream_start_is_stale() -> None:
     assert [d.reason for d in dropped] == ["stale"]
 
 
+def test_negative_offset_cuts_before_the_marker_and_drops_what_precedes_the_stream() -> None:
+    buf = _buffer(1000, t0=100.0)
+    win = EventWindower(WindowSpec(n_times=100, offset=-0.2), SFREQ)  # e.g. THINGS-EEG2 epochs: -0.2..0.8 s
+    win.add_marker("early", 100.05)   # sample 50: its window would start at sample -150
+    win.add_marker("ok", 100.5)       # sample 500 -> window [300, 400)
+    windows, dropped = win.poll(buf)
+    assert [(w.marker, w.start_index) for w in windows] == [("ok", 300)]
+    assert [(d.marker, d.reason) for d in dropped] == [("early", "stale")]
+    assert "starts 0.2 s before the marker, before the stream's first sample" in dropped[0].detail
+    assert win.n_pending == 0
+
+
 def test_marker_filter_and_flush() -> None:
     buf = _buffer(300)
     win = EventWindower(WindowSpec(n_times=100, offset=0.0), SFREQ, marker_filter=r"^stim/")

@@ -303,14 +303,19 @@ def run_live_viewer(runtime: LiveRuntime, *, duration: float | None = None, on_t
 
     thread = threading.Thread(target=body, name="bci-live-run", daemon=True)
     thread.start()
+    viewer_error: StreamLostError | None = None
     try:
         frames = run_viewer(provider, options, should_stop=lambda: not thread.is_alive(),
                             title=f"bci live: {provider.desc.name}")
+    except StreamLostError as exc:  # e.g. no screenshot: the runtime's own error, if any, says why
+        viewer_error = exc
     finally:
         runtime.request_stop()
         thread.join()
     if errors:
         raise errors[0]
+    if viewer_error is not None:
+        raise viewer_error
     return frames
 
 
