@@ -56,7 +56,7 @@ def load_stimulus_embedder(path: Path, device: str) -> Any:
 
 
 def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str, clip_weights: Path | None,
-                  device: str, source: str, strict: bool, thumb_size: int, image_size: int, batch_size: int,
+                  device: str, source: str, strict: bool, thumb_size: int, image_size: int | None, batch_size: int,
                   n_per_class: int, seed: int, caption: str, name: str | None, overwrite: bool,
                   progress: bool = True, stimulus_encoder: Path | None = None,
                   pattern_grid: int | None = None) -> int:
@@ -84,6 +84,8 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
         embedder = PatternEmbedder(pattern_grid)
     else:
         embedder = load_embedder(clip, clip_weights, device)  # before reading the images: a bad --clip fails fast
+    if image_size is None:  # patterns at a multiple of their grid keep every cell whole
+        image_size = 6 * pattern_grid if pattern_grid is not None else 224
     skipped: list[tuple[str, str]] = []
     if synthetic:
         from streams.synthetic.stimuli import make_stimuli
@@ -94,6 +96,9 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
         imgs, ids, labels, skipped = images_from_folder(images, strict=strict, size=image_size)
         captions = captions_from_folder(images, ids)
         extra = {"images": str(images.resolve()), "skipped": len(skipped)}
+    if pattern_grid is not None:
+        imgs, ids, labels, captions = _without_flat_patterns(imgs, ids, labels, captions, pattern_grid, strict,
+                                                             skipped)
     extra["clip_weights"] = str(Path(clip_weights).resolve()) if clip_weights is not None else ""
     if stimulus_encoder is not None:
         extra["stimulus_encoder"] = str(Path(stimulus_encoder).resolve())
@@ -105,6 +110,25 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
           f"(clip {gallery.meta['clip']}, fingerprint {gallery.meta['clip_fingerprint']})")
     _print_skipped(skipped)
     return 0
+
+
+def _without_flat_patterns(imgs: Any, ids: list[str], labels: list[str], captions: list[str], grid: int,
+                           strict: bool, skipped: list[tuple[str, str]]) -> tuple[Any, list[str], list[str], list[str]]:
+    """Leave out (or, with --strict, refuse) images that are one flat grey at the pattern grid."""
+    from bci.models.stimulus import images_to_grey
+
+    grey = images_to_grey(imgs, grid).reshape(len(imgs), -1).numpy()
+    flat = [i for i in range(len(ids)) if grey[i].std() < 1e-6]
+    if not flat:
+        return imgs, ids, labels, captions
+    reason = f"one flat grey at {grid}x{grid}: its correlation with a decoded pattern is undefined"
+    if strict:
+        raise ValueError(f"image {ids[flat[0]]!r} is {reason} (--strict; drop --strict to skip such images)")
+    skipped.extend((ids[i], reason) for i in flat)
+    keep = [i for i in range(len(ids)) if i not in set(flat)]
+    if not keep:
+        raise ValueError(f"every image is {reason}; a pattern gallery needs patterns")
+    return imgs[keep], [ids[i] for i in keep], [labels[i] for i in keep], [captions[i] for i in keep]
 
 
 def _print_skipped(skipped: list[tuple[str, str]], shown: int = 10) -> None:
@@ -240,8 +264,9 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
                    help="embed the images, or their captions with the text encoder [image]")
     b.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it")
     b.add_argument("--thumb-size", type=int, default=64, metavar="N", help="thumbnail side, 0 for none [64]")
-    b.add_argument("--image-size", type=int, default=224, metavar="S",
-                   help="folder images are centre-cropped and resized to S x S before embedding [224]")
+    b.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="folder images are centre-cropped and resized to S x S before embedding [224; with "
+                        "--pattern-grid N: 6N, so every cell stays whole]")
     b.add_argument("--batch-size", type=int, default=256, help="images per CLIP call [256]")
     b.add_argument("--n-per-class", type=int, default=5, help="with --synthetic: images per class (40 classes) [5]")
     b.add_argument("--seed", type=int, default=0, help="with --synthetic: stimulus seed [0]")

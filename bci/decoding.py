@@ -132,6 +132,10 @@ def _check_stimulus_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike
     extra = encoder.config.extra or {}
     expected = extra.get("stimulus_fingerprint") if isinstance(extra, dict) else None
     if not expected:
+        if gal.meta.get("clip") == "stimulus-cnn":
+            raise ValueError(f"gallery {where} was embedded by a dual encoder's stimulus CNN (bci gallery build "
+                             f"--stimulus-encoder), but model {encoder.config.name!r} is not that dual encoder; "
+                             "build the gallery with the embedder the model was trained against")
         return
     got = str(gal.meta.get("clip_fingerprint", ""))
     if got != expected:
@@ -178,9 +182,10 @@ def build_result_steps(
         from bci.retrieval import Retriever, check_compatible
 
         gal = Gallery.load(gallery)
-        check_compatible(gal, encoder.config.embed_dim, where=f"model {encoder.config.name!r}")
-        _check_stimulus_gallery(encoder, gal, gallery)
+        # what embedded the gallery first: its advice is better than a size mismatch's
         query = _check_pattern_gallery(encoder, gal, gallery)
+        _check_stimulus_gallery(encoder, gal, gallery)
+        check_compatible(gal, encoder.config.embed_dim, where=f"model {encoder.config.name!r}")
         steps.append(RetrievalStep(Retriever(gal, device=str(encoder.device), backend=retrieval_backend, k=topk),
                                    k=topk, query=query))
     pattern = _pattern_step(encoder, images_dir)
@@ -204,9 +209,13 @@ def _check_pattern_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike)
     from bci.models.stimulus import pattern_fingerprint, pattern_query
 
     grid = _pattern_grid(encoder)
-    if grid is None:
-        return None
     got = str(gal.meta.get("clip_fingerprint", ""))
+    if grid is None:
+        if got.startswith("pattern-grid-"):
+            raise ValueError(f"gallery {where} holds stimulus patterns for an fMRI pattern decoder (bci gallery build "
+                             f"--pattern-grid), but model {encoder.config.name!r} is not a pattern decoder; build the "
+                             "gallery with the embedder the model was trained against")
+        return None
     if got != pattern_fingerprint(grid):
         raise ValueError(
             f"gallery {where} was embedded by {gal.meta.get('clip')!r} (fingerprint {got or 'none'}), but model "

@@ -178,6 +178,18 @@ def test_pattern_gallery_ranks_by_correlation_and_other_galleries_are_refused(tm
     build_gallery(images, ids, ids, [""] * 6, embedder=other, thumb_size=0, progress=False).save(tmp_path / "cnn")
     with pytest.raises(ValueError, match="4x4 pattern decoder.*--pattern-grid 4"):
         build_result_steps(encoder, [], gallery=tmp_path / "cnn")
+    # a pattern gallery of another grid: the same advice, not a size mismatch's "rebuild with the model's CLIP"
+    build_gallery(np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)[:, :25, :25], ids, ids, [""] * 6,
+                  embedder=PatternEmbedder(5), progress=False).save(tmp_path / "pg5")
+    with pytest.raises(ValueError, match="pattern-grid-5.*4x4 pattern decoder.*--pattern-grid 4"):
+        build_result_steps(encoder, [], gallery=tmp_path / "pg5")
+    # and the other way round: a model that is not a pattern decoder refuses a pattern gallery of its size
+    plain = default_config("fmri_mlp", n_chans=20, n_times=1, sfreq=0.5, embed_dim=16)
+    plain_encoder = load_encoder(save_checkpoint(build_model(plain), tmp_path / "plain"), device="cpu")
+    with pytest.raises(ValueError, match="holds stimulus patterns for an fMRI pattern decoder.*not a pattern decoder"):
+        build_result_steps(plain_encoder, [], gallery=tmp_path / "pg")
+    with pytest.raises(ValueError, match="embedded by a dual encoder's stimulus CNN.*is not that dual encoder"):
+        build_result_steps(plain_encoder, [], gallery=tmp_path / "cnn")
 
 
 def test_gallery_build_pattern_grid_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,8 +201,16 @@ def test_gallery_build_pattern_grid_flags(tmp_path: Path, capsys: pytest.Capture
         img = np.zeros((20, 20, 3), np.uint8)
         img[: 5 * (i + 1), :5] = 255
         Image.fromarray(img).save(folder / f"p{i}.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "blank.png")  # no pattern: left out, said so
     assert main(["gallery", "build", str(folder), str(tmp_path / "g"), "--pattern-grid", "4", "--no-progress"]) == 0
-    assert "16-d image embeddings (clip pattern, fingerprint pattern-grid-4)" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "wrote gallery" in out and "3 images, 16-d image embeddings (clip pattern, fingerprint pattern-grid-4)" in out
+    assert "blank: one flat grey at 4x4: its correlation with a decoded pattern is undefined" in err
+    from bci.gallery import Gallery
+
+    assert sorted(Gallery.load(tmp_path / "g").ids) == ["p0", "p1", "p2"]
+    assert main(["gallery", "build", str(folder), str(tmp_path / "s"), "--pattern-grid", "4", "--strict"]) == 2
+    assert "image 'blank' is one flat grey at 4x4" in capsys.readouterr().err
     assert main(["gallery", "build", str(folder), str(tmp_path / "h"), "--pattern-grid", "4", "--source", "text"]) == 2
     assert "--pattern-grid embeds images only" in capsys.readouterr().err
     assert main(["gallery", "build", str(folder), str(tmp_path / "h"), "--pattern-grid", "4",
