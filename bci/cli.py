@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from bci import __version__
 
@@ -72,6 +72,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         design=args.design,
         session=args.session,
     )
+    if args.stimuli is not None:
+        _write_stimuli(spec, args.stimuli, overwrite=args.overwrite)
     if args.out:
         path = simulate_to_session(spec, args.out, overwrite=args.overwrite)
         from streams.session import SessionReader
@@ -103,6 +105,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_stimuli(spec: Any, folder: Path, *, overwrite: bool) -> None:
+    """``--stimuli DIR``: the images the session's markers name, ``DIR/<id>.png`` + ``labels.csv`` (a gallery folder)."""
+    import csv
+
+    from PIL import Image
+
+    from streams.simulate import shown_stimuli
+
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"--stimuli {folder} exists and is not empty; pass --overwrite or choose another folder")
+    images, ids, labels, captions = shown_stimuli(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, image_id in zip(images, ids):
+        Image.fromarray(image).save(folder / f"{image_id}.png")
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "label", "caption"])
+        writer.writerows(zip(ids, labels, captions))
+    print(f"wrote the {len(ids)} stimulus images the markers name to {folder} "
+          f"(a gallery folder: bci gallery build {folder} OUT ...)")
+
+
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = _add_parser(
         sub,
@@ -128,7 +152,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start-delay", type=_non_negative_float, default=0.0, metavar="S",
                    help="then wait S more seconds, so several consumers all see the first sample [0]")
     p.add_argument("--out", type=Path, default=None, help="write a Zarr session here instead of streaming")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--stimuli", type=Path, default=None, metavar="DIR",
+                   help="also write the images the markers name (EEG stimuli, fMRI patterns in the order shown) as "
+                        "DIR/<id>.png + labels.csv, ready for 'bci gallery build DIR OUT'")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and --stimuli) if they exist")
     p.set_defaults(func=_cmd_simulate)
 
 

@@ -136,6 +136,7 @@ class _World:
             self.desc = self.sim.description(name=spec.name, source_id=spec.source_id)
             n_trials = max(1, int(spec.duration // (6 * tr)))
             patterns = make_binary_patterns(n_trials, seed=spec.seed)
+            self.patterns = patterns
             volumes, _, events = self.sim.generate(patterns)
             self.volumes = volumes[: max(1, int(spec.duration / tr))]
             self.n_samples = len(self.volumes)
@@ -154,6 +155,37 @@ class _World:
         else:
             for first in range(0, self.n_samples, chunk_size):
                 yield self.volumes[first : first + chunk_size], first
+
+
+def shown_stimuli(spec: SimulationSpec, scale: int = 6) -> tuple[np.ndarray, list[str], list[str], list[str]]:
+    """The images a simulated session's markers name (``stim/<id>/<label>``), for a gallery or a display.
+
+    Parameters
+    ----------
+    spec : SimulationSpec
+        The session (modality, seed, duration).
+    scale : int
+        fMRI: pixels per pattern cell.
+
+    Returns
+    -------
+    images : ndarray, shape (n, S, S, 3), uint8
+        EEG: the subject's stimulus set; fMRI: the binary patterns in the order shown,
+        white cells on black.
+    ids, labels, captions : list of str
+        EEG: ``imgNNNN``, class names, detailed captions; fMRI: ``patternNNNN``, ``"pattern"``,
+        ``"a binary pattern"``.
+    """
+    world = _World(spec)
+    if spec.modality == "eeg":
+        st = world.stimuli
+        labels = [str(st.class_names[int(c)]) for c in st.class_ids]
+        return np.asarray(st.images), [str(i) for i in st.image_ids], labels, [str(c) for c in st.captions]
+    cells = np.asarray(world.patterns, dtype=np.uint8) * 255
+    big = np.kron(cells, np.ones((1, int(scale), int(scale)), np.uint8))
+    n = len(cells)
+    return (np.repeat(big[..., None], 3, axis=3), [f"pattern{i:04d}" for i in range(n)], ["pattern"] * n,
+            ["a binary pattern"] * n)
 
 
 def simulate_to_session(

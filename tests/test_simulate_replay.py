@@ -54,6 +54,33 @@ def test_simulate_fmri_to_zarr(tmp_path: Path) -> None:
     assert reader.description(key).nominal_rate == pytest.approx(0.5)
 
 
+def test_simulate_writes_the_stimuli_its_markers_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--stimuli DIR: every stim marker's image id is a file there, labels as the markers say; a gallery folder."""
+    from bci.cli import main
+    from bci.gallery import images_from_folder
+    from streams.synthetic.stimuli import make_binary_patterns
+
+    for modality, duration in (("fmri", "120"), ("eeg", "20")):
+        out, folder = tmp_path / f"{modality}.zarr", tmp_path / f"{modality}-stimuli"
+        assert main(["simulate", "--modality", modality, "--duration", duration, "--seed", "2", "--out", str(out),
+                     "--stimuli", str(folder)]) == 0
+        _, values = SessionReader(out).markers()
+        stim = [v.split("/") for v in values if v.startswith("stim/")]
+        assert len(stim) >= 8
+        images, ids, labels, _ = images_from_folder(folder, size=60)
+        label_of = dict(zip(ids, labels))
+        for _, image_id, label in stim:
+            assert label_of[image_id] == label
+        if modality == "fmri":  # the pattern a marker names is the one shown at that trial
+            shown = make_binary_patterns(10, seed=2)
+            for _, image_id, _ in stim:
+                k = int(image_id[len("pattern"):])
+                np.testing.assert_array_equal(images[ids.index(image_id)][3::6, 3::6, 0] > 127, shown[k] > 0)
+    assert main(["simulate", "--duration", "5", "--out", str(tmp_path / "x.zarr"), "--stimuli", str(folder)]) == 2
+    assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
+
+
 def test_live_simulation_from_cli_matches_offline(tmp_path: Path, unique_name: str) -> None:
     """`bci simulate` in another process, recorded live == the same world written straight to Zarr."""
     proc = subprocess.Popen(_bci("simulate", "--name", unique_name, "--duration", "3", "--seed", "3",
