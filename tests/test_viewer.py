@@ -135,6 +135,12 @@ def test_model_maps_remote_times_and_merges_follow_up_images() -> None:
 def test_image_refs_placeholder_and_missing_ids(tmp_path: Path, gallery_dir: Path) -> None:
     img = _thumb((200, 10, 10))
     np.testing.assert_array_equal(decode_image_ref(encode_png_data_uri(img)), img)
+    grey = np.repeat(np.kron(np.random.default_rng(0).integers(0, 256, (10, 10)), np.ones((6, 6)))[..., None],
+                     3, axis=2).astype(np.uint8)  # a decoded fMRI pattern: stored as one channel, read as RGB
+    uri = encode_png_data_uri(grey)
+    np.testing.assert_array_equal(decode_image_ref(uri), grey)
+    np.testing.assert_array_equal(decode_image_ref(encode_png_data_uri(grey[..., 0])), grey)
+    assert len(uri) < 0.7 * len(encode_png_data_uri(np.ascontiguousarray(grey[..., ::-1] + [0, 0, 1])))
     from PIL import Image
 
     Image.fromarray(img).save(tmp_path / "s.png")

@@ -130,11 +130,17 @@ def _decode_bytes(raw: bytes, what: str) -> np.ndarray:
 
 
 def encode_png_data_uri(image: np.ndarray) -> str:
-    """A small ``data:image/png;base64,...`` URI of ``image`` (for producers of records)."""
+    """A small ``data:image/png;base64,...`` URI of ``image`` (for producers of records).
+
+    A grey image (2-D, or three equal channels) is stored as a one-channel PNG: a third
+    of the bytes, the same pixels once decoded (:func:`decode_image_ref` returns RGB).
+    """
     from PIL import Image
 
+    rgb = as_rgb(image)
+    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
     buf = io.BytesIO()
-    Image.fromarray(as_rgb(image)).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(rgb[..., 0]) if grey else rgb).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
