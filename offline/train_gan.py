@@ -95,8 +95,8 @@ class GanOptions:
     gan_loss: str = "hinge"
     augment: str = "color,translation,cutout"
     noise_dim: int = 0
-    g_channels: int = 32
-    d_channels: int = 32
+    g_channels: int = 16
+    d_channels: int = 16
     d_lr_ratio: float = 1.0
 
     def __post_init__(self) -> None:
