@@ -97,8 +97,7 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
         captions = captions_from_folder(images, ids)
         extra = {"images": str(images.resolve()), "skipped": len(skipped)}
     if pattern_grid is not None:
-        imgs, ids, labels, captions = _without_flat_patterns(imgs, ids, labels, captions, pattern_grid, strict,
-                                                             skipped)
+        imgs, ids, labels, captions = _without_flat_patterns(imgs, ids, labels, captions, embedder, strict, skipped)
     extra["clip_weights"] = str(Path(clip_weights).resolve()) if clip_weights is not None else ""
     if stimulus_encoder is not None:
         extra["stimulus_encoder"] = str(Path(stimulus_encoder).resolve())
@@ -112,20 +111,17 @@ def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str,
     return 0
 
 
-def _without_flat_patterns(imgs: Any, ids: list[str], labels: list[str], captions: list[str], grid: int,
+def _without_flat_patterns(imgs: Any, ids: list[str], labels: list[str], captions: list[str], embedder: Any,
                            strict: bool, skipped: list[tuple[str, str]]) -> tuple[Any, list[str], list[str], list[str]]:
-    """Leave out (or, with --strict, refuse) images that are one flat grey at the pattern grid."""
-    from bci.models.stimulus import images_to_grey
-
-    grey = images_to_grey(imgs, grid).reshape(len(imgs), -1).numpy()
-    flat = [i for i in range(len(ids)) if grey[i].std() < 1e-6]
+    """Leave out (or, with --strict, refuse) images that are one flat grey at the pattern grid (``PatternEmbedder``)."""
+    flat = {int(i) for i in embedder.flat_images(imgs)}
     if not flat:
         return imgs, ids, labels, captions
-    reason = f"one flat grey at {grid}x{grid}: its correlation with a decoded pattern is undefined"
+    reason = f"one flat grey at {embedder.grid}x{embedder.grid}: its correlation with a decoded pattern is undefined"
     if strict:
-        raise ValueError(f"image {ids[flat[0]]!r} is {reason} (--strict; drop --strict to skip such images)")
-    skipped.extend((ids[i], reason) for i in flat)
-    keep = [i for i in range(len(ids)) if i not in set(flat)]
+        raise ValueError(f"image {ids[min(flat)]!r} is {reason} (--strict; drop --strict to skip such images)")
+    skipped.extend((ids[i], reason) for i in sorted(flat))
+    keep = [i for i in range(len(ids)) if i not in flat]
     if not keep:
         raise ValueError(f"every image is {reason}; a pattern gallery needs patterns")
     return imgs[keep], [ids[i] for i in keep], [labels[i] for i in keep], [captions[i] for i in keep]

@@ -7,6 +7,7 @@ Each raises :class:`argparse.ArgumentTypeError`, so argparse prints
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def _number(text: str, kind: type, what: str) -> float | int:
@@ -51,6 +52,6 @@ def non_negative_float(text: str) -> float:
 def finite_float(text: str) -> float:
     """Any finite number (e.g. an offset in seconds, which may be negative)."""
     value = float(_number(text, float, "a number"))
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value

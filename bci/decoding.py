@@ -129,10 +129,12 @@ def pipeline_factory(
 
 def _check_stimulus_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike) -> None:
     """A dual-encoder model retrieves only from a gallery embedded by its own stimulus CNN."""
+    from bci.models.stimulus import StimulusCNN
+
     extra = encoder.config.extra or {}
     expected = extra.get("stimulus_fingerprint") if isinstance(extra, dict) else None
     if not expected:
-        if gal.meta.get("clip") == "stimulus-cnn":
+        if gal.meta.get("clip") == StimulusCNN.name:
             raise ValueError(f"gallery {where} was embedded by a dual encoder's stimulus CNN (bci gallery build "
                              f"--stimulus-encoder), but model {encoder.config.name!r} is not that dual encoder; "
                              "build the gallery with the embedder the model was trained against")
@@ -206,12 +208,12 @@ def build_result_steps(
 
 def _check_pattern_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike) -> Callable | None:
     """A pattern decoder retrieves from a pattern gallery of its grid, by correlation; None for other models."""
-    from bci.models.stimulus import pattern_fingerprint, pattern_query
+    from bci.models.stimulus import PatternEmbedder, pattern_fingerprint, pattern_query
 
     grid = _pattern_grid(encoder)
     got = str(gal.meta.get("clip_fingerprint", ""))
     if grid is None:
-        if got.startswith("pattern-grid-"):
+        if gal.meta.get("clip") == PatternEmbedder.name:
             raise ValueError(f"gallery {where} holds stimulus patterns for an fMRI pattern decoder (bci gallery build "
                              f"--pattern-grid), but model {encoder.config.name!r} is not a pattern decoder; build the "
                              "gallery with the embedder the model was trained against")
@@ -226,14 +228,9 @@ def _check_pattern_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike)
 
 def _pattern_grid(encoder: Encoder) -> int | None:
     """The ``pattern_grid`` of a pattern decoder (checked against its output size); None for other models."""
-    extra: Any = encoder.config.extra or {}
-    if not isinstance(extra, dict) or extra.get("embedding_space") != "pattern":
-        return None
-    grid = extra.get("pattern_grid")
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1 or grid * grid != encoder.config.embed_dim:
-        raise ValueError(f"model {encoder.config.name!r} is a pattern decoder but records pattern_grid={grid!r} for "
-                         f"{encoder.config.embed_dim} outputs; retrain it with 'bci train fmri --objective pattern'")
-    return grid
+    from bci.models.stimulus import pattern_grid
+
+    return pattern_grid(encoder.config, f"model {encoder.config.name!r}")
 
 
 def _pattern_step(encoder: Encoder, images_dir: str | os.PathLike | None):

@@ -162,11 +162,13 @@ class PatternStep:
 
     def images(self, logits: np.ndarray) -> np.ndarray:
         """``(B, grid²)`` logits → ``(B, grid·scale, grid·scale, 3)`` uint8 grey images."""
-        x = np.asarray(logits, dtype=np.float64)
+        from bci.models.stimulus import pattern_probabilities
+
+        x = np.asarray(logits)
         if x.ndim != 2 or x.shape[1] != self.grid * self.grid:
             raise ValueError(f"pattern logits have shape {x.shape}; expected (batch, {self.grid * self.grid}) "
                              f"for a {self.grid}x{self.grid} pattern")
-        prob = 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+        prob = pattern_probabilities(x)
         cells = np.rint(prob * 255.0).astype(np.uint8).reshape(-1, self.grid, self.grid)
         big = np.kron(cells, np.ones((1, self.scale, self.scale), np.uint8))
         return np.repeat(big[..., None], 3, axis=3)

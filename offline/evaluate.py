@@ -40,6 +40,7 @@ import torch
 from bci.inference import Encoder
 from bci.models import ModelConfig, load_checkpoint
 from bci.models.checkpoint import CheckpointError
+from bci.models.stimulus import pattern_grid, pattern_probabilities
 from bci.safe_io import read_json_object
 from offline.metrics import (
     Score,
@@ -317,8 +318,8 @@ def _evaluate_encoder(checkpoint: str | os.PathLike, ds: Any, split: str | None,
     if space == "clip":
         view = _clip_view(ds, embedder, str(extra.get("target") or "template"), level, idx, train)
     elif space == "pattern":
-        view = _pattern_view(ds, _pattern_grid(extra, run.config, checkpoint), idx, train)
-        pred = _sigmoid(pred)
+        view = _pattern_view(ds, pattern_grid(run.config, f"checkpoint {checkpoint}"), idx, train)
+        pred = pattern_probabilities(pred).astype(np.float32)
     elif space == "stimulus":
         view = _stimulus_view(ds, _stimulus_encoder(extra, checkpoint), idx, train)
     else:
@@ -429,18 +430,6 @@ def _metric_view(ds: Any, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) 
     onehot = np.eye(len(ds.class_names), dtype=np.float32)[labels[train]]
     return _View(centroids[classes], true, onehot, names=[str(ds.class_names[c]) for c in classes], ids=classes,
                  rows=_class_image_rows(ds, classes), level="class", metric_space=True)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, np.float64), -60, 60)))).astype(np.float32)
-
-
-def _pattern_grid(extra: dict[str, Any], cfg: ModelConfig, checkpoint: str | os.PathLike) -> int:
-    grid = extra.get("pattern_grid")
-    if not isinstance(grid, int) or grid * grid != cfg.embed_dim:
-        raise CheckpointError(f"checkpoint {checkpoint} is a pattern decoder but records pattern_grid={grid!r} "
-                              f"for {cfg.embed_dim} outputs; retrain it with 'bci train fmri --objective pattern'")
-    return grid
 
 
 def _image_level(ds: Any, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:

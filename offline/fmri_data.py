@@ -33,20 +33,13 @@ import numpy as np
 
 from offline.epochs import EpochDataset, write_epoch_dataset
 from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
-from streams.synthetic.stimuli import geometric_patterns
+from streams.synthetic.stimuli import geometric_patterns, pattern_images
 
 __all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "fmri_oracle_for_dataset", "pattern_images",
            "patterns_from_images"]
 
 GEOMETRIC_NAMES = ("large square frame", "small square frame", "plus", "X", "letter N", "letter E", "letter U",
                    "letter R", "letter O")
-
-
-def pattern_images(patterns: np.ndarray, scale: int = 6) -> np.ndarray:
-    """Binary patterns ``(n, g, g)`` → uint8 RGB images ``(n, g·scale, g·scale, 3)``, white on black."""
-    p = np.asarray(patterns, dtype=np.uint8)
-    big = np.kron(p, np.ones((1, scale, scale), np.uint8)) * 255
-    return np.repeat(big[..., None], 3, axis=3)
 
 
 def patterns_from_images(images: np.ndarray, grid: int = 10) -> np.ndarray:

@@ -30,6 +30,7 @@ from streams.synthetic import (
     make_binary_patterns,
     make_schedule,
     make_stimuli,
+    pattern_images,
 )
 
 logger = logging.getLogger(__name__)
@@ -181,10 +182,8 @@ def shown_stimuli(spec: SimulationSpec, scale: int = 6) -> tuple[np.ndarray, lis
         st = world.stimuli
         labels = [str(st.class_names[int(c)]) for c in st.class_ids]
         return np.asarray(st.images), [str(i) for i in st.image_ids], labels, [str(c) for c in st.captions]
-    cells = np.asarray(world.patterns, dtype=np.uint8) * 255
-    big = np.kron(cells, np.ones((1, int(scale), int(scale)), np.uint8))
-    n = len(cells)
-    return (np.repeat(big[..., None], 3, axis=3), [f"pattern{i:04d}" for i in range(n)], ["pattern"] * n,
+    n = len(world.patterns)
+    return (pattern_images(world.patterns, int(scale)), [f"pattern{i:04d}" for i in range(n)], ["pattern"] * n,
             ["a binary pattern"] * n)
 
 

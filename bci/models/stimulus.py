@@ -32,7 +32,8 @@ from bci.models.checkpoint import WEIGHTS_FILE
 from bci.safe_io import CONFIG_FILE, CheckpointError, atomic_write, read_json_config, refuse_pickles
 
 __all__ = ["STIMULUS_FORMAT", "PatternEmbedder", "StimulusCNN", "StimulusConfig", "images_to_grey",
-           "load_stimulus_encoder", "pattern_fingerprint", "pattern_query", "save_stimulus_encoder"]
+           "load_stimulus_encoder", "pattern_fingerprint", "pattern_grid", "pattern_probabilities", "pattern_query",
+           "save_stimulus_encoder"]
 
 STIMULUS_FORMAT = "bci-runtime.stimulus-encoder"
 STIMULUS_FORMAT_VERSION = 1
@@ -184,6 +185,30 @@ def _centre_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 1e-12, norms, 1.0)).astype(np.float32)
 
 
+def pattern_grid(config: Any, where: str) -> int | None:
+    """The ``pattern_grid`` of a pattern decoder's :class:`~bci.models.ModelConfig`; None for any other model.
+
+    Raises
+    ------
+    CheckpointError
+        ``extra.embedding_space`` is ``"pattern"`` but ``extra.pattern_grid`` is missing or
+        does not square to the output size (``where`` names the model in the message).
+    """
+    extra: Any = config.extra or {}
+    if not isinstance(extra, dict) or extra.get("embedding_space") != "pattern":
+        return None
+    grid = extra.get("pattern_grid")
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1 or grid * grid != config.embed_dim:
+        raise CheckpointError(f"{where} is a pattern decoder but records pattern_grid={grid!r} for "
+                              f"{config.embed_dim} outputs; retrain it with 'bci train fmri --objective pattern'")
+    return grid
+
+
+def pattern_probabilities(logits: np.ndarray) -> np.ndarray:
+    """A pattern decoder's logits → the probability that each cell is on (sigmoid, float64)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logits, dtype=np.float64), -60.0, 60.0)))
+
+
 def pattern_query(logits: np.ndarray) -> np.ndarray:
     """A pattern decoder's logits ``(B, grid²)`` → the vectors it retrieves with from a pattern gallery.
 
@@ -191,8 +216,7 @@ def pattern_query(logits: np.ndarray) -> np.ndarray:
     :class:`PatternEmbedder` gallery row is the Pearson correlation between the decoded
     pattern and the candidate, the identification rule of ``bci evaluate``.
     """
-    x = np.clip(np.asarray(logits, dtype=np.float64), -60.0, 60.0)
-    return _centre_rows(1.0 / (1.0 + np.exp(-x)))
+    return _centre_rows(pattern_probabilities(logits))
 
 
 class PatternEmbedder:
@@ -225,6 +249,17 @@ class PatternEmbedder:
         """:func:`pattern_fingerprint` of the grid."""
         return pattern_fingerprint(self.grid)
 
+    def _grey(self, images: np.ndarray) -> np.ndarray:
+        return images_to_grey(images, self.grid).reshape(len(images), -1).numpy()
+
+    def flat_images(self, images: np.ndarray) -> np.ndarray:
+        """Rows of ``images`` that are one flat grey at this grid (no pattern: correlation undefined)."""
+        return self._flat_rows(self._grey(images))
+
+    @staticmethod
+    def _flat_rows(grey: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(grey.std(axis=1) < 1e-6)
+
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """Centred unit-norm ``(n, grid²)`` float32 patterns of uint8 images.
 
@@ -233,8 +268,8 @@ class PatternEmbedder:
         ValueError
             An image that is one flat grey at this grid (its correlation with anything is undefined).
         """
-        grey = images_to_grey(images, self.grid).reshape(len(images), -1).numpy()
-        flat = np.flatnonzero(grey.std(axis=1) < 1e-6)
+        grey = self._grey(images)
+        flat = self._flat_rows(grey)
         if len(flat):
             raise ValueError(f"image row {int(flat[0])} is one flat grey at {self.grid}x{self.grid} "
                              f"({len(flat)} such image(s)): a pattern decoder identifies candidates by correlation, "

@@ -26,6 +26,7 @@ from streams.synthetic.stimuli import (
     geometric_patterns,
     make_binary_patterns,
     make_stimuli,
+    pattern_images,
 )
 
 __all__ = [
@@ -56,5 +57,6 @@ __all__ = [
     "onset_sample",
     "parse_block_marker",
     "parse_marker",
+    "pattern_images",
     "stimulus_events",
 ]

@@ -317,6 +317,13 @@ _LETTERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def pattern_images(patterns: np.ndarray, scale: int = 6) -> np.ndarray:
+    """Binary patterns ``(n, g, g)`` → uint8 RGB images ``(n, g·scale, g·scale, 3)``, white on black."""
+    p = np.asarray(patterns, dtype=np.uint8)
+    big = np.kron(p, np.ones((1, scale, scale), np.uint8)) * 255
+    return np.repeat(big[..., None], 3, axis=3)
+
+
 def geometric_patterns(grid: int = 10) -> list[np.ndarray]:
     """The fixed geometric patterns: square frames, a plus, an X and letters (N, E, U, R, O).
 
