@@ -1,6 +1,6 @@
 """Epoch dataset speed: building from a (simulated) session, and reading batches vs a .npy memmap.
 
-1. **Build**: ``offline.epochs_build.epochs_from_simulation`` simulates a session of the
+1. **Build**: ``offline.data.build.epochs_from_simulation`` simulates a session of the
    synthetic world (128 ch at 1 kHz, default 40 classes x 10 trials in 2 blocks per class)
    and cuts it through the runtime's pipeline (default preprocessing, 440-sample windows);
    then ``epochs_from_sessions`` cuts the kept session again, alone (no simulation).
@@ -53,7 +53,7 @@ def _rate(n_epochs: int, fn: Callable[[], Any], repeats: int = 3) -> float:
 
 def measure_build(tmp: Path, *, n_classes: int, n_per_class: int, n_blocks: int, seed: int) -> dict[str, Any]:
     """Epochs/s of epochs_from_simulation (simulate + cut) and of epochs_from_sessions alone."""
-    from offline.epochs_build import epochs_from_sessions, epochs_from_simulation
+    from offline.data.build import epochs_from_sessions, epochs_from_simulation
 
     sim = epochs_from_simulation(tmp / "sim.zarr", n_classes=n_classes, n_per_class=n_per_class, n_blocks=n_blocks,
                                  seed=seed, keep_session=tmp / "session.zarr")
@@ -74,7 +74,7 @@ def measure_build(tmp: Path, *, n_classes: int, n_per_class: int, n_blocks: int,
 
 def measure_reads(tmp: Path, *, n_epochs: int, batch: int, chunk_epochs: int, seed: int) -> dict[str, float]:
     """Epochs/s of the read patterns above, for the Zarr dataset and the .npy peer."""
-    from offline.epochs import EpochDataset, write_epoch_dataset
+    from offline.data.epochs import EpochDataset, write_epoch_dataset
 
     rng = np.random.default_rng(seed)
     data = (rng.standard_normal((n_epochs, 128, 440)) * 1e-5).astype(np.float32)

@@ -3,7 +3,7 @@
 A simulated session (default 10 min; the issue's full test is 60 min) is played over LSL by
 :class:`streams.replay.SessionReplayer` at ``--speed`` (default 10) in a separate process
 (``benchmarks/producer.py --replay``), and decoded live in this process by
-:class:`bci.runtime.LiveRuntime` with the default model and preprocessing, as
+:class:`bci.runtime.live.LiveRuntime` with the default model and preprocessing, as
 ``bci replay --decode --speed N`` does (dejitter off at speed != 1), but with the
 replayer in its own process. Every window's latency (``emitted_time - window_end_time``; the same up to
 the moment the record reached the sink, "delivered"; and the pipeline's own
@@ -105,8 +105,8 @@ def decode_replay(session: Path, checkpoint: Path, args: argparse.Namespace, wor
     """Start the replay process, decode it live until it ends; returns raw results."""
     import psutil
 
-    from bci.decoding import load_encoder, pipeline_factory
-    from bci.runtime import LiveRuntime
+    from bci.runtime.assemble import load_encoder, pipeline_factory
+    from bci.runtime.live import LiveRuntime
     from streams.lsl import local_clock
 
     suffix = f"-drift{os.getpid()}"

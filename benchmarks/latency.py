@@ -11,7 +11,7 @@ a second consumer would distort the first):
 * ``floor-poll``: the same with ``pull_chunk(timeout=0)`` and ``time.sleep(0.001)``
   between polls (the usual 1-ms polling loop).
 * ``floor-spin``: the same, busy-polling (no sleep).
-* ``ours``: :class:`bci.runtime.LiveRuntime` + :class:`bci.pipeline.Pipeline` with an
+* ``ours``: :class:`bci.runtime.live.LiveRuntime` + :class:`bci.runtime.pipeline.Pipeline` with an
   untrained default ``eeg_convnet`` checkpoint, the default ``PreprocessConfig`` (0.5-40 Hz
   + 50 Hz notch + average reference), CPU, results to a ``ListSink``. "In hand" is the
   record's ``emitted_time`` (after preprocessing, windowing and the encoder); also
@@ -158,10 +158,10 @@ def _serve_floor(ring: _Ring, pending: list[list], rows: list[dict], clock: Call
 
 def consume_ours(name: str, n_markers: int, deadline: float, checkpoint: Path) -> list[dict]:
     """LiveRuntime + Pipeline, default model and preprocessing, CPU, ListSink."""
-    from bci.decoding import load_encoder, pipeline_factory
-    from bci.inference import measure_latency
-    from bci.outputs import ListSink
-    from bci.runtime import LiveRuntime
+    from bci.runtime.assemble import load_encoder, pipeline_factory
+    from bci.runtime.inference import measure_latency
+    from bci.runtime.sinks import ListSink
+    from bci.runtime.live import LiveRuntime
     from streams.lsl import local_clock
 
     class StampingSink(ListSink):

@@ -1,10 +1,10 @@
 """Gallery retrieval on the CPU: exact torch vs FAISS flat vs FAISS HNSW (approximate).
 
-1. ``bci.retrieval.clustered_unit_vectors`` draws a seeded gallery (default 100,000 x 512,
+1. ``bci.retrieval.search.clustered_unit_vectors`` draws a seeded gallery (default 100,000 x 512,
    1,000 clusters, spread 1.0: cosine ~0.71 to the cluster centre, ~0.5 between members
    of a cluster, ~0 across clusters) and two query sets from the same clusters: one to
    tune HNSW's ``efSearch``, one to time.
-2. For each backend, a :class:`bci.retrieval.Retriever` is built (time and resident
+2. For each backend, a :class:`bci.retrieval.search.Retriever` is built (time and resident
    memory growth measured, plus the size of the searchable structure), then every
    timed query is searched alone (batch of 1, top-k): latency p50/p99 of
    ``Retriever.search``, which includes normalising the query and converting the
@@ -63,7 +63,7 @@ def set_threads(n: int) -> None:
 
 def build(gallery: Any, backend: str, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Build one retriever; its build time, memory growth and index size."""
-    from bci.retrieval import Retriever
+    from bci.retrieval.search import Retriever
 
     set_threads(args.threads if backend == "torch" else args.build_threads)
     gc.collect()
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
     import torch
 
-    from bci.retrieval import clustered_unit_vectors, gallery_from_vectors
+    from bci.retrieval.search import clustered_unit_vectors, gallery_from_vectors
 
     machine["faiss"] = faiss.__version__
     t = time.perf_counter()

@@ -102,8 +102,8 @@ def run_full_demo(workdir: str | os.PathLike = "bci-demo", *, live_seconds: floa
 
 # ----------------------------------------------------------------------------- steps
 def _dataset_step(work: Path, seed: int, force: bool, t0: float) -> Path:
-    from offline.epochs import EpochDataset
-    from offline.epochs_build import epochs_from_simulation
+    from offline.data.epochs import EpochDataset
+    from offline.data.build import epochs_from_simulation
 
     path = work / "dataset.zarr"
     if path.exists() and not force:
@@ -122,7 +122,7 @@ def _dataset_step(work: Path, seed: int, force: bool, t0: float) -> Path:
 
 
 def _clip_step(work: Path, force: bool, steps: int | None, t0: float) -> Path:
-    from offline.train_clip import train_tiny_clip
+    from offline.training.tasks.clip import train_tiny_clip
 
     out = work / "clip"
     kwargs: dict[str, Any] = {"force": force, "progress": sys.stderr.isatty()}
@@ -137,8 +137,8 @@ def _clip_step(work: Path, force: bool, steps: int | None, t0: float) -> Path:
 
 
 def _sample_step(work: Path, dataset: Path, clip_dir: Path, force: bool, epochs: int, t0: float) -> Path:
-    from offline.train_sample import SampleOptions, train_sample
-    from offline.training import TrainSettings
+    from offline.training.tasks.sample import SampleOptions, train_sample
+    from offline.training.loop import TrainSettings
 
     out = work / "sample"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file() and not force:
@@ -156,7 +156,7 @@ def _sample_step(work: Path, dataset: Path, clip_dir: Path, force: bool, epochs:
 
 def _gallery_step(work: Path, clip_dir: Path, seed: int, force: bool, t0: float) -> Path:
     from bci.clip import load_clip
-    from bci.gallery import Gallery, build_gallery, gallery_from_stimuli
+    from bci.retrieval.gallery import Gallery, build_gallery, gallery_from_stimuli
     from streams.synthetic.stimuli import make_stimuli
 
     out = work / "gallery"
@@ -174,7 +174,7 @@ def _gallery_step(work: Path, clip_dir: Path, seed: int, force: bool, t0: float)
 
 
 def _evaluate_step(work: Path, dataset: Path, sample: Path, clip_dir: Path, t0: float) -> dict[str, Any]:
-    from offline.evaluate import evaluate
+    from offline.evaluation.evaluate import evaluate
 
     out = work / "evaluation"
     report = evaluate(sample, dataset, split="block", part="test", clip_weights=clip_dir, out_dir=out)
@@ -187,14 +187,14 @@ def _evaluate_step(work: Path, dataset: Path, sample: Path, clip_dir: Path, t0: 
 
 def _score_lines(report: dict[str, Any]) -> list[str]:
     """The evaluation's table (model, ridge, oracle, chance side by side) as lines."""
-    from offline.evaluate import format_report
+    from offline.evaluation.evaluate import format_report
 
     return [line for line in format_report(report).splitlines() if not line.startswith("plots:")]
 
 
 def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: float, view: bool | None,
                t0: float) -> dict[str, Any]:
-    from bci.cli import main as bci_main
+    from bci.cli.main import main as bci_main
 
     tag = f"{os.getpid() % 1000}{int(time.time() * 1000) % 100000}"
     name = f"DemoEEG-{tag}"
@@ -226,7 +226,7 @@ def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: floa
 
 
 def _replay_step(work: Path, sample: Path, gallery: Path, live: dict[str, Any], t0: float) -> dict[str, Any]:
-    from bci.cli import main as bci_main
+    from bci.cli.main import main as bci_main
 
     events = work / "replay-events.jsonl"
     rc = bci_main(["replay", live["recording"], "--decode", "--model", str(sample), "--gallery", str(gallery),

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from offline.evaluate import evaluate
-from offline.fmri_data import fmri_dataset_from_simulation
-from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
-from offline.training import TrainSettings
+from offline.evaluation.evaluate import evaluate
+from offline.data.fmri import fmri_dataset_from_simulation
+from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
+from offline.training.loop import TrainSettings
 
 obj = sys.argv[1]; n_train = int(sys.argv[2]); n_sub = int(sys.argv[3])
 root = sys.argv[4] if len(sys.argv) > 4 else "fmri-multisubject"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bci.outputs import results_description, to_json
+from bci.runtime.sinks import results_description, to_json
 from streams.lsl import Outlet, local_clock
 
 MALFORMED = ("{not json", "[1, 2, 3]", json.dumps({"type": "window", "topk": "oops"}))

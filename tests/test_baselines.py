@@ -1,4 +1,4 @@
-"""Ridge baseline, grouped CV, voxel selection (offline/baselines.py) and the oracles (offline/oracle.py)."""
+"""Ridge baseline, grouped CV, voxel selection (offline/evaluation/baselines.py) and the oracles (offline/evaluation/oracle.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bci.preprocessing import PreprocessConfig, preprocess_recording
-from offline.baselines import (
+from offline.evaluation.baselines import (
     RidgeDecoder,
     cross_validated_scores,
     downsample_features,
     grouped_folds,
     voxel_selection,
 )
-from offline.metrics import classification_accuracy, similarity
-from offline.oracle import EEGOracle, FMRIOracle, eeg_templates
+from offline.scoring.metrics import classification_accuracy, similarity
+from offline.evaluation.oracle import EEGOracle, FMRIOracle, eeg_templates
 from streams.synthetic import (
     EEGSimConfig,
     EEGSimulator,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bci.cli import build_parser, main
+from bci.cli.main import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["simulate", "record", "replay", "info", "demo", "live", "view", "gallery", "train", "evaluate",
@@ -46,7 +46,7 @@ def test_every_subcommand_help_has_an_example(command: str, sub: str, capsys: py
 
 def test_help_does_not_import_torch() -> None:
     """Building the parser must stay quick: no torch/open_clip until a command needs them."""
-    code = "import sys; from bci.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from bci.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
 

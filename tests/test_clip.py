@@ -1,4 +1,4 @@
-"""CLIP wrapper (bci.clip) and tiny-CLIP training (offline.train_clip), on real models and files.
+"""CLIP wrapper (bci.clip) and tiny-CLIP training (offline.training.tasks.clip), on real models and files.
 
 One short real training run (32 px, 40 steps, one thread) is shared by the module;
 the full default training is run by hand and reported in docs/clip.md.
@@ -28,8 +28,8 @@ from bci.clip import (
     tiny_config,
 )
 from bci.clip.cache import text_key
-from offline import train_clip
-from offline.train_clip import EVAL_SEED, TinyClipSettings, train_tiny_clip, zero_shot_accuracy
+from offline.training.tasks import clip as train_clip
+from offline.training.tasks.clip import EVAL_SEED, TinyClipSettings, train_tiny_clip, zero_shot_accuracy
 from streams.synthetic.stimuli import make_stimuli
 
 SHORT = dict(steps=40, batch_size=48, image_size=32, lr=3e-3, n_train_sets=1, threads=1, progress=False)
@@ -353,8 +353,8 @@ def test_bad_images_texts_and_device(trained: tuple[Path, dict]) -> None:
 
 # ---------------------------------------------------------------------- CLI
 def test_cli_train_clip_prints_accuracy_vs_chance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bci.cli import _add_parser
-    from offline.cli_clip import register_train_clip
+    from bci.cli.main import _add_parser
+    from offline.cli.clip import register_train_clip
 
     parser = argparse.ArgumentParser(prog="bci")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -11,22 +11,22 @@ import pytest
 import torch
 import zarr
 
-from bci.cli import _add_parser
-from bci.decoding import load_encoder, pipeline_factory
+from bci.cli.main import _add_parser
+from bci.runtime.assemble import load_encoder, pipeline_factory
 from bci.models.checkpoint import save_checkpoint
 from bci.models.registry import build_model, default_config
-from bci.outputs import ListSink
+from bci.runtime.sinks import ListSink
 from bci.preprocessing import PreprocessConfig, preprocess_recording
-from bci.runtime import decode_session
-from offline.cli_epochs import register
-from offline.epochs import (
+from bci.runtime.live import decode_session
+from offline.cli.dataset import register
+from offline.data.epochs import (
     DatasetFormatError,
     EpochDataset,
     EpochDatasetWriter,
     write_epoch_dataset,
 )
-from offline.epochs_build import epochs_from_sessions, epochs_from_simulation, simulation_schedule
-from offline.splits import check_splits
+from offline.data.build import epochs_from_sessions, epochs_from_simulation, simulation_schedule
+from offline.data.splits import check_splits
 from streams.description import StreamDescription
 from streams.errors import OutputExistsError
 from streams.session import SessionReader, SessionWriter

@@ -1,4 +1,4 @@
-"""``offline.evaluate``: reports, plots, baselines, the oracle, bad checkpoints, embedding export."""
+"""``offline.evaluation.evaluate``: reports, plots, baselines, the oracle, bad checkpoints, embedding export."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from bci.models.checkpoint import CheckpointError
-from offline.epochs import EpochDataset
-from offline.evaluate import REPORT_FILE, evaluate, export_embeddings, format_report, tsne
-from offline.train_gan import GanOptions, train_saliency_gan
-from offline.train_pixel import train_pixel
-from offline.training import TrainSettings
+from offline.data.epochs import EpochDataset
+from offline.evaluation.evaluate import REPORT_FILE, evaluate, export_embeddings, format_report, tsne
+from offline.training.tasks.saliency_gan import GanOptions, train_saliency_gan
+from offline.training.tasks.pixel import train_pixel
+from offline.training.loop import TrainSettings
 from tests.test_training import FAST, PIXEL, SMALL_NET, clip_dir, make_small_dataset  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -138,7 +138,7 @@ def test_tsne_separates_clusters() -> None:
 
 
 def test_oracle_on_a_simulated_dataset(tmp_path: Path) -> None:
-    from offline.epochs_build import epochs_from_simulation
+    from offline.data.build import epochs_from_simulation
 
     report = epochs_from_simulation(tmp_path / "sim.zarr", n_classes=4, n_per_class=3, n_blocks=3, snr=1.0,
                                     seed=0, splits=("block",))
@@ -153,7 +153,7 @@ def test_oracle_on_a_simulated_dataset(tmp_path: Path) -> None:
 
 
 def test_zero_shot_split_reports_zero_shot_accuracy(data: dict, clip_dir: Path, tmp_path: Path) -> None:
-    from offline.train_sample import SampleOptions, train_sample
+    from offline.training.tasks.sample import SampleOptions, train_sample
 
     out = tmp_path / "zs"
     train_sample(data["ds"], out, split="zero_shot", clip_weights=clip_dir,
@@ -171,8 +171,8 @@ def test_zero_shot_split_reports_zero_shot_accuracy(data: dict, clip_dir: Path, 
 def _cli():
     import argparse
 
-    from bci.cli import _add_parser
-    from offline.cli_train import register_evaluate, register_train
+    from bci.cli.main import _add_parser
+    from offline.cli.train import register_evaluate, register_train
 
     parser = argparse.ArgumentParser(prog="bci")
     sub = parser.add_subparsers(dest="command")

@@ -15,8 +15,8 @@ from bci.models import load_checkpoint, read_config
 from bci.models.checkpoint import CheckpointError
 from bci.models.stimulus import (StimulusCNN, StimulusConfig, images_to_grey, load_stimulus_encoder,
                                  save_stimulus_encoder)
-from offline.epochs import EpochDataset
-from offline.training import TrainSettings
+from offline.data.epochs import EpochDataset
+from offline.training.loop import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _fmri(tmp: Path, name: str, *, seed: int = 0, n_voxels: int = 300, n_train: int = 120, grid: int = 10,
           snr: float = 3.0) -> Path:
-    from offline.fmri_data import fmri_dataset_from_simulation
+    from offline.data.fmri import fmri_dataset_from_simulation
 
     return fmri_dataset_from_simulation(tmp / name, n_train=n_train, block_size=20, val_blocks=1, test_repeats=2,
                                         n_voxels=n_voxels, snr=snr, seed=seed, grid=grid)
@@ -77,8 +77,8 @@ def test_stimulus_encoder_round_trip_and_refusals(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- objectives
 def test_pattern_decoder_learns_the_patterns(fmri_a: Path, tmp_path: Path) -> None:
-    from offline.evaluate import evaluate, format_report
-    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+    from offline.evaluation.evaluate import evaluate, format_report
+    from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
 
     out = tmp_path / "pattern"
     result = train_fmri_joint(fmri_a, out, options=FMRIJointOptions(objective="pattern", hidden=[128]),
@@ -101,8 +101,8 @@ def test_pattern_decoder_learns_the_patterns(fmri_a: Path, tmp_path: Path) -> No
 
 
 def test_dual_encoder_with_stimulus_cnn(fmri_a: Path, tmp_path: Path) -> None:
-    from offline.evaluate import evaluate
-    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+    from offline.evaluation.evaluate import evaluate
+    from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
 
     out = tmp_path / "dual"
     options = FMRIJointOptions(objective="dual", embed_dim=64, hidden=[128], stimulus_size=10,
@@ -129,8 +129,8 @@ def test_dual_encoder_with_stimulus_cnn(fmri_a: Path, tmp_path: Path) -> None:
 
 
 def test_multi_subject_model_shares_the_trunk(fmri_a: Path, fmri_b: Path, tmp_path: Path) -> None:
-    from offline.evaluate import evaluate
-    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+    from offline.evaluation.evaluate import evaluate
+    from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
 
     out = tmp_path / "multi"
     result = train_fmri_joint([fmri_a, fmri_b], out, options=FMRIJointOptions(objective="pattern", hidden=[96, 64]),
@@ -155,8 +155,8 @@ def test_multi_subject_model_shares_the_trunk(fmri_a: Path, fmri_b: Path, tmp_pa
 
 
 def test_pattern_grid_28(tmp_path: Path) -> None:
-    from offline.fmri_data import fmri_oracle_for_dataset
-    from offline.train_fmri_joint import pattern_targets
+    from offline.data.fmri import fmri_oracle_for_dataset
+    from offline.training.tasks.fmri_joint import pattern_targets
 
     path = _fmri(tmp_path, "g28.zarr", n_voxels=200, n_train=40, grid=28)
     ds = EpochDataset.open(path)
@@ -165,8 +165,8 @@ def test_pattern_grid_28(tmp_path: Path) -> None:
     assert targets.shape == (len(ds.images), 784) and set(np.unique(targets)) <= {0.0, 1.0}
     oracle = fmri_oracle_for_dataset(ds, ds.splits["block"]["train"])
     assert oracle is not None and oracle.n_candidates == len(ds.images)
-    from offline.evaluate import evaluate
-    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+    from offline.evaluation.evaluate import evaluate
+    from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
 
     train_fmri_joint(ds, tmp_path / "dec28", options=FMRIJointOptions(objective="pattern", hidden=[64]),
                      settings=_settings(2))
@@ -177,7 +177,7 @@ def test_pattern_grid_28(tmp_path: Path) -> None:
 
 
 def test_joint_options_are_checked() -> None:
-    from offline.train_fmri_joint import FMRIJointOptions
+    from offline.training.tasks.fmri_joint import FMRIJointOptions
 
     with pytest.raises(ValueError, match="objective='ridge'"):
         FMRIJointOptions(objective="ridge")
@@ -188,7 +188,7 @@ def test_joint_options_are_checked() -> None:
 
 
 def test_joint_training_refuses_eeg(tmp_path: Path) -> None:
-    from offline.train_fmri_joint import train_fmri_joint
+    from offline.training.tasks.fmri_joint import train_fmri_joint
     from tests.test_training import make_small_dataset
 
     dataset = make_small_dataset(tmp_path / "eeg.zarr")
@@ -226,10 +226,10 @@ def _live_retrieval_with_a_stimulus_gallery(ckpt: Path, data: Path, tmp_path: Pa
     """Runtime side: a gallery embedded by the dual encoder's CNN, used by the live decoding steps."""
     from PIL import Image
 
-    from bci.cli_gallery import build_command
-    from bci.decoding import build_result_steps, load_encoder
-    from bci.gallery import Gallery, build_gallery
-    from bci.retrieval import Retriever
+    from bci.cli.gallery import build_command
+    from bci.runtime.assemble import build_result_steps, load_encoder
+    from bci.retrieval.gallery import Gallery, build_gallery
+    from bci.retrieval.search import Retriever
 
     ds = EpochDataset.open(data)
     test = ds.splits["block"]["test"]
@@ -262,7 +262,7 @@ def test_stimuli_held_out_for_one_subject_must_be_held_out_for_all(fmri_a: Path,
     """Multi-subject: another subject training on this subject's test stimuli would inflate its scores."""
     import shutil
 
-    from offline.train_fmri_joint import train_fmri_joint
+    from offline.training.tasks.fmri_joint import train_fmri_joint
 
     copy = tmp_path / "b.zarr"
     shutil.copytree(fmri_a, copy)
@@ -278,7 +278,7 @@ def test_stimuli_held_out_for_one_subject_must_be_held_out_for_all(fmri_a: Path,
 
 
 def test_cli_search_keeps_the_fmri_sub_checkpoints(fmri_a: Path, fmri_b: Path, tmp_path: Path) -> None:
-    from offline.evaluate import evaluate
+    from offline.evaluation.evaluate import evaluate
 
     out = tmp_path / "search-dual"
     r = _bci("train", "fmri", "--data", str(fmri_a), "--out", str(out), "--objective", "dual", "--search", "2",
@@ -298,10 +298,10 @@ def test_model_trained_on_the_dataset_decodes_a_recorded_session(tmp_path: Path)
     """offline = online for fMRI: a dual encoder trained on ``fmri_dataset_from_simulation`` epochs retrieves the
     geometric patterns of a session of the same simulated subject recorded by ``bci simulate --modality fmri``,
     through the runtime's own windowing (the checkpoint's trained offset) in ``bci replay --decode``."""
-    from bci.cli import main
-    from bci.gallery import build_gallery
-    from offline.fmri_data import GEOMETRIC_NAMES, pattern_images
-    from offline.train_fmri_joint import FMRIJointOptions, train_fmri_joint
+    from bci.cli.main import main
+    from bci.retrieval.gallery import build_gallery
+    from offline.data.fmri import GEOMETRIC_NAMES, pattern_images
+    from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
     from streams.synthetic.stimuli import geometric_patterns, make_binary_patterns
 
     data = _fmri(tmp_path, "ds.zarr", seed=0, n_voxels=967, n_train=160, snr=3.0)

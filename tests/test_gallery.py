@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bci.gallery import (
+from bci.retrieval.gallery import (
     ARRAYS_FILE,
     FORMAT_VERSION,
     JSON_FILE,
@@ -356,8 +356,8 @@ def _cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
 
     ``bci.clip`` (the real tiny CLIP) is another module's; the lead adds a CLI test with it.
     """
-    from bci import cli_gallery
-    from bci.cli import _add_parser
+    from bci.cli import gallery as cli_gallery
+    from bci.cli.main import _add_parser
 
     monkeypatch.setattr(cli_gallery, "load_embedder", lambda name, weights, device: PixelEmbedder(name=name))
     parser = argparse.ArgumentParser(prog="bci")
@@ -447,8 +447,8 @@ def tiny_clip_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def test_cli_with_the_real_tiny_clip(tmp_path: Path, tiny_clip_dirs: tuple[Path, Path],
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """``bci gallery build/search`` through ``bci.clip.load_clip`` (no stand-in embedder)."""
-    from bci import cli_gallery
-    from bci.cli import _add_parser
+    from bci.cli import gallery as cli_gallery
+    from bci.cli.main import _add_parser
     from bci.clip import load_clip
 
     def run(argv: list[str]) -> int:

@@ -111,8 +111,8 @@ def test_edf_written_by_mne_export(tmp_path: Path) -> None:
 
 def test_imported_session_cuts_into_an_epoch_dataset(tmp_path: Path) -> None:
     """The stim/<image_id>/<label> markers are the runtime's: the epoch builder reads them."""
-    from offline.epochs import EpochDataset
-    from offline.epochs_build import epochs_from_sessions
+    from offline.data.epochs import EpochDataset
+    from offline.data.build import epochs_from_sessions
 
     raw, x = _raw(n_seconds=8.0)
     raw.save(tmp_path / "r_raw.fif", verbose="error")
@@ -316,9 +316,9 @@ def test_image_folder_report(tmp_path: Path) -> None:
 
 # ============================================================================ CLI
 def _run_cli(argv: list[str]) -> int:
-    """Parse with the real sub-command wiring (bci/cli.py's _add_parser) and run the handler."""
-    from bci.cli import _add_parser
-    from offline.cli_import import register
+    """Parse with the real sub-command wiring (bci/cli/main.py's _add_parser) and run the handler."""
+    from bci.cli.main import _add_parser
+    from offline.cli.imports import register
 
     parser = argparse.ArgumentParser(prog="bci")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -356,7 +356,7 @@ def test_cli_raw_xdf_fmri_and_help(tmp_path: Path, capsys: pytest.CaptureFixture
     assert _run_cli(["import", "fmri", str(tmp_path / "f.npz"), str(tmp_path / "f"), "--test-runs", "4",
                      "--offset", "4.5"]) == 0
     assert "8 epochs x 5 channels x 1 samples at 0.5 Hz" in capsys.readouterr().out
-    from offline.epochs import EpochDataset
+    from offline.data.epochs import EpochDataset
 
     assert EpochDataset.open(tmp_path / "f").attrs["window"]["offset"] == 4.5
     with pytest.raises(SystemExit):
@@ -376,5 +376,5 @@ def test_cli_things_without_trust_pickle_is_refused(tmp_path: Path) -> None:
     te = write_things(tmp_path / "test.npy", things_content(2, 3))
     with pytest.raises(UnsafeFileError, match=r"--trust-pickle") as info:
         _run_cli(["import", "things-eeg2", str(tr), str(te), str(tmp_path / "t")])
-    assert isinstance(info.value, ValueError)                            # bci/cli.py prints it, exit 2
+    assert isinstance(info.value, ValueError)                            # bci/cli/main.py prints it, exit 2
     assert not (tmp_path / "t").exists()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from offline.epochs import EpochDataset
+from offline.data.epochs import EpochDataset
 from offline.importers import (
     ImportFormatError,
     UnsafeFileError,
@@ -23,7 +23,7 @@ from offline.importers import (
     import_things_eeg2,
 )
 from offline.importers.eeg_imagenet import reconstruct_blocks
-from offline.splits import check_splits
+from offline.data.splits import check_splits
 from tests.importer_files import eeg_imagenet_content, things_content, write_eeg_imagenet, write_splits, write_things
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bci.inference import WARMUP_BATCH_SIZES, Encoder, measure_latency, select_device
+from bci.runtime.inference import WARMUP_BATCH_SIZES, Encoder, measure_latency, select_device
 from bci.models import EncoderModel, build_model, default_config, load_checkpoint, save_checkpoint
 
 NAMES = [f"E{i}" for i in range(128)]

@@ -1,4 +1,4 @@
-"""Losses: semi-hard triplet mining, SSIM, DiffAugment, GAN losses, CLIP alignment (offline/losses.py)."""
+"""Losses: semi-hard triplet mining, SSIM, DiffAugment, GAN losses, CLIP alignment (offline/training/losses.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from offline.losses import (
+from offline.training.losses import (
     clip_alignment_loss,
     diff_augment,
     discriminator_loss,

@@ -1,4 +1,4 @@
-"""Metrics with chance levels (offline/metrics.py): hand-computed cases, exact vs brute force, validation."""
+"""Metrics with chance levels (offline/scoring/metrics.py): hand-computed cases, exact vs brute force, validation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from offline.metrics import (
+from offline.scoring.metrics import (
     Score,
     classification_accuracy,
     clip_two_way,

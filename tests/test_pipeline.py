@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from bci.decoding import load_encoder, make_sinks, pipeline_factory
+from bci.runtime.assemble import load_encoder, make_sinks, pipeline_factory
 from bci.models.checkpoint import save_checkpoint
 from bci.models.registry import build_model, default_config
-from bci.outputs import ListSink
+from bci.runtime.sinks import ListSink
 from bci.preprocessing import PreprocessConfig
-from bci.runtime import LiveRuntime, decode_session
+from bci.runtime.live import LiveRuntime, decode_session
 from streams.replay import SessionReplayer
 from streams.session import SessionReader
 from streams.simulate import SimulationSpec, simulate_to_session
@@ -83,7 +83,7 @@ def test_windows_use_the_offset_the_model_was_trained_with(session: SessionReade
     assert records and all(r["window_start_index"] == int(round(r["marker_time"] * 1000)) + 50 for r in records)
     encoder = load_encoder(model, device="cpu")
     desc = session.description(session.find("type=EEG"))
-    with caplog.at_level("WARNING", logger="bci.decoding"):
+    with caplog.at_level("WARNING", logger="bci.runtime.assemble"):
         pipeline = pipeline_factory(encoder, [ListSink()], offset=0.02)(desc)
     assert "--offset 0.020 s differs from the 0.050 s the model was trained with" in caplog.text
     assert pipeline.window.offset == pytest.approx(0.02)
@@ -241,7 +241,7 @@ def test_fmri_windows_average_trs_after_the_hrf_delay(tmp_path: Path) -> None:
 
 
 def test_live_without_markers_or_hop_is_a_clear_error(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bci.cli import main
+    from bci.cli.main import main
 
     assert main(["live", "--eeg", "X", "--model", str(model_dir), "--no-view"]) == 2
     assert "--markers NAME or --hop S" in capsys.readouterr().err

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bci.cli import main
+from bci.cli.main import main
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 25 s simulated session, an untrained 128-d encoder, a gallery of the stimuli, a generator."""
     from bci import clip
-    from bci.gallery import build_gallery, gallery_from_stimuli
+    from bci.retrieval.gallery import build_gallery, gallery_from_stimuli
     from bci.generation import GeneratorConfig, SaliencyGenerator, save_generator
     from streams.synthetic.stimuli import make_stimuli
 
@@ -51,7 +51,7 @@ def test_replay_decode_with_gallery_lists_topk_and_true_rank(world: dict[str, Pa
     assert rc == 0
     windows = [r for r in _records(events) if r["type"] == "window"]
     assert len(windows) >= 15
-    from bci.gallery import Gallery
+    from bci.retrieval.gallery import Gallery
 
     gallery = Gallery.load(world["gallery"])
     emb = np.asarray([w["embedding"] for w in windows], dtype=np.float32)
@@ -103,7 +103,7 @@ def test_diffusion_without_generator_is_a_clear_error(world: dict[str, Path], tm
 
 
 def test_pattern_step_draws_the_decoded_pattern(tmp_path: Path) -> None:
-    from bci.result_steps import ImageWriter, PatternStep
+    from bci.runtime.steps import ImageWriter, PatternStep
     from bci.viewer.images import decode_image_ref
 
     logits = np.full((2, 9), -5.0, np.float32)   # all off
@@ -127,10 +127,10 @@ def test_pattern_step_draws_the_decoded_pattern(tmp_path: Path) -> None:
 
 
 def test_pattern_decoder_gets_its_step_and_a_wrong_grid_is_refused(tmp_path: Path) -> None:
-    from bci.decoding import build_result_steps, load_encoder
+    from bci.runtime.assemble import build_result_steps, load_encoder
     from bci.models.checkpoint import save_checkpoint
     from bci.models.registry import build_model, default_config
-    from bci.result_steps import PatternStep
+    from bci.runtime.steps import PatternStep
 
     cfg = default_config("fmri_mlp", n_chans=20, n_times=1, sfreq=0.5, embed_dim=16)
     cfg.extra = {"embedding_space": "pattern", "pattern_grid": 4}
@@ -144,12 +144,12 @@ def test_pattern_decoder_gets_its_step_and_a_wrong_grid_is_refused(tmp_path: Pat
 
 
 def test_pattern_gallery_ranks_by_correlation_and_other_galleries_are_refused(tmp_path: Path) -> None:
-    from bci.decoding import build_result_steps, load_encoder
-    from bci.gallery import build_gallery
+    from bci.runtime.assemble import build_result_steps, load_encoder
+    from bci.retrieval.gallery import build_gallery
     from bci.models.checkpoint import save_checkpoint
     from bci.models.registry import build_model, default_config
     from bci.models.stimulus import PatternEmbedder, StimulusCNN, StimulusConfig, pattern_query
-    from bci.result_steps import PatternStep, RetrievalStep
+    from bci.runtime.steps import PatternStep, RetrievalStep
 
     rng = np.random.default_rng(0)
     cells = (rng.random((6, 4, 4)) < 0.5).astype(np.uint8)
@@ -206,7 +206,7 @@ def test_gallery_build_pattern_grid_flags(tmp_path: Path, capsys: pytest.Capture
     out, err = capsys.readouterr()
     assert "wrote gallery" in out and "3 images, 16-d image embeddings (clip pattern, fingerprint pattern-grid-4)" in out
     assert "blank: one flat grey at 4x4: its correlation with a decoded pattern is undefined" in err
-    from bci.gallery import Gallery
+    from bci.retrieval.gallery import Gallery
 
     assert sorted(Gallery.load(tmp_path / "g").ids) == ["p0", "p1", "p2"]
     assert main(["gallery", "build", str(folder), str(tmp_path / "s"), "--pattern-grid", "4", "--strict"]) == 2

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bci.gallery import Gallery, build_gallery, gallery_from_stimuli
-from bci.retrieval import (
+from bci.retrieval.gallery import Gallery, build_gallery, gallery_from_stimuli
+from bci.retrieval.search import (
     BACKENDS,
     DimensionMismatchError,
     FaissNotInstalledError,
@@ -174,7 +174,7 @@ def test_torch_on_cuda_matches_cpu(small) -> None:
 
 
 def test_cli_backends_match_the_library() -> None:
-    from bci import cli_gallery
+    from bci.cli import gallery as cli_gallery
 
     assert cli_gallery.BACKENDS == BACKENDS
 

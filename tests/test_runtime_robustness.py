@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bci.decoding import load_encoder, pipeline_factory
+from bci.runtime.assemble import load_encoder, pipeline_factory
 from bci.models.checkpoint import save_checkpoint
 from bci.models.registry import build_model, default_config
-from bci.outputs import ListSink
-from bci.runtime import LiveRuntime
+from bci.runtime.sinks import ListSink
+from bci.runtime.live import LiveRuntime
 
 REPO = Path(__file__).resolve().parents[1]
 MARKS = (500, 1200, 1900)

@@ -56,8 +56,8 @@ def test_simulate_fmri_to_zarr(tmp_path: Path) -> None:
 
 def test_simulate_writes_the_stimuli_its_markers_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--stimuli DIR: every stim marker's image id is a file there, labels as the markers say; a gallery folder."""
-    from bci.cli import main
-    from bci.gallery import images_from_folder
+    from bci.cli.main import main
+    from bci.retrieval.gallery import images_from_folder
     from streams.synthetic.stimuli import make_binary_patterns
 
     for modality, duration in (("fmri", "120"), ("eeg", "20")):

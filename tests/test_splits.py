@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bci.cli import _add_parser
-from offline.cli_epochs import register
-from offline.epochs import EpochDataset, SplitLeakError, write_epoch_dataset
-from offline.splits import (
+from bci.cli.main import _add_parser
+from offline.cli.dataset import register
+from offline.data.epochs import EpochDataset, SplitLeakError, write_epoch_dataset
+from offline.data.splits import (
     analyse_split,
     block_design,
     block_split,
@@ -216,7 +216,7 @@ def test_add_split_refuses_leaks_and_records_allowed_ones(block_ds: EpochDataset
     with pytest.raises(SplitLeakError, match=r"share 2 session\(s\); a session split holds whole sessions out"):
         block_ds.add_split("sess", parts, kind="session")
     assert "half" not in block_ds.splits
-    with caplog.at_level(logging.WARNING, logger="offline.epochs"):
+    with caplog.at_level(logging.WARNING, logger="offline.data.epochs"):
         info = block_ds.add_split("half", {"train": np.arange(0, 50), "test": np.arange(50, n)}, allow_leak=True)
     assert info.leaking and "stored although it leaks" in caplog.text
     reopened = EpochDataset.open(block_ds.path)

@@ -1,6 +1,6 @@
 """Offline trainers: real torch training on a small synthetic epoch dataset (CPU, seconds).
 
-The dataset (``make_small_dataset``) is written with ``offline.epochs.write_epoch_dataset``
+The dataset (``make_small_dataset``) is written with ``offline.data.epochs.write_epoch_dataset``
 and holds class-dependent evoked patterns in noise, single-class blocks, stimulus images
 and captions, and stored ``block`` / ``zero_shot`` splits: everything the trainers read
 from a real one, at 16 channels x 100 samples so that each run takes about a second.
@@ -18,11 +18,11 @@ import torch
 from safetensors.torch import load_file
 
 from bci.models import load_checkpoint, read_config
-from offline.epochs import EpochDataset, write_epoch_dataset
-from offline.splits import block_split, zero_shot_split
-from offline.train_pixel import PixelOptions, centroid_accuracy, train_pixel
-from offline.train_sample import build_encoder, embed_windows
-from offline.training import (
+from offline.data.epochs import EpochDataset, write_epoch_dataset
+from offline.data.splits import block_split, zero_shot_split
+from offline.training.tasks.pixel import PixelOptions, centroid_accuracy, train_pixel
+from offline.training.tasks.sample import build_encoder, embed_windows
+from offline.training.loop import (
     NonFiniteLossError,
     TrainSettings,
     WindowSource,
@@ -272,7 +272,7 @@ SMALL_NET = {"n_spatial": 8, "n_separable": 16}
 
 def test_sample_training_aligns_to_clip_templates(dataset: EpochDataset, clip_dir: Path, tmp_path: Path) -> None:
     from bci.clip import load_clip
-    from offline.train_sample import SampleOptions, class_gallery, retrieval_top, train_sample
+    from offline.training.tasks.sample import SampleOptions, class_gallery, retrieval_top, train_sample
 
     out = tmp_path / "sample"
     opts = SampleOptions(loss="infonce", model_params=SMALL_NET)
@@ -299,8 +299,8 @@ def test_two_stage_sample_extractor_on_a_frozen_pixel_backbone(dataset: EpochDat
                                                                 pixel_run: tuple[Path, object], tmp_path: Path) -> None:
     """--backbone: the pixel-level layers are copied and stay frozen; only the MLP head learns."""
     from bci.models import load_checkpoint
-    from offline.evaluate import evaluate
-    from offline.train_sample import SampleOptions, train_sample
+    from offline.evaluation.evaluate import evaluate
+    from offline.training.tasks.sample import SampleOptions, train_sample
 
     pixel_dir, _ = pixel_run
     out = tmp_path / "two-stage"
@@ -338,7 +338,7 @@ def test_two_stage_sample_extractor_on_a_frozen_pixel_backbone(dataset: EpochDat
 
 
 def test_sample_target_needs_what_the_dataset_lacks(dataset: EpochDataset, clip_dir: Path, tmp_path: Path) -> None:
-    from offline.train_sample import SampleOptions
+    from offline.training.tasks.sample import SampleOptions
 
     with pytest.raises(ValueError, match="target="):
         SampleOptions(target="pixels")
@@ -348,9 +348,9 @@ def test_sample_target_needs_what_the_dataset_lacks(dataset: EpochDataset, clip_
 
 # ----------------------------------------------------------------------------- fMRI
 def test_fmri_training_with_voxel_selection(clip_dir: Path, tmp_path: Path) -> None:
-    from offline.evaluate import evaluate
-    from offline.fmri_data import fmri_dataset_from_simulation
-    from offline.train_fmri import train_fmri
+    from offline.evaluation.evaluate import evaluate
+    from offline.data.fmri import fmri_dataset_from_simulation
+    from offline.training.tasks.fmri import train_fmri
     from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 
     path = fmri_dataset_from_simulation(tmp_path / "fmri.zarr", n_train=60, block_size=10, val_blocks=1,
@@ -375,7 +375,7 @@ def test_fmri_training_with_voxel_selection(clip_dir: Path, tmp_path: Path) -> N
 
 
 def test_train_fmri_refuses_eeg_data(dataset: EpochDataset, clip_dir: Path, tmp_path: Path) -> None:
-    from offline.train_fmri import train_fmri
+    from offline.training.tasks.fmri import train_fmri
 
     with pytest.raises(ValueError, match="modality 'eeg'.*fMRI"):
         train_fmri(dataset, tmp_path / "x", clip_weights=clip_dir)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from bci.gallery import Gallery
+from bci.retrieval.gallery import Gallery
 from bci.viewer import (
     ImageCache,
     LslProvider,
@@ -299,11 +299,11 @@ def test_in_process_viewer_with_a_stalled_gui_decodes_every_window(qtbot, unique
     """run_live_viewer next to a LiveRuntime; the GUI stalls 2 s; every marker is still decoded."""
     import torch
 
-    from bci.decoding import load_encoder, pipeline_factory
+    from bci.runtime.assemble import load_encoder, pipeline_factory
     from bci.models.checkpoint import save_checkpoint
     from bci.models.registry import build_model, default_config
-    from bci.outputs import ListSink
-    from bci.runtime import LiveRuntime
+    from bci.runtime.sinks import ListSink
+    from bci.runtime.live import LiveRuntime
     from bci.viewer import run_live_viewer
 
     torch.manual_seed(0)
@@ -338,10 +338,10 @@ def test_run_ending_before_the_screenshot_is_due_still_takes_it(qtbot, unique_na
     """--duration shorter than --after (or a stream that ends): the last picture is saved, with a warning."""
     import torch
 
-    from bci.decoding import load_encoder, pipeline_factory
+    from bci.runtime.assemble import load_encoder, pipeline_factory
     from bci.models.checkpoint import save_checkpoint
     from bci.models.registry import build_model, default_config
-    from bci.runtime import LiveRuntime
+    from bci.runtime.live import LiveRuntime
     from bci.viewer import run_live_viewer
 
     torch.manual_seed(0)
@@ -370,10 +370,10 @@ def test_runtime_error_is_raised_rather_than_the_missing_screenshot(qtbot, uniqu
     a run that ends cleanly with no data says no screenshot was taken (the CLI must not print 'saved')."""
     import torch
 
-    from bci.decoding import load_encoder, pipeline_factory
+    from bci.runtime.assemble import load_encoder, pipeline_factory
     from bci.models.checkpoint import save_checkpoint
     from bci.models.registry import build_model, default_config
-    from bci.runtime import LiveRuntime
+    from bci.runtime.live import LiveRuntime
     from bci.viewer import run_live_viewer
 
     torch.manual_seed(0)
@@ -433,7 +433,7 @@ def test_bci_view_screenshot_end_to_end(procs, unique_name: str, gallery_dir: Pa
 
 def test_bci_view_without_display_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from bci.cli import main
+    from bci.cli.main import main
 
     for key in NO_DISPLAY:
         monkeypatch.delenv(key, raising=False)
@@ -444,7 +444,7 @@ def test_bci_view_without_display_is_a_clear_error(monkeypatch: pytest.MonkeyPat
 
 def test_bci_live_without_display_says_so_and_runs_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from bci.cli import main
+    from bci.cli.main import main
 
     for key in NO_DISPLAY:
         monkeypatch.delenv(key, raising=False)

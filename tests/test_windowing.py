@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bci.windowing import EventWindower, SlidingWindower, WindowSpec
+from bci.runtime.windowing import EventWindower, SlidingWindower, WindowSpec
 from streams.ringbuffer import RingBuffer
 
 SFREQ = 1000.0

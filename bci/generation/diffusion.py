@@ -337,7 +337,7 @@ class LatentImg2Img:
     def __init__(self, vae: Any, unet: Any, scheduler: Any, projector: EmbeddingToTokens, *,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  image_size: int | None = None) -> None:
-        from bci.inference import select_device
+        from bci.runtime.inference import select_device
 
         diffusers = _import_diffusers()
         _check_components(diffusers, vae, unet, scheduler, projector)

@@ -538,7 +538,7 @@ class PixelImageStep:
 
     def __init__(self, generator: SaliencyGenerator, *, device: str | torch.device = "cpu",
                  seed: int | None = 0) -> None:
-        from bci.inference import select_device
+        from bci.runtime.inference import select_device
 
         if not isinstance(generator, SaliencyGenerator):
             raise TypeError(f"PixelImageStep expects a SaliencyGenerator, got {type(generator).__name__}")

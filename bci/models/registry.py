@@ -58,7 +58,7 @@ class ModelConfig:
     preprocessing : dict or None
         Preprocessing config the model was trained with, stored as-is.
     scaler : dict or None
-        Per-channel standardisation applied by :class:`bci.inference.Encoder`:
+        Per-channel standardisation applied by :class:`bci.runtime.inference.Encoder`:
         ``{"mean": [n_chans floats], "std": [n_chans floats], ...}`` (scalars allowed;
         other keys are kept as-is).
     labels : list of str or None

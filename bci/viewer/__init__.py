@@ -2,7 +2,7 @@
 
 Two ways to run (see docs/viewer.md):
 
-* in-process, next to a running :class:`~bci.runtime.LiveRuntime`
+* in-process, next to a running :class:`~bci.runtime.live.LiveRuntime`
   (:func:`run_live_viewer`, used by ``bci live``);
 * stand-alone over LSL (:func:`run_stream_viewer`, ``bci view``).
 

@@ -1,4 +1,4 @@
-"""Run the viewer: in-process next to a :class:`~bci.runtime.LiveRuntime`, or stand-alone over LSL.
+"""Run the viewer: in-process next to a :class:`~bci.runtime.live.LiveRuntime`, or stand-alone over LSL.
 
 The Qt event loop runs on the calling (main) thread; acquisition and decoding keep
 running on their own threads whatever the GUI does. ``screenshot`` renders offscreen
@@ -23,7 +23,7 @@ from streams.errors import StreamLostError
 
 if TYPE_CHECKING:
     from bci.preprocessing import PreprocessConfig
-    from bci.runtime import LiveRuntime
+    from bci.runtime.live import LiveRuntime
     from bci.viewer.images import ThumbnailGallery
 
 logger = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def run_live_viewer(runtime: LiveRuntime, *, duration: float | None = None, on_t
                     tick: float = 0.1, options: ViewerOptions | None = None) -> int:
     """Show the viewer while ``runtime`` decodes (``bci live``); returns when either stops.
 
-    The runtime's :meth:`~bci.runtime.LiveRuntime.run` loop (``duration``, ``on_tick``)
+    The runtime's :meth:`~bci.runtime.live.LiveRuntime.run` loop (``duration``, ``on_tick``)
     moves to a background thread; the Qt loop runs here. Closing the window, Ctrl-C,
     the end of ``duration`` or a screenshot stop the runtime cleanly; an error of the
     runtime is raised here.

@@ -27,14 +27,14 @@ DATA_URI_PREFIX = "data:image/"
 
 
 class ThumbnailGallery(Protocol):
-    """What the viewer uses of a :class:`bci.gallery.Gallery`."""
+    """What the viewer uses of a :class:`bci.retrieval.gallery.Gallery`."""
 
     def thumbnail(self, image_id: str) -> np.ndarray | None:
         """``(h, w, 3)`` uint8, or None when the id is unknown."""
 
 
 def load_gallery(directory: str | os.PathLike) -> ThumbnailGallery:
-    """Load a gallery directory (``bci.gallery.Gallery.load``) for thumbnails.
+    """Load a gallery directory (``bci.retrieval.gallery.Gallery.load``) for thumbnails.
 
     Raises
     ------
@@ -47,9 +47,9 @@ def load_gallery(directory: str | os.PathLike) -> ThumbnailGallery:
     if not path.exists():
         raise FileNotFoundError(f"--gallery {str(path)!r} does not exist; build one with 'bci gallery' or omit it")
     try:
-        from bci.gallery import Gallery
+        from bci.retrieval.gallery import Gallery
     except ImportError as exc:
-        raise ValueError(f"--gallery needs bci.gallery, which cannot be imported here ({exc})") from None
+        raise ValueError(f"--gallery needs bci.retrieval.gallery, which cannot be imported here ({exc})") from None
     return Gallery.load(path)
 
 

@@ -1,4 +1,4 @@
-"""Where the viewer's data come from: a running :class:`~bci.runtime.LiveRuntime`, or LSL.
+"""Where the viewer's data come from: a running :class:`~bci.runtime.live.LiveRuntime`, or LSL.
 
 A *provider* fills a :class:`~bci.viewer.model.ViewerModel` and reports the health of
 the session (:meth:`health`). Both providers leave all work to background threads:
@@ -35,7 +35,7 @@ from streams.ringbuffer import RingBuffer
 
 if TYPE_CHECKING:
     from bci.preprocessing import PreprocessConfig
-    from bci.runtime import LiveRuntime
+    from bci.runtime.live import LiveRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _receiver_health(h: Health, receiver: StreamReceiver, meter: RateMeter) -> N
 
 # --------------------------------------------------------------------------- in-process
 class RuntimeProvider:
-    """The viewer's data from a :class:`~bci.runtime.LiveRuntime` in this process.
+    """The viewer's data from a :class:`~bci.runtime.live.LiveRuntime` in this process.
 
     Parameters
     ----------

@@ -287,7 +287,7 @@ def store_splits(out: os.PathLike, specs: dict[str, dict[str, Any]]) -> dict[str
     dict
         ``name -> leak reasons`` (empty list for a clean split).
     """
-    from offline.epochs import EpochDataset
+    from offline.data.epochs import EpochDataset
 
     ds = EpochDataset.open(out)
     leaks = {}
@@ -300,8 +300,8 @@ def store_splits(out: os.PathLike, specs: dict[str, dict[str, Any]]) -> dict[str
 
 def epoch_table(labels: np.ndarray, subject: np.ndarray, session: np.ndarray, block: np.ndarray,
                 class_names: Sequence[str], window_seconds: float, run: np.ndarray | None = None) -> Any:
-    """An :class:`offline.epochs.EpochTable` (metadata only) for the split builders, before writing."""
-    from offline.epochs import EpochTable
+    """An :class:`offline.data.epochs.EpochTable` (metadata only) for the split builders, before writing."""
+    from offline.data.epochs import EpochTable
 
     as_int = [np.asarray(v, dtype=np.int64) for v in (labels, subject, session, block)]
     return EpochTable(labels=as_int[0], subject=as_int[1], session=as_int[2], block=as_int[3],

@@ -25,10 +25,10 @@ block-aware splits built here:
   ``blocks="consecutive"`` starts a new block whenever ``(subject, label)``
   changes in file order (the two agree when the file keeps presentation order);
 * **sessions**: one recording session per subject (``session = subject``);
-* split ``block`` (``offline.splits.block_split``, kind ``block``): whole blocks,
+* split ``block`` (``offline.data.splits.block_split``, kind ``block``): whole blocks,
   stratified by class, 20 % test / 10 % val of each class's blocks -- i.e. for
   every class the blocks of some subjects are held out;
-* split ``subject`` (``offline.splits.subject_split``, kind ``subject``): whole
+* split ``subject`` (``offline.data.splits.subject_split``, kind ``subject``): whole
   subjects held out for test (with 3 subjects or more).
 """
 
@@ -440,7 +440,7 @@ def import_eeg_imagenet(
         The dataset directory. Splits: ``block`` and ``subject`` (block-aware),
         ``published-1``... (with ``splits_path``).
     """
-    from offline.epochs import EpochDatasetWriter
+    from offline.data.epochs import EpochDatasetWriter
     from tqdm import tqdm
 
     out = check_output(out, overwrite)
@@ -551,18 +551,18 @@ def _source(f: EEGImageNetFile, splits_path: str | os.PathLike | None, sfreq: fl
 def _split_specs(f: EEGImageNetFile, subj_codes: np.ndarray, block: np.ndarray,
                  published: list[dict[str, np.ndarray]], splits_path: str | os.PathLike | None,
                  n_times: int, sfreq: float, class_names: list[str], seed: int) -> dict[str, Any]:
-    from offline.splits import block_split, subject_split
+    from offline.data.splits import block_split, subject_split
 
     table = epoch_table(f.label[f.kept], subj_codes, subj_codes, block, class_names, n_times / float(sfreq))
     specs: dict[str, Any] = {}
     try:
         specs["block"] = {"parts": block_split(table, val=0.1, test=0.2, seed=seed), "kind": "block",
-                          "meta": {"builder": "offline.splits.block_split", "val": 0.1, "test": 0.2, "seed": seed}}
+                          "meta": {"builder": "offline.data.splits.block_split", "val": 0.1, "test": 0.2, "seed": seed}}
     except ValueError as e:
         logger.warning("%s: no block split (%s)", f.path, e)
     if len(np.unique(subj_codes)) >= 3:
         specs["subject"] = {"parts": subject_split(table, test=0.2, val=0.1, seed=seed), "kind": "subject",
-                            "meta": {"builder": "offline.splits.subject_split", "val": 0.1, "test": 0.2,
+                            "meta": {"builder": "offline.data.splits.subject_split", "val": 0.1, "test": 0.2,
                                      "seed": seed}}
     for k, parts in enumerate(published, start=1):
         rows, dropped = remap_split(parts, f.kept, f.n_file)

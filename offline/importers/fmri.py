@@ -26,7 +26,7 @@ class per image. Stimulus patterns become the image table as RGB uint8 (0 -> 0,
 1 -> 255), kept at their own size (10x10) unless ``image_size`` asks for a
 nearest-neighbour resize (e.g. 28). Split ``block`` (kind ``block``, blocks =
 runs): whole runs held out -- the runs in ``test_runs`` (val: the last other
-run), or 20 % test / 10 % val of the runs drawn by ``offline.splits.block_split``.
+run), or 20 % test / 10 % val of the runs drawn by ``offline.data.splits.block_split``.
 """
 
 from __future__ import annotations
@@ -264,10 +264,10 @@ def run_split(table: Any, run: np.ndarray, test_runs: Sequence[int] | None = Non
     """Whole runs held out.
 
     With ``test_runs``: those runs test, the last other run val (when two or more
-    remain), the rest train. Otherwise ``offline.splits.block_split`` (blocks are
+    remain), the rest train. Otherwise ``offline.data.splits.block_split`` (blocks are
     runs; 20 % test, 10 % val). None when the runs are too few for a split.
     """
-    from offline.splits import block_split
+    from offline.data.splits import block_split
 
     runs = np.unique(run)
     if test_runs is None:
@@ -317,7 +317,7 @@ def import_fmri(
         default keeps their grid (10x10).
     test_runs : sequence of int, optional
         Runs of the test part of the ``block`` split (default: 20 % of the runs,
-        10 % for val, drawn with ``seed`` by ``offline.splits.block_split``).
+        10 % for val, drawn with ``seed`` by ``offline.data.splits.block_split``).
     seed : int
         Seed of the split.
     offset : float, optional
@@ -335,7 +335,7 @@ def import_fmri(
     Path
         The dataset directory.
     """
-    from offline.epochs import write_epoch_dataset
+    from offline.data.epochs import write_epoch_dataset
 
     if not (isinstance(tr, (int, float)) and not isinstance(tr, bool) and np.isfinite(tr) and tr > 0):
         raise ValueError(f"tr={tr!r} must be a positive number of seconds")

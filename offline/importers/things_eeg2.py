@@ -21,7 +21,7 @@ What the dataset gets: one epoch per (image, repetition) -- or per image with
 ``average_repetitions`` -- with ``block`` = the image (all repetitions of an
 image are one block, so no split separates them), ``session`` = 0 (the files
 merge the recording sessions and do not say which repetition came from which),
-and the split ``zero_shot`` (``offline.splits.zero_shot_split``): every epoch of
+and the split ``zero_shot`` (``offline.data.splits.zero_shot_split``): every epoch of
 the 200 test concepts -- never seen in training -- in test (200-way zero-shot),
 the training images in train, 10 % of them (whole images) in val.
 """
@@ -318,8 +318,8 @@ def import_things_eeg2(
         Missing keys, wrong shapes, training and test files that disagree on
         channels or times.
     """
-    from offline.epochs import EpochDatasetWriter
-    from offline.splits import zero_shot_split
+    from offline.data.epochs import EpochDatasetWriter
+    from offline.data.splits import zero_shot_split
     from tqdm import tqdm
 
     out = check_output(out, overwrite)
@@ -364,7 +364,7 @@ def import_things_eeg2(
     held = np.unique(test_c).tolist()
     parts = zero_shot_split(table, held_out_classes=held, val=val, seed=seed)
     store_splits(out, {"zero_shot": {"parts": parts, "kind": "zero_shot", "meta": {
-        "builder": "offline.splits.zero_shot_split", "held_out": "the THINGS-EEG2 test concepts (never in training)",
+        "builder": "offline.data.splits.zero_shot_split", "held_out": "the THINGS-EEG2 test concepts (never in training)",
         "n_held_out_classes": len(held), "val": val, "seed": seed}}})
     return out
 

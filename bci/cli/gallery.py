@@ -1,0 +1,289 @@
+"""``bci gallery``: build, describe and search image galleries.
+
+Wired into ``bci/cli/main.py`` with ``register(sub, _add_parser)``. Handlers turn the
+argparse namespace into plain arguments and call :mod:`bci.retrieval.gallery`,
+:mod:`bci.retrieval.search` and :func:`bci.clip.load_clip` (imported inside, only when
+needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from bci.cli.types import positive_int
+
+#: Same as ``bci.retrieval.search.BACKENDS`` (not imported here: building the parser must not import torch).
+BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+
+EXAMPLES = (
+    "bci gallery build images/ galleries/mine --clip ViT-B-32 --clip-weights weights/vit-b-32.safetensors\n"
+    "  bci gallery build --synthetic galleries/synthetic --clip tiny --clip-weights models/tiny-clip\n"
+    "  bci gallery info galleries/synthetic\n"
+    '  bci gallery search galleries/synthetic --text "a red triangle" -k 5 --clip tiny '
+    "--clip-weights models/tiny-clip"
+)
+
+
+def load_embedder(name: str, weights: Path | None, device: str) -> Any:
+    """The CLIP embedder of ``--clip``/``--clip-weights``/``--device`` (:func:`bci.clip.load_clip`)."""
+    from bci.clip import load_clip
+
+    return load_clip(name, weights, device)
+
+
+# --------------------------------------------------------------------------- build
+def load_stimulus_embedder(path: Path, device: str) -> Any:
+    """The stimulus CNN of a dual-encoder fMRI model, as a gallery embedder (``--stimulus-encoder``)."""
+    from bci.models.stimulus import load_stimulus_encoder
+
+    from bci.safe_io import CheckpointError, read_json_object
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        try:
+            cfg = read_json_object(path / "config.json")
+        except CheckpointError:
+            cfg = {}  # load_stimulus_encoder says what is wrong with it
+        rel = (cfg.get("extra") or {}).get("stimulus_encoder")
+        if cfg.get("format") == "bci-runtime.checkpoint" and isinstance(rel, str):
+            path = (path / rel).resolve()  # the dual-encoder checkpoint was given: use its CNN
+    from bci.runtime.inference import select_device
+
+    return load_stimulus_encoder(path, device=select_device(device))
+
+
+def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str, clip_weights: Path | None,
+                  device: str, source: str, strict: bool, thumb_size: int, image_size: int | None, batch_size: int,
+                  n_per_class: int, seed: int, caption: str, name: str | None, overwrite: bool,
+                  progress: bool = True, stimulus_encoder: Path | None = None,
+                  pattern_grid: int | None = None) -> int:
+    """Build a gallery from a folder or the synthetic world, save it, print a summary."""
+    from bci.retrieval.gallery import Gallery, build_gallery, captions_from_folder, gallery_from_stimuli, images_from_folder
+
+    if synthetic == (images is not None):
+        raise ValueError("give either an IMAGES folder or --synthetic (not both, not neither); "
+                         "e.g. 'bci gallery build photos/ out/' or 'bci gallery build --synthetic out/'")
+    if not overwrite and (out / "gallery.json").exists():
+        raise FileExistsError(f"{out} already holds a gallery; pass --overwrite or choose another OUT")
+    if images is not None and not images.is_dir():
+        raise FileNotFoundError(f"image folder {images} does not exist or is not a directory")
+    if stimulus_encoder is not None and pattern_grid is not None:
+        raise ValueError("give --stimulus-encoder (a dual encoder's gallery) or --pattern-grid (a pattern decoder's), "
+                         "not both")
+    if (stimulus_encoder is not None or pattern_grid is not None) and source != "image":
+        raise ValueError(f"{'--stimulus-encoder' if stimulus_encoder is not None else '--pattern-grid'} embeds "
+                         "images only; drop --source text")
+    if stimulus_encoder is not None:
+        embedder = load_stimulus_embedder(stimulus_encoder, device)
+    elif pattern_grid is not None:
+        from bci.models.stimulus import PatternEmbedder
+
+        embedder = PatternEmbedder(pattern_grid)
+    else:
+        embedder = load_embedder(clip, clip_weights, device)  # before reading the images: a bad --clip fails fast
+    if image_size is None:  # patterns at a multiple of their grid keep every cell whole
+        image_size = 6 * pattern_grid if pattern_grid is not None else 224
+    skipped: list[tuple[str, str]] = []
+    if synthetic:
+        from streams.synthetic.stimuli import make_stimuli
+
+        imgs, ids, labels, captions = gallery_from_stimuli(make_stimuli(n_per_class, seed=seed), caption=caption)
+        extra = {"images": f"synthetic stimuli (n_per_class={n_per_class}, seed={seed}, captions={caption})"}
+    else:
+        imgs, ids, labels, skipped = images_from_folder(images, strict=strict, size=image_size)
+        captions = captions_from_folder(images, ids)
+        extra = {"images": str(images.resolve()), "skipped": len(skipped)}
+    if pattern_grid is not None:
+        imgs, ids, labels, captions = _without_flat_patterns(imgs, ids, labels, captions, embedder, strict, skipped)
+    extra["clip_weights"] = str(Path(clip_weights).resolve()) if clip_weights is not None else ""
+    if stimulus_encoder is not None:
+        extra["stimulus_encoder"] = str(Path(stimulus_encoder).resolve())
+    gallery = build_gallery(imgs, ids, labels, captions, embedder=embedder, source=source, thumb_size=thumb_size,
+                            batch_size=batch_size, progress=progress, name=name or out.name, extra_meta=extra)
+    gallery.save(out, overwrite=overwrite)
+    Gallery.load(out)  # read back what was written: a broken store fails here, not at start-up later
+    print(f"wrote gallery {out}: {len(gallery)} images, {gallery.embed_dim}-d {source} embeddings "
+          f"(clip {gallery.meta['clip']}, fingerprint {gallery.meta['clip_fingerprint']})")
+    _print_skipped(skipped)
+    return 0
+
+
+def _without_flat_patterns(imgs: Any, ids: list[str], labels: list[str], captions: list[str], embedder: Any,
+                           strict: bool, skipped: list[tuple[str, str]]) -> tuple[Any, list[str], list[str], list[str]]:
+    """Leave out (or, with --strict, refuse) images that are one flat grey at the pattern grid (``PatternEmbedder``)."""
+    flat = {int(i) for i in embedder.flat_images(imgs)}
+    if not flat:
+        return imgs, ids, labels, captions
+    reason = f"one flat grey at {embedder.grid}x{embedder.grid}: its correlation with a decoded pattern is undefined"
+    if strict:
+        raise ValueError(f"image {ids[min(flat)]!r} is {reason} (--strict; drop --strict to skip such images)")
+    skipped.extend((ids[i], reason) for i in sorted(flat))
+    keep = [i for i in range(len(ids)) if i not in flat]
+    if not keep:
+        raise ValueError(f"every image is {reason}; a pattern gallery needs patterns")
+    return imgs[keep], [ids[i] for i in keep], [labels[i] for i in keep], [captions[i] for i in keep]
+
+
+def _print_skipped(skipped: list[tuple[str, str]], shown: int = 10) -> None:
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} file(s) that could not be read (use --strict to stop on them):", file=sys.stderr)
+    for rel, reason in skipped[:shown]:
+        print(f"  {rel}: {reason}", file=sys.stderr)
+    if len(skipped) > shown:
+        print(f"  ... and {len(skipped) - shown} more", file=sys.stderr)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    return build_command(images=args.images, out=args.out, synthetic=args.synthetic, clip=args.clip,
+                         clip_weights=args.clip_weights, device=args.device, source=args.source,
+                         stimulus_encoder=args.stimulus_encoder, pattern_grid=args.pattern_grid,
+                         strict=args.strict, thumb_size=args.thumb_size, image_size=args.image_size,
+                         batch_size=args.batch_size, n_per_class=args.n_per_class, seed=args.seed,
+                         caption=args.caption, name=args.name, overwrite=args.overwrite,
+                         progress=not args.no_progress)
+
+
+# --------------------------------------------------------------------------- info
+def info_command(directory: Path) -> int:
+    """Print a gallery's size, dimension, CLIP, source and provenance."""
+    from bci.retrieval.gallery import Gallery
+
+    g = Gallery.load(directory)
+    thumbs = "x".join(str(s) for s in g.thumbnails.shape[1:3]) if g.has_thumbnails else "none"
+    print(f"gallery {g.name!r} at {directory}")
+    print(f"  images:       {len(g)} ({len(set(g.labels))} distinct labels, "
+          f"{sum(bool(c) for c in g.captions)} with captions)")
+    print(f"  embeddings:   {g.embed_dim}-d, source {g.meta.get('source', '?')}")
+    print(f"  clip:         {g.meta.get('clip', '?')} (fingerprint {g.meta.get('clip_fingerprint') or '?'})")
+    print(f"  thumbnails:   {thumbs}")
+    for key, label in (("clip_weights", "weights"), ("images", "from"), ("created", "created"),
+                       ("bci_version", "bci version")):
+        if g.meta.get(key):
+            print(f"  {label + ':':<13} {g.meta[key]}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    return info_command(args.dir)
+
+
+# --------------------------------------------------------------------------- search
+def search_command(directory: Path, *, text: str | None, image: Path | None, k: int, clip: str,
+                   clip_weights: Path | None, device: str, backend: str) -> int:
+    """Search a gallery with a caption or an image file; print the top-k."""
+    from bci.retrieval.gallery import Gallery
+    from bci.retrieval.search import FaissNotInstalledError, Retriever, check_compatible
+
+    if (text is None) == (image is None):
+        raise ValueError("give exactly one of --text and --image")
+    if k < 1:
+        raise ValueError(f"-k {k} must be >= 1")
+    gallery = Gallery.load(directory)
+    embedder = load_embedder(clip, clip_weights, device)
+    check_compatible(gallery, int(embedder.embed_dim), where=f"CLIP {embedder.name!r}",
+                     clip_fingerprint=str(embedder.fingerprint()))
+    try:
+        retriever = Retriever(gallery, device=device if backend == "torch" else "cpu", backend=backend, k=k)
+    except FaissNotInstalledError as exc:  # an ImportError: make it a one-line CLI error
+        raise ValueError(str(exc)) from None
+    if text is not None:
+        hits = retriever.search_text([text], embedder)[0]
+        what = repr(text)
+    else:
+        hits = retriever.search_images(_read_one_image(image), embedder)[0]
+        what = str(image)
+    print(f"top {len(hits)} of {len(gallery)} in gallery {gallery.name!r} for {what}:")
+    width = max(len(h["id"]) for h in hits)
+    for rank, h in enumerate(hits, 1):
+        print(f"  {rank:>2}. {h['id']:<{width}}  {h['score']:+.4f}  {h['label']}")
+    return 0
+
+
+def _read_one_image(path: Path) -> Any:
+    from bci.retrieval.gallery import read_image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--image {path} does not exist")
+    try:
+        img = read_image(path, 224)
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise ValueError(f"--image {path}: cannot decode ({type(exc).__name__}: {exc})") from None
+    return img[None]
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    return search_command(args.dir, text=args.text, image=args.image, k=args.k, clip=args.clip,
+                          clip_weights=args.clip_weights, device=args.device, backend=args.backend)
+
+
+# --------------------------------------------------------------------------- parser
+def _add_clip_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip", default="tiny", metavar="NAME",
+                   help="CLIP architecture: 'tiny' or an open_clip name such as ViT-B-32 [tiny]")
+    p.add_argument("--clip-weights", type=Path, default=None, metavar="PATH",
+                   help="local CLIP weights: a folder from 'bci train clip', an open_clip folder or a weights file "
+                        "(required; nothing is downloaded)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto [cpu]")
+
+
+def _sub(gsub: argparse._SubParsersAction, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    return gsub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``bci gallery build|info|search`` to the ``bci`` sub-command parsers."""
+    p = add_parser(sub, "gallery", "Build, describe and search image galleries (CLIP embeddings + thumbnails).",
+                   EXAMPLES)
+    gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
+    gsub.required = True
+
+    b = _sub(gsub, "build", "Embed a folder of images (or the synthetic stimuli) with CLIP into a gallery.",
+             "bci gallery build photos/ galleries/photos --clip ViT-B-32 --clip-weights vit-b-32.safetensors\n"
+             "  bci gallery build --synthetic galleries/synthetic --source text   # caption embeddings")
+    b.add_argument("images", type=Path, nargs="?", default=None, metavar="IMAGES",
+                   help="folder of images (sub-folder = label; optional labels.csv / captions.json)")
+    b.add_argument("out", type=Path, metavar="OUT", help="gallery directory to write")
+    b.add_argument("--synthetic", action="store_true", help="use the synthetic stimulus set instead of IMAGES")
+    b.add_argument("--stimulus-encoder", type=Path, default=None, metavar="DIR",
+                   help="embed with the stimulus CNN of a dual-encoder fMRI model (its checkpoint or its "
+                        "stimulus/ folder) instead of CLIP")
+    b.add_argument("--pattern-grid", type=positive_int, default=None, metavar="N",
+                   help="for an fMRI pattern decoder of this grid (e.g. 10): embed each image as its NxN pattern, "
+                        "so live decoding ranks the candidates by correlation with the decoded pattern")
+    _add_clip_options(b)
+    b.add_argument("--source", choices=("image", "text"), default="image",
+                   help="embed the images, or their captions with the text encoder [image]")
+    b.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it")
+    b.add_argument("--thumb-size", type=int, default=64, metavar="N", help="thumbnail side, 0 for none [64]")
+    b.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="folder images are centre-cropped and resized to S x S before embedding [224; with "
+                        "--pattern-grid N: 6N, so every cell stays whole]")
+    b.add_argument("--batch-size", type=int, default=256, help="images per CLIP call [256]")
+    b.add_argument("--n-per-class", type=int, default=5, help="with --synthetic: images per class (40 classes) [5]")
+    b.add_argument("--seed", type=int, default=0, help="with --synthetic: stimulus seed [0]")
+    b.add_argument("--caption", choices=("detailed", "template"), default="detailed",
+                   help="with --synthetic: detailed captions or 'an image of a <class>' [detailed]")
+    b.add_argument("--name", default=None, help="gallery name shown in messages [OUT's folder name]")
+    b.add_argument("--overwrite", action="store_true", help="replace a gallery already in OUT")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_build)
+
+    i = _sub(gsub, "info", "Describe a gallery: size, dimension, CLIP, source.", "bci gallery info galleries/photos")
+    i.add_argument("dir", type=Path, metavar="DIR", help="gallery directory")
+    i.set_defaults(func=_cmd_info)
+
+    s = _sub(gsub, "search", "Search a gallery with a caption (--text) or an image file (--image).",
+             'bci gallery search galleries/synthetic --text "a red triangle" -k 5 --clip tiny '
+             "--clip-weights models/tiny-clip")
+    s.add_argument("dir", type=Path, metavar="DIR", help="gallery directory")
+    s.add_argument("--text", default=None, help="caption to search for")
+    s.add_argument("--image", type=Path, default=None, help="image file to search with")
+    s.add_argument("-k", "--k", type=int, default=5, help="results [5]")
+    s.add_argument("--backend", choices=BACKENDS, default="torch", help="search backend [torch]")
+    _add_clip_options(s)
+    s.set_defaults(func=_cmd_search)

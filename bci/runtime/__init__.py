@@ -1,0 +1,1 @@
+"""The decoding runtime: windowing, preprocessing-to-results pipeline, inference, sinks, live and replay runs."""

@@ -1,0 +1,289 @@
+"""The decoding pipeline: preprocess → window → encode → results, whatever the source.
+
+One :class:`Pipeline` object serves live LSL (driven by :mod:`bci.runtime.live`), replay
+over LSL, and replay at ``--speed max`` (driven straight from Zarr arrays by
+:func:`decode_session`). It is fed time-stamped chunks of data and markers and
+emits one record per decoded window (and one per marker that could not be served)
+to its sinks. It does no I/O of its own and never blocks on a clock, so feeding a
+recording chunk by chunk gives the same windows and embeddings as the live run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from bci.runtime.inference import Encoder
+from bci.runtime.sinks import Sink
+from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
+from bci.runtime.steps import ResultStep, run_steps
+from bci.runtime.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
+from streams.lsl import local_clock
+from streams.ringbuffer import RingBuffer
+from streams.synthetic.markers import parse_marker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineStats:
+    """Counters and latencies of a pipeline run."""
+
+    n_samples: int = 0
+    n_markers: int = 0
+    n_windows: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def latency_percentiles(self) -> dict[str, float]:
+        """p50/p95/p99 of the window latency in ms (NaN when nothing was decoded)."""
+        if not self.latencies_ms:
+            return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+        arr = np.asarray(self.latencies_ms)
+        return {f"p{q}": float(np.percentile(arr, q)) for q in (50, 95, 99)}
+
+    def summary(self) -> str:
+        """One paragraph for the end of a run."""
+        lat = self.latency_percentiles()
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
+        return (
+            f"windows decoded: {self.n_windows}; markers: {self.n_markers}; dropped markers: {drops}; "
+            f"latency p50/p95/p99: {lat['p50']:.2f}/{lat['p95']:.2f}/{lat['p99']:.2f} ms"
+        )
+
+
+class Pipeline:
+    """Preprocess a continuous stream, cut event-locked windows, encode them, emit results.
+
+    Parameters
+    ----------
+    encoder : Encoder
+        The model, already on its device.
+    sfreq : float
+        Rate of the incoming stream.
+    ch_names : list of str
+        Channel names of the incoming stream.
+    preprocess : PreprocessConfig or None
+        Online preprocessing (None: windows of raw data).
+    window : WindowSpec
+        Window length and offset; ``n_times`` must match the model.
+    marker_filter : str, optional
+        Regex: only matching markers open windows.
+    hop : float, optional
+        Also cut sliding windows every ``hop`` seconds (marker-less decoding).
+    sinks : iterable of Sink
+        Where records go.
+    buffer_seconds : float
+        Seconds of preprocessed data kept for windowing (late markers can be served
+        this long after their data).
+    clock : callable
+        Source of ``emitted_time`` (LSL ``local_clock`` by default).
+    stream_name : str
+        For error messages.
+    steps : sequence of ResultStep
+        Run on each decoded batch before its records are emitted (retrieval, image
+        generation; see :mod:`bci.runtime.steps`). Their time counts in ``latency_ms``.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        sfreq: float,
+        ch_names: list[str],
+        preprocess: PreprocessConfig | None = None,
+        window: WindowSpec | None = None,
+        marker_filter: str | None = None,
+        hop: float | None = None,
+        sinks: Iterable[Sink] = (),
+        buffer_seconds: float = 30.0,
+        clock: Callable[[], float] = local_clock,
+        stream_name: str = "",
+        steps: Iterable[ResultStep] = (),
+    ) -> None:
+        self.encoder = encoder
+        self.ch_names = list(ch_names)
+        self.pre = OnlinePreprocessor(preprocess, sfreq, self.ch_names) if preprocess is not None else None
+        self.out_sfreq = self.pre.out_sfreq if self.pre is not None else float(sfreq)
+        self._decim = int(round(sfreq / self.out_sfreq))
+        cfg = encoder.config
+        self.window = window or WindowSpec(n_times=cfg.n_times)
+        if self.window.n_times != cfg.n_times:
+            raise ValueError(
+                f"window of {self.window.n_times} samples but model {cfg.name!r} expects n_times={cfg.n_times}; "
+                "use the model's window length"
+            )
+        encoder.check_stream(len(self.ch_names), self.out_sfreq, self.ch_names, stream_name=stream_name)
+        self.buffer = RingBuffer(max(int(buffer_seconds * self.out_sfreq), 4 * self.window.n_times),
+                                 len(self.ch_names), np.float32)
+        self.windower = EventWindower(self.window, self.out_sfreq, marker_filter=marker_filter)
+        self.sliding = None
+        if hop is not None:
+            hop_samples = int(round(hop * self.out_sfreq))
+            if not hop > 0 or hop_samples < 1:
+                raise ValueError(f"hop={hop!r} s is shorter than one sample at {self.out_sfreq:g} Hz")
+            self.sliding = SlidingWindower(self.window.n_times, hop_samples)
+        self.sinks = list(sinks)
+        self.steps = list(steps)
+        self.clock = clock
+        self.stats = PipelineStats()
+        # (buffer total after a chunk, its arrival time); as long as the buffer's chunks
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=max(1000, self.buffer.capacity))
+        self._n_in = 0
+
+    # ------------------------------------------------------------------ feeding
+    def push_markers(self, values: Iterable[str], times: np.ndarray, arrival: float | None = None) -> list[dict]:
+        """Queue markers (string values with their LSL times); returns records emitted now."""
+        dropped = []
+        for value, t in zip(values, np.asarray(times, dtype=np.float64)):
+            self.stats.n_markers += 1
+            d = self.windower.add_marker(str(value), float(t), arrival)
+            if d is not None:
+                dropped.append(d)
+        return self._emit_dropped(dropped) + self._decode_ready()
+
+    def push_data(self, data: np.ndarray, times: np.ndarray, arrival: float | None = None) -> list[dict]:
+        """Feed ``(n, n_channels)`` samples with their times; returns records emitted now.
+
+        ``arrival`` is when the last of these samples reached the process (for latency);
+        None means "now".
+        """
+        data = np.asarray(data)
+        times = np.asarray(times, dtype=np.float64)
+        if len(times) == 0:
+            return []
+        if self.pre is not None:
+            processed = self.pre.process(data.astype(np.float32, copy=False))
+            kept = self._kept_times(times, len(processed))
+        else:
+            processed, kept = data.astype(np.float32, copy=False), times
+        self._n_in += len(times)
+        self.stats.n_samples += len(times)
+        if len(kept):
+            self.buffer.push(processed, kept)
+            self._arrivals.append((self.buffer.total, self.clock() if arrival is None else arrival))
+        return self._decode_ready()
+
+    def finish(self) -> list[dict]:
+        """End of data: decode what is complete, report markers left waiting."""
+        records = self._decode_ready()
+        return records + self._emit_dropped(self.windower.flush())
+
+    def close(self) -> None:
+        """Close every step and sink."""
+        for step in self.steps:
+            step.close()
+        for sink in self.sinks:
+            sink.close()
+
+    # ------------------------------------------------------------------ internals
+    def _kept_times(self, times: np.ndarray, n_out: int) -> np.ndarray:
+        """Timestamps of the samples a decimating preprocessor kept (the last of each group)."""
+        if self._decim == 1:
+            return times
+        first_global = self._n_in
+        idx = np.arange(first_global, first_global + len(times))
+        kept = times[(idx + 1) % self._decim == 0]
+        if len(kept) != n_out:
+            raise RuntimeError(f"preprocessor returned {n_out} samples, expected {len(kept)}")
+        return kept
+
+    def _decode_ready(self) -> list[dict]:
+        windows, dropped = self.windower.poll(self.buffer)
+        if self.sliding is not None:
+            windows += self.sliding.poll(self.buffer)
+        records = self._emit_dropped(dropped)
+        if windows:
+            records += self._decode(windows)
+        return records
+
+    def _decode(self, windows: list[Window]) -> list[dict]:
+        batch = np.stack([w.data for w in windows])
+        if self.pre is not None:
+            batch = np.stack([self.pre.apply_window(x) for x in batch])
+        out = self.encoder(batch)
+        records = [self._window_record(w, out, i) for i, w in enumerate(windows)]
+        if self.steps:
+            run_steps(self.steps, batch, out, records)
+        emitted = self.clock()
+        for w, record in zip(windows, records):
+            arrival = self._arrival_of(w.start_index + self.window.n_times)
+            self._stamp(record, w, emitted, arrival)
+            self.stats.n_windows += 1
+            if arrival is not None:
+                self.stats.latencies_ms.append(record["latency_ms"])
+            self._write(record)
+        return records
+
+    @staticmethod
+    def _stamp(record: dict[str, Any], w: Window, emitted: float, arrival: float | None) -> None:
+        """Emission time and latencies, set last so they include every step."""
+        record["emitted_time"] = emitted
+        record["latency_ms"] = (emitted - arrival) * 1000.0 if arrival is not None else None
+        record["marker_lateness_ms"] = (
+            (w.marker_arrival - arrival) * 1000.0 if w.marker_arrival is not None and arrival is not None else None
+        )
+
+    def _window_record(self, w: Window, out: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+        image_id, label = parse_marker(w.marker) if w.marker is not None else (None, None)
+        embedding = out["embedding"][i]
+        record: dict[str, Any] = {
+            "type": "window",
+            "window_kind": "event" if w.marker is not None else "sliding",
+            "window_index": w.window_index,
+            "marker": w.marker,
+            "marker_time": w.marker_time,
+            "image_id": image_id,
+            "true_label": label,
+            "window_start_time": w.start_time,
+            "window_end_time": w.end_time,
+            "window_start_index": w.start_index,
+            "emitted_time": None,
+            "latency_ms": None,
+            "marker_lateness_ms": None,
+            "embedding_dim": int(embedding.shape[-1]),
+            "embedding": embedding.tolist(),
+        }
+        if "scores" in out:
+            record["class_scores"] = self._top_classes(out["scores"][i])
+        return record
+
+    def _top_classes(self, scores: np.ndarray, k: int = 5) -> list[dict[str, Any]]:
+        labels = self.encoder.config.labels
+        order = np.argsort(-scores)[:k]
+        return [
+            {"id": int(j), "label": labels[j] if labels and j < len(labels) else str(j), "score": float(scores[j])}
+            for j in order
+        ]
+
+    def _arrival_of(self, end_index: int) -> float | None:
+        """When the sample with absolute index ``end_index - 1`` arrived.
+
+        Searched from the newest chunk backwards: a window completes near the head of
+        the stream, so this stays a few steps however long the session runs.
+        """
+        found = None
+        for total, t in reversed(self._arrivals):
+            if total < end_index:
+                break
+            found = t
+        return found
+
+    def _emit_dropped(self, dropped: list[DroppedMarker]) -> list[dict]:
+        records = []
+        for d in dropped:
+            self.stats.dropped[d.reason] = self.stats.dropped.get(d.reason, 0) + 1
+            logger.warning("marker %r at %.3f produced no window: %s (%s)", d.marker, d.marker_time, d.reason, d.detail)
+            record = {"type": "dropped", "marker": d.marker, "marker_time": d.marker_time,
+                      "reason": d.reason, "detail": d.detail, "emitted_time": self.clock()}
+            self._write(record)
+            records.append(record)
+        return records
+
+    def _write(self, record: dict) -> None:
+        for sink in self.sinks:
+            sink.write(record)

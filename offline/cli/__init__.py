@@ -1,0 +1,1 @@
+"""The offline commands of ``bci``: train, evaluate, dataset, import, clip (thin handlers)."""

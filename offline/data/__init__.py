@@ -1,0 +1,1 @@
+"""Epoch datasets (schema, writer, reader), leak-free splits, building from sessions/simulator, targets."""

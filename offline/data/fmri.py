@@ -1,0 +1,189 @@
+"""fMRI epoch datasets from the synthetic fMRI world (Miyawaki-style, SPEC §4–5).
+
+:func:`fmri_dataset_from_simulation` simulates one block-design session of the
+:class:`streams.synthetic.FMRISimulator` (967 voxels, TR 2 s, 10×10 binary patterns)
+and writes an epoch dataset (``offline.data.epochs.write_epoch_dataset``):
+
+* **training trials**: ``n_train`` random patterns, each shown once, in blocks of
+  ``block_size`` trials (Miyawaki et al. trained on random patterns);
+* **test trials**: 12 patterns never used in training — the 9 geometric ones (square
+  frames, plus, X, letters N E U R O) and 3 further random patterns — each shown
+  ``test_repeats`` times, one repeat per test block (shuffled order);
+* each trial: pattern on for ``stim_trs`` TRs, rest for ``rest_trs``; the epoch is
+  ``n_times`` volumes from ``offset`` seconds after onset (the HRF delay), raw
+  volume units, ``(n_voxels, n_times)``;
+* the image table holds the patterns drawn as ``(10·scale)²`` RGB images (white
+  cells on black), with captions; classes are ``"random pattern"`` and the names of
+  the geometric patterns;
+* splits: ``"block"`` (kind ``custom``): train = training blocks except ``val_blocks``
+  of them, val = those, test = the test blocks (new images: image-level retrieval
+  among the 12 test patterns).
+
+``source["fmri_simulation"]`` records everything needed to rebuild the simulator and
+its oracle (:class:`offline.evaluation.oracle.FMRIOracle`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline.data.epochs import EpochDataset, write_epoch_dataset
+from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
+from streams.synthetic.stimuli import geometric_patterns, pattern_images
+
+__all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "fmri_oracle_for_dataset", "pattern_images",
+           "patterns_from_images"]
+
+GEOMETRIC_NAMES = ("large square frame", "small square frame", "plus", "X", "letter N", "letter E", "letter U",
+                   "letter R", "letter O")
+
+
+def patterns_from_images(images: np.ndarray, grid: int = 10) -> np.ndarray:
+    """Inverse of :func:`pattern_images`: cell means > 127 → 1, ``(n, grid, grid)`` float."""
+    x = np.asarray(images, dtype=np.float64).mean(axis=3)
+    n, h, w = x.shape
+    s = h // grid
+    cells = x[:, : s * grid, : s * grid].reshape(n, grid, s, grid, s).mean(axis=(2, 4))
+    return (cells > 127).astype(np.float64)
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    return int(value)
+
+
+def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, block_size: int = 20,
+                                 val_blocks: int = 2, test_repeats: int = 6, snr: float = 1.0, seed: int = 0,
+                                 n_voxels: int = 967, stim_trs: int = 3, rest_trs: int = 3, offset: float = 6.0,
+                                 n_times: int = 2, image_scale: int = 6, grid: int = 10,
+                                 overwrite: bool = False) -> Path:
+    """Simulate a Miyawaki-style fMRI session and write its epoch dataset (see the module docstring).
+
+    Parameters
+    ----------
+    out : path
+        Dataset to create.
+    n_train : int
+        Random training patterns (one trial each).
+    block_size : int
+        Training trials per block.
+    val_blocks : int
+        Training blocks used for validation.
+    test_repeats : int
+        Presentations of each of the 12 test patterns (one per test block).
+    snr : float
+        Simulator SNR (``FMRISimConfig.snr``).
+    seed : int
+        Seeds the patterns, the order and the simulator.
+    n_voxels : int
+    stim_trs, rest_trs : int
+        Trial timing in TRs.
+    offset : float
+        Seconds from onset to the first volume of the epoch.
+    n_times : int
+        Volumes per epoch.
+    image_scale : int
+        Pixels per pattern cell in the image table.
+    grid : int
+        Pattern side: 10 (Miyawaki, default) or e.g. 28 for digit-sized stimuli (>= 5).
+    overwrite : bool
+
+    Returns
+    -------
+    Path
+        The dataset.
+    """
+    n_train = _check_int("n_train", n_train, 4)
+    block_size = _check_int("block_size", block_size, 1)
+    val_blocks = _check_int("val_blocks", val_blocks, 1)
+    test_repeats = _check_int("test_repeats", test_repeats, 1)
+    n_times = _check_int("n_times", n_times, 1)
+    grid = _check_int("grid", grid, 5)
+    n_train_blocks = -(-n_train // block_size)
+    if val_blocks >= n_train_blocks:
+        raise ValueError(f"val_blocks={val_blocks} must leave training blocks (n_train={n_train} makes "
+                         f"{n_train_blocks} blocks of {block_size})")
+    rng = np.random.default_rng([int(seed), 0xF3A1])
+    config = FMRISimConfig(n_voxels=int(n_voxels), grid=grid, snr=float(snr), seed=int(seed))
+    sim = FMRISimulator(config)
+    g = config.grid
+    train_p = (rng.random((n_train, g, g)) < 0.5).astype(np.uint8)
+    test_p = np.concatenate([np.stack(geometric_patterns(g)), (rng.random((3, g, g)) < 0.5).astype(np.uint8)])
+    patterns = np.concatenate([train_p, test_p])
+    image_ids = [f"pat{i:04d}" for i in range(len(patterns))]
+    names = ["random pattern", *GEOMETRIC_NAMES]
+    image_class = np.concatenate([np.zeros(n_train, np.int64), np.arange(1, 10), np.zeros(3, np.int64)])
+    order, blocks = _trial_order(n_train, block_size, len(test_p), test_repeats, rng)
+    volumes, _, events = sim.generate(patterns[order].astype(float), stim_duration_trs=stim_trs, rest_trs=rest_trs,
+                                      lead_trs=2)
+    first = int(round(offset / config.tr))
+    starts = np.asarray([int(round(onset / config.tr)) + first for onset, _ in events])
+    if starts.max() + n_times > len(volumes):
+        raise ValueError(f"offset={offset} s and n_times={n_times} reach past the session; lower them")
+    data = np.stack([volumes[s : s + n_times].T for s in starts]).astype(np.float32)
+    test_blocks = np.unique(blocks[order >= n_train])
+    train_blocks = np.setdiff1d(np.unique(blocks), test_blocks)
+    val_b = rng.choice(train_blocks, size=val_blocks, replace=False)
+    is_test = np.isin(blocks, test_blocks)
+    parts = {"train": np.flatnonzero(~is_test & ~np.isin(blocks, val_b)), "val": np.flatnonzero(np.isin(blocks, val_b)),
+             "test": np.flatnonzero(is_test)}
+    captions = [f"a binary pattern: {names[c]}" if c else "a random binary pattern" for c in image_class]
+    source = {"builder": "offline.data.fmri.fmri_dataset_from_simulation", "synthetic": True,
+              "fmri_simulation": {"n_train": n_train, "block_size": block_size, "val_blocks": val_blocks,
+                                  "test_repeats": test_repeats, "snr": float(snr), "seed": int(seed),
+                                  "n_voxels": int(n_voxels), "stim_trs": stim_trs, "rest_trs": rest_trs,
+                                  "offset": float(offset), "n_times": n_times, "tr": config.tr,
+                                  "image_scale": image_scale, "grid": grid}}
+    path = write_epoch_dataset(
+        out, data, labels=image_class[order], image_ids=[image_ids[i] for i in order],
+        subject=np.zeros(len(order), np.int64), session=np.zeros(len(order), np.int64), block=blocks,
+        sfreq=1.0 / config.tr, ch_names=sim.channel_names, ch_types=["fmri"] * sim.n_voxels, class_names=names,
+        images=pattern_images(patterns, image_scale), image_table_ids=image_ids, captions=captions,
+        template_captions=[f"an image of a {names[c]}" for c in image_class], source=source, modality="fmri",
+        overwrite=overwrite, marker_time=np.asarray([onset for onset, _ in events]),
+        # how the epochs were cut, so a model trained on them decodes live windows cut the same way
+        # (bci.runtime.assemble.trained_offset): volumes from onset + offset, as the runtime's fMRI windows
+        attrs={"window": {"offset": float(offset), "n_times": n_times, "input_sfreq": 1.0 / config.tr,
+                          "marker_filter": None,
+                          "code_path": "offline.data.fmri (simulator volumes at onset + offset)"}},
+    )
+    EpochDataset.open(path).add_split("block", parts, kind="custom",
+                                      meta={"builder": "offline.data.fmri", "test": "12 new patterns"})
+    return Path(path)
+
+
+def _trial_order(n_train: int, block_size: int, n_test: int, repeats: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pattern index and block of every trial: training blocks and test blocks interleaved."""
+    train = rng.permutation(n_train)
+    chunks = [train[i : i + block_size] for i in range(0, n_train, block_size)]
+    tests = [n_train + rng.permutation(n_test) for _ in range(repeats)]
+    slots = np.linspace(0, len(chunks), num=repeats, endpoint=False).round().astype(int)
+    sequence: list[np.ndarray] = []
+    for i, chunk in enumerate(chunks):
+        sequence += [tests[k] for k in np.flatnonzero(slots == i)]
+        sequence.append(chunk)
+    order = np.concatenate(sequence)
+    blocks = np.concatenate([np.full(len(s), b, np.int64) for b, s in enumerate(sequence)])
+    return order, blocks
+
+
+def fmri_oracle_for_dataset(ds: Any, train: np.ndarray) -> Any:
+    """A fitted :class:`offline.evaluation.oracle.FMRIOracle` over the dataset's image table (None if not simulated here)."""
+    from offline.evaluation.oracle import FMRIOracle
+
+    sim_meta = (getattr(ds, "source", None) or {}).get("fmri_simulation")
+    if not isinstance(sim_meta, dict) or ds.images is None:
+        return None
+    sim = FMRISimulator(FMRISimConfig(n_voxels=int(sim_meta["n_voxels"]), grid=int(sim_meta.get("grid", 10)),
+                                      snr=float(sim_meta["snr"]), seed=int(sim_meta["seed"])))
+    if [str(c) for c in sim.channel_names] != [str(c) for c in ds.ch_names]:
+        return None
+    oracle = FMRIOracle(sim, patterns_from_images(np.asarray(ds.images), sim.config.grid))
+    x = ds.get_batch(train).astype(np.float64).mean(axis=2)
+    return oracle.fit(x, ds.image_rows(train))

@@ -1,0 +1,1 @@
+"""Evaluation of checkpoints: metrics with chance, ridge baselines, oracles, plots, reports, export."""

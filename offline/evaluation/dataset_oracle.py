@@ -1,0 +1,75 @@
+"""The simulator's oracle for an epoch dataset built by ``epochs_from_simulation``.
+
+A synthetic dataset records how it was simulated (``source["simulation"]``: seed,
+SNR, classes, images per class), how its windows were cut (``attrs["window"]``:
+offset, length) and preprocessed (``preprocessing``). That is enough to rebuild the
+stimulus set and the simulator, hence the true expected window of every image, and
+to score windows with :class:`offline.evaluation.oracle.EEGOracle` (matched filter, noise
+covariance from the training windows). Anything else (real data, a stimulus set
+that does not match the stored images) gives ``None``: no oracle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bci.preprocessing import PreprocessConfig
+from offline.evaluation.oracle import EEGOracle
+from streams.synthetic import EEGSimConfig, EEGSimulator, StimulusSet, make_stimuli
+
+__all__ = ["oracle_for_dataset", "simulated_stimuli"]
+
+
+def simulated_stimuli(ds: Any) -> StimulusSet | None:
+    """The stimulus set of a synthetic dataset (its image table order and class numbering), or None."""
+    sim = (getattr(ds, "source", None) or {}).get("simulation")
+    if not isinstance(sim, dict) or ds.images is None or ds.image_table_ids is None:
+        return None
+    images = np.asarray(ds.images)
+    full = make_stimuli(n_per_class=int(sim.get("n_images_per_class", 5)), size=int(images.shape[1]),
+                        seed=int(sim.get("seed", 0)))
+    where = {image_id: i for i, image_id in enumerate(full.image_ids)}
+    if any(i not in where for i in ds.image_table_ids):
+        return None
+    keep = np.asarray([where[i] for i in ds.image_table_ids])
+    names = [str(c) for c in ds.class_names]
+    if any(full.class_names[int(full.class_ids[k])] not in names for k in keep):
+        return None
+    class_ids = np.asarray([names.index(full.class_names[int(full.class_ids[k])]) for k in keep], dtype=np.int64)
+    subset = StimulusSet(images=full.images[keep], image_ids=[full.image_ids[k] for k in keep], class_ids=class_ids,
+                         class_names=names, captions=[full.captions[k] for k in keep],
+                         template_captions=[full.template_captions[k] for k in keep], features=full.features[keep])
+    if not np.array_equal(subset.images, images):
+        return None
+    return subset
+
+
+def oracle_for_dataset(ds: Any, train: np.ndarray) -> EEGOracle | None:
+    """A fitted :class:`EEGOracle` for a dataset simulated by ``epochs_from_simulation`` (None otherwise).
+
+    Parameters
+    ----------
+    ds : EpochDataset
+        Synthetic EEG dataset.
+    train : numpy.ndarray
+        Training epoch indices (the noise covariance is estimated from them only).
+    """
+    sim = (getattr(ds, "source", None) or {}).get("simulation")
+    if str(getattr(ds, "modality", "eeg")) != "eeg" or not isinstance(sim, dict):
+        return None
+    stimuli = simulated_stimuli(ds)
+    if stimuli is None:
+        return None
+    window = (getattr(ds, "attrs", None) or {}).get("window") or {}
+    pre = getattr(ds, "preprocessing", None)
+    preprocess = PreprocessConfig.from_dict(pre) if isinstance(pre, dict) else None
+    simulator = EEGSimulator(stimuli, EEGSimConfig(snr=float(sim.get("snr", 1.0)), seed=int(sim.get("seed", 0))))
+    if [str(c) for c in simulator.channel_names] != [str(c) for c in ds.ch_names]:
+        return None
+    oracle = EEGOracle.from_simulator(simulator, offset=float(window.get("offset", 0.020)),
+                                      n_times=int(ds.data.shape[2]), preprocess=preprocess,
+                                      ch_names=list(ds.ch_names))
+    rows = ds.image_rows(train)
+    return oracle.fit(ds.get_batch(train).astype(np.float64), rows)

@@ -1,0 +1,1 @@
+"""Pure metrics used by training (validation) and evaluation (reports) alike."""

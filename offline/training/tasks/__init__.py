@@ -1,0 +1,1 @@
+"""One file per trainer: sample-level, pixel-level, saliency GAN, tiny CLIP, fMRI."""
