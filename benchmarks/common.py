@@ -360,6 +360,8 @@ def producer_process(args: Sequence[str], what: str, *, stop_timeout: float) -> 
         if proc.poll() is None:
             proc.terminate()
         proc.wait(stop_timeout)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # ---------------------------------------------------------------------- model
