@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: statistics, CPU sampling, tables, JSON, models.
+"""Helpers shared by the benchmark scripts: statistics, CPU sampling, tables, JSON, models,
+command-line flags, scratch folders, simulated sessions and the producer process.
 
 Nothing here is imported by ``bci``, ``streams`` or ``offline``; the benchmarks are
 scripts run from the repository root (``python -m benchmarks.latency`` or
@@ -7,16 +8,20 @@ scripts run from the repository root (``python -m benchmarks.latency`` or
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -24,6 +29,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where results go unless ``--out`` says otherwise.
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------- statistics
@@ -166,11 +173,16 @@ def machine_info() -> dict[str, Any]:
     try:
         import psutil
 
-        info["load_avg_1min"] = os.getloadavg()[0]
+        info["load_avg_1min"] = load_avg()
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except Exception:
         pass
     return info
+
+
+def load_avg() -> float:
+    """The machine's 1-minute load average (recorded before and after a measurement)."""
+    return os.getloadavg()[0]
 
 
 def _cpu_model() -> str:
@@ -201,6 +213,155 @@ def command_line() -> str:
     if script.suffix == ".py" and script.resolve().parent == REPO_ROOT / "benchmarks":
         return " ".join(["python", "-m", f"benchmarks.{script.stem}", *sys.argv[1:]])
     return " ".join(["python", *sys.argv])
+
+
+def write_report(out: str | os.PathLike, machine: dict[str, Any], sections: dict[str, Any], *,
+                 benchmark: str | None) -> Path:
+    """Write a benchmark's JSON report: ``benchmark``, ``command``, ``machine``, then ``sections``.
+
+    Parameters
+    ----------
+    out : path
+        The JSON file (``--out``).
+    machine : dict
+        :func:`machine_info`, taken when the benchmark started.
+    sections : dict
+        The rest of the report (config, results ...), in the order they are written.
+    benchmark : str or None
+        The ``benchmark`` key; ``None`` leaves it out (``dataset_loading``'s reports have none).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    head: dict[str, Any] = {} if benchmark is None else {"benchmark": benchmark}
+    return write_json(out, {**head, "command": command_line(), "machine": machine, **sections})
+
+
+# ---------------------------------------------------------------------- command line
+def make_parser(doc: str | None, example: str, *, raw: bool = False) -> argparse.ArgumentParser:
+    """A benchmark's parser: the first paragraph of ``doc`` as description, ``example`` as epilog.
+
+    Parameters
+    ----------
+    doc : str or None
+        The script's module docstring.
+    example : str
+        One command line, shown as ``example: ...`` under the flags.
+    raw : bool
+        Keep the line breaks of the description and epilog (``RawDescriptionHelpFormatter``).
+    """
+    kwargs: dict[str, Any] = {"formatter_class": argparse.RawDescriptionHelpFormatter} if raw else {}
+    return argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], epilog=f"example: {example}", **kwargs)
+
+
+def add_seed(parser: argparse.ArgumentParser) -> None:
+    """``--seed`` (int, default 0)."""
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_out(parser: argparse.ArgumentParser, name: str, help: str | None = None) -> None:
+    """``--out``: the JSON results, by default ``benchmarks/results/<name>.json``."""
+    parser.add_argument("--out", type=Path, default=default_out(name),
+                        help=help or f"JSON results [benchmarks/results/{name}.json]")
+
+
+def checked(parser: argparse.ArgumentParser, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run a :mod:`streams._checks` check on a flag's value; a failure is a usage error (exit 2).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser whose ``error`` reports the failure (with the usage line).
+    check : callable
+        E.g. :func:`streams._checks.check_float`; name the flag as its argument name.
+    *args, **kwargs
+        Passed to ``check``.
+
+    Returns
+    -------
+    object
+        What ``check`` returns.
+    """
+    try:
+        return check(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+        raise  # parser.error exits; this keeps type checkers sure of the return
+
+
+# ---------------------------------------------------------------------- scratch space and sessions
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A temporary folder (``bci-bench-*``) for sessions, checkpoints and logs, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bci-bench-") as tmp:
+        yield Path(tmp)
+
+
+def simulate_session(path: Path, seconds: float, seed: int) -> float:
+    """Write a simulated session of ``seconds`` to ``path``; returns the seconds it took."""
+    from streams.simulate import SimulationSpec, simulate_to_session
+
+    t = time.perf_counter()
+    simulate_to_session(SimulationSpec(duration=seconds, seed=seed), path, overwrite=True)
+    return time.perf_counter() - t
+
+
+def session_or_simulate(session: Path | None, workdir: Path, seconds: float, seed: int) -> tuple[Path, float | None]:
+    """``session`` if given, else a simulated one written to ``workdir/session``.
+
+    Returns
+    -------
+    session : Path
+        The session to measure.
+    simulate_s : float or None
+        Seconds the simulation took (``None``: ``session`` was given).
+    """
+    if session is not None:
+        return session, None
+    path = workdir / "session"
+    return path, simulate_session(path, seconds, seed)
+
+
+def session_keys(reader: Any) -> tuple[str, str | None]:
+    """The EEG (first regular) stream key and the first marker stream key (or None) of a session."""
+    data_key = next(k for k in reader.streams if reader.description(k).is_regular)
+    markers = reader.marker_keys()
+    return data_key, (markers[0] if markers else None)
+
+
+# ---------------------------------------------------------------------- producer process
+@contextmanager
+def producer_process(args: Sequence[str], what: str, *, stop_timeout: float) -> Iterator[subprocess.Popen[str]]:
+    """``python -m benchmarks.producer ARGS`` in its own process, from when it says ``ready``.
+
+    Parameters
+    ----------
+    args : sequence of str
+        The producer's flags.
+    what : str
+        Names the process in the error raised when it does not start.
+    stop_timeout : float
+        Seconds to wait for it to end on the way out (it is terminated first if still running).
+
+    Yields
+    ------
+    subprocess.Popen
+        The running producer (its outlets are open).
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.producer", *args], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{what} did not start")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(stop_timeout)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # ---------------------------------------------------------------------- model

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +37,8 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from benchmarks.common import command_line, default_out, format_table, machine_info, write_json
+from benchmarks import common
+from benchmarks.common import format_table
 
 
 def _rate(n_epochs: int, fn: Callable[[], Any], repeats: int = 3) -> float:
@@ -122,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=40, help="classes of the build benchmark [40]")
     p.add_argument("--n-per-class", type=int, default=10, help="trials per class of the build benchmark [10]")
     p.add_argument("--blocks", type=int, default=2, help="blocks per class of the build benchmark [2]")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=default_out("dataset_loading"), help="JSON results")
+    common.add_seed(p)
+    common.add_out(p, "dataset_loading", help="JSON results")
     args = p.parse_args(argv)
-    info = machine_info()
-    with tempfile.TemporaryDirectory(prefix="bci-bench-") as tmp:
-        build = measure_build(Path(tmp), n_classes=args.classes, n_per_class=args.n_per_class,
+    info = common.machine_info()
+    with common.scratch_dir() as tmp:
+        build = measure_build(tmp, n_classes=args.classes, n_per_class=args.n_per_class,
                               n_blocks=args.blocks, seed=args.seed)
-        reads = measure_reads(Path(tmp), n_epochs=args.epochs, batch=args.batch, chunk_epochs=args.chunk_epochs,
+        reads = measure_reads(tmp, n_epochs=args.epochs, batch=args.batch, chunk_epochs=args.chunk_epochs,
                               seed=args.seed)
     print(f"## Build ({build['n_epochs']} epochs, {build['session_seconds']:.0f} s of 128-ch data at 1 kHz)\n")
     print(format_table(["step", "seconds", "epochs/s"], [
@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                        [[name, reads[a], reads[b], reads[a] / reads[b]] for name, a, b in pairs]))
     print(f"\nto_torch shuffled pass (not cached): {reads['zarr_to_torch_shuffled_pass']:.0f} epochs/s; "
           f"write: {reads['write_epochs_per_s']:.0f} epochs/s")
-    path = write_json(args.out, {"command": command_line(), "machine": info, "settings": vars(args),
-                                 "build": build, "read": reads})
+    path = common.write_report(args.out, info, {"settings": vars(args), "build": build, "read": reads},
+                               benchmark=None)
     print(f"\nresults: {path}")
     return 0
 

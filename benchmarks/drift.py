@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,17 +38,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from benchmarks.common import (
-    REPO_ROOT,
-    CpuMonitor,
-    command_line,
-    default_out,
-    format_table,
-    machine_info,
-    make_default_checkpoint,
-    percentiles,
-    write_json,
-)
+from benchmarks import common
+from benchmarks.common import CpuMonitor, format_table, percentiles
+from streams._checks import check_float
 
 N_TIMES = 440
 _FIELDS = ("marker", "marker_time", "window_start_time", "window_end_time", "emitted_time", "latency_ms",
@@ -81,22 +71,14 @@ class TimingSink:
         pass
 
 
-def simulate(path: Path, minutes: float, seed: int) -> float:
-    """Write the simulated session; returns the seconds it took."""
-    from streams.simulate import SimulationSpec, simulate_to_session
-
-    t = time.perf_counter()
-    simulate_to_session(SimulationSpec(duration=minutes * 60.0, seed=seed), path, overwrite=True)
-    return time.perf_counter() - t
-
-
 def stream_names(session: Path, suffix: str) -> tuple[str, str, float]:
     """Names of the replayed EEG and marker streams, and the EEG's first timestamp."""
     from streams.session import SessionReader
 
     reader = SessionReader(session)
-    data = next(k for k in reader.streams if reader.description(k).is_regular)
-    marker = reader.marker_keys()[0]
+    data, marker = common.session_keys(reader)
+    if marker is None:
+        raise ValueError(f"session {str(session)!r} has no marker stream to open windows")
     t0 = float(reader.times(data)[0])
     return reader.description(data).name + suffix, reader.description(marker).name + suffix, t0
 
@@ -112,13 +94,8 @@ def decode_replay(session: Path, checkpoint: Path, args: argparse.Namespace, wor
     suffix = f"-drift{os.getpid()}"
     data_name, marker_name, data_t0 = stream_names(session, suffix)
     log = workdir / "producer.json"
-    producer = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.producer", "--replay", str(session), "--speed", str(args.speed),
-         f"--suffix={suffix}", "--log", str(log)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        if producer.stdout.readline().strip() != "ready":
-            raise RuntimeError("replay process did not start")
+    producer_args = ["--replay", str(session), "--speed", str(args.speed), f"--suffix={suffix}", "--log", str(log)]
+    with common.producer_process(producer_args, "replay process", stop_timeout=30) as producer:
         sink = TimingSink()
         encoder = load_encoder(checkpoint, device="cpu")
         runtime = LiveRuntime(f"name={data_name}", f"name={marker_name}",
@@ -136,10 +113,6 @@ def decode_replay(session: Path, checkpoint: Path, args: argparse.Namespace, wor
         rss1 = proc.memory_info().rss
         if runtime.error is not None:
             raise runtime.error
-    finally:
-        if producer.poll() is None:
-            producer.terminate()
-        producer.wait(30)
     snap = runtime.data_receiver.snapshot()
     return {"sink": sink, "producer": json.loads(log.read_text()), "monitor": monitor,
             "rss_start_mb": rss0 / 2**20, "rss_end_mb": rss1 / 2**20,
@@ -148,7 +121,7 @@ def decode_replay(session: Path, checkpoint: Path, args: argparse.Namespace, wor
             "pipeline_summary": runtime.pipeline.stats.summary(),
             # diagnostic: entries in the pipeline's chunk-arrival log (searched for every window)
             "pipeline_arrival_entries": len(getattr(runtime.pipeline, "_arrivals", ())),
-            "load_avg_1min": os.getloadavg()[0]}
+            "load_avg_1min": common.load_avg()}
 
 
 def analyse(raw: dict[str, Any], minutes: float, compare: float) -> dict[str, Any]:
@@ -212,38 +185,33 @@ def print_report(res: dict[str, Any], compare: float) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="example: python -m benchmarks.drift --minutes 10 --speed 10")
+    p = common.make_parser(__doc__, "python -m benchmarks.drift --minutes 10 --speed 10")
     p.add_argument("--minutes", type=float, default=10.0, help="session length in minutes [10]")
     p.add_argument("--speed", type=float, default=10.0, help="replay speed [10]")
     p.add_argument("--compare-minutes", type=float, default=None,
                    help="length of the first/last parts compared [min(10, minutes/3)]")
     p.add_argument("--marker-filter", default="^stim/", help="markers that open windows [^stim/]")
     p.add_argument("--session", type=Path, default=None, help="replay this Zarr session instead of simulating")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=default_out("drift"), help="JSON results [benchmarks/results/drift.json]")
+    common.add_seed(p)
+    common.add_out(p, "drift")
     args = p.parse_args(argv)
-    if not (args.minutes > 0 and args.speed > 0):
-        p.error(f"--minutes {args.minutes} and --speed {args.speed} must be positive")
+    common.checked(p, check_float, "--minutes", args.minutes, positive=True)
+    common.checked(p, check_float, "--speed", args.speed, positive=True, finite=False)
     if args.compare_minutes is None:
         args.compare_minutes = min(10.0, args.minutes / 3)
-    if not 0 < args.compare_minutes <= args.minutes / 2:
-        p.error(f"--compare-minutes {args.compare_minutes} must be in (0, minutes/2]")
+    common.checked(p, check_float, "--compare-minutes", args.compare_minutes, positive=True, high=args.minutes / 2)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    machine = machine_info()
-    with tempfile.TemporaryDirectory(prefix="bci-bench-") as tmp:
-        workdir = Path(tmp)
-        session, sim_s = args.session, None
-        if session is None:
-            session = workdir / "session"
-            sim_s = simulate(session, args.minutes, args.seed)
+    machine = common.machine_info()
+    with common.scratch_dir() as workdir:
+        session, sim_s = common.session_or_simulate(args.session, workdir, args.minutes * 60.0, args.seed)
+        if sim_s is not None:
             print(f"simulated {args.minutes:g} min in {sim_s:.0f} s", flush=True)
         minutes = args.minutes
-        checkpoint = make_default_checkpoint(workdir / "eeg_convnet")
+        checkpoint = common.make_default_checkpoint(workdir / "eeg_convnet")
         print(f"replaying at speed {args.speed:g} (~{minutes * 60 / args.speed:.0f} s) ...", flush=True)
         res = analyse(decode_replay(session, checkpoint, args, workdir), minutes, args.compare_minutes)
     print()
@@ -253,11 +221,10 @@ def main(argv: list[str] | None = None) -> int:
                       for q in ("p50", "p95", "p99")}
     print("last - first (emitted): " + ", ".join(f"{q} {v:+.2f} ms" for q, v in diff.items()))
     print("last - first (delivered): " + ", ".join(f"{q} {v:+.2f} ms" for q, v in diff_delivered.items()))
-    payload = {"benchmark": "drift", "command": command_line(), "machine": machine,
-               "config": {"minutes": minutes, "speed": args.speed, "compare_minutes": args.compare_minutes,
-                          "marker_filter": args.marker_filter, "simulate_s": sim_s, "seed": args.seed},
-               "last_minus_first_ms": diff, "last_minus_first_delivered_ms": diff_delivered, **res}
-    print(f"\nwrote {write_json(args.out, payload)}")
+    sections = {"config": {"minutes": minutes, "speed": args.speed, "compare_minutes": args.compare_minutes,
+                           "marker_filter": args.marker_filter, "simulate_s": sim_s, "seed": args.seed},
+                "last_minus_first_ms": diff, "last_minus_first_delivered_ms": diff_delivered, **res}
+    print(f"\nwrote {common.write_report(args.out, machine, sections, benchmark='drift')}")
     return 0
 
 

@@ -42,7 +42,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -52,18 +51,10 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from benchmarks.common import (
-    REPO_ROOT,
-    CpuMonitor,
-    command_line,
-    default_out,
-    format_table,
-    machine_info,
-    make_default_checkpoint,
-    percentiles,
-    write_json,
-)
+from benchmarks import common
+from benchmarks.common import REPO_ROOT, CpuMonitor, format_table, percentiles
 from benchmarks.producer import CODE_CYCLE, seq_of_marker
+from streams._checks import check_int, check_value
 
 CONSUMERS = ("floor-block", "floor-poll", "floor-spin", "ours", "mne-lsl")
 OFFSET = 0.020
@@ -247,17 +238,15 @@ def run_consumer(args: argparse.Namespace) -> dict:
     """Child-process entry: run one consumer, return its rows and CPU use."""
     from streams.lsl import local_clock
 
+    kind = check_value("--run-consumer", args.run_consumer, CONSUMERS)
     deadline = local_clock() + args.timeout
     monitor = CpuMonitor(local_clock).start()
-    kind = args.run_consumer
     if kind.startswith("floor-"):
         rows = consume_floor(args.name, args.n_markers, deadline, kind.split("-", 1)[1])
     elif kind == "ours":
         rows = consume_ours(args.name, args.n_markers, deadline, args.checkpoint)
-    elif kind == "mne-lsl":
+    else:  # mne-lsl
         rows = consume_mne_lsl(args.name, args.n_markers, deadline)
-    else:
-        raise ValueError(f"--run-consumer {kind!r}: choose one of {', '.join(CONSUMERS)}")
     monitor.stop()
     measured = [r["t_in_hand"] for r in rows if r.get("seq") is not None and r["seq"] >= args.warmup_markers]
     cpu = monitor.percent_between(min(measured), max(measured)) if len(measured) > 1 else float("nan")
@@ -270,29 +259,20 @@ def run_one(kind: str, args: argparse.Namespace, workdir: Path, checkpoint: Path
     name = f"bench{os.getpid()}-{kind}"
     prod_log, cons_out = workdir / f"producer-{kind}.json", workdir / f"consumer-{kind}.json"
     n_markers = args.warmup + args.duration
-    load_before = os.getloadavg()[0]
-    py = [sys.executable, "-m"]
-    producer = subprocess.Popen(
-        py + ["benchmarks.producer", "--name", name, "--duration", str(n_markers), "--log", str(prod_log),
-              "--channels", str(args.channels), "--chunk", str(args.chunk)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        if producer.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"producer for {kind} did not start")
+    load_before = common.load_avg()
+    producer_args = ["--name", name, "--duration", str(n_markers), "--log", str(prod_log),
+                     "--channels", str(args.channels), "--chunk", str(args.chunk)]
+    with common.producer_process(producer_args, f"producer for {kind}", stop_timeout=10) as producer:
         consumer = subprocess.run(
-            py + ["benchmarks.latency", "--run-consumer", kind, "--name", name, "--n-markers", str(int(n_markers)),
-                  "--warmup-markers", str(int(args.warmup)), "--result", str(cons_out),
-                  "--checkpoint", str(checkpoint), "--timeout", str(n_markers + 60)],
+            [sys.executable, "-m", "benchmarks.latency", "--run-consumer", kind, "--name", name,
+             "--n-markers", str(int(n_markers)), "--warmup-markers", str(int(args.warmup)), "--result", str(cons_out),
+             "--checkpoint", str(checkpoint), "--timeout", str(n_markers + 60)],
             cwd=REPO_ROOT, timeout=n_markers + 120)
         if consumer.returncode != 0:
             raise RuntimeError(f"consumer {kind} failed with exit code {consumer.returncode}")
         producer.wait(timeout=60)
-    finally:
-        if producer.poll() is None:
-            producer.terminate()
-            producer.wait(10)
     result = analyse(kind, json.loads(prod_log.read_text()), json.loads(cons_out.read_text()), args.warmup)
-    result["load_avg_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
+    result["load_avg_1min"] = {"before": load_before, "after": common.load_avg()}
     return result
 
 
@@ -362,15 +342,14 @@ def print_report(results: dict[str, dict], comp: dict[str, float]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="example: python -m benchmarks.latency --duration 30")
+    p = common.make_parser(__doc__, "python -m benchmarks.latency --duration 30")
     p.add_argument("--consumers", default=",".join(CONSUMERS), help=f"comma-separated, from {', '.join(CONSUMERS)}")
     p.add_argument("--duration", type=int, default=60, help="measured seconds (= markers) per consumer [60]")
     p.add_argument("--warmup", type=int, default=3, help="markers discarded at the start [3]")
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--chunk", type=int, default=10, help="samples per chunk [10]")
     p.add_argument("--pause", type=float, default=2.0, help="seconds between consumers [2]")
-    p.add_argument("--out", type=Path, default=default_out("latency"), help="JSON results [benchmarks/results/latency.json]")
+    common.add_out(p, "latency")
     # child-process mode
     p.add_argument("--run-consumer", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help=argparse.SUPPRESS)
@@ -382,11 +361,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.run_consumer is None:
         kinds = [k.strip() for k in args.consumers.split(",") if k.strip()]
-        unknown = [k for k in kinds if k not in CONSUMERS]
-        if unknown or not kinds:
-            p.error(f"--consumers {args.consumers!r}: unknown {unknown}; choose from {', '.join(CONSUMERS)}")
-        if not 1 <= args.duration + args.warmup < CODE_CYCLE:
-            p.error(f"--duration + --warmup must be between 1 and {CODE_CYCLE - 1} s (event codes cycle)")
+        if not kinds:
+            p.error(f"--consumers {args.consumers!r}: name at least one of {', '.join(CONSUMERS)}")
+        for kind in kinds:
+            common.checked(p, check_value, "--consumers", kind, CONSUMERS)
+        # event codes cycle through 1..CODE_CYCLE: one marker per second, each with its own code
+        common.checked(p, check_int, "--duration + --warmup", args.duration + args.warmup, low=1, high=CODE_CYCLE - 1)
         args.kinds = kinds
     return args
 
@@ -394,13 +374,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.run_consumer is not None:
-        write_json(args.result, run_consumer(args))
+        common.write_json(args.result, run_consumer(args))
         return 0
-    machine = machine_info()
+    machine = common.machine_info()
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bci-bench-") as tmp:
-        workdir = Path(tmp)
-        checkpoint = make_default_checkpoint(workdir / "eeg_convnet")
+    with common.scratch_dir() as workdir:
+        checkpoint = common.make_default_checkpoint(workdir / "eeg_convnet")
         for i, kind in enumerate(args.kinds):
             if i:
                 time.sleep(args.pause)
@@ -412,12 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     comp = comparisons(results)
     print()
     print_report(results, comp)
-    payload = {"benchmark": "latency", "command": command_line(), "machine": machine,
-               "config": {"channels": args.channels, "rate": 1000.0, "chunk": args.chunk, "markers_per_s": 1.0,
-                          "duration_s": args.duration, "warmup_markers": args.warmup, "offset_s": OFFSET,
-                          "n_times": N_TIMES, "mne_lsl_tmax": MNE_TMAX, "order": args.kinds},
-               "results": results, "comparisons": comp}
-    print(f"\nwrote {write_json(args.out, payload)}")
+    sections = {"config": {"channels": args.channels, "rate": 1000.0, "chunk": args.chunk, "markers_per_s": 1.0,
+                           "duration_s": args.duration, "warmup_markers": args.warmup, "offset_s": OFFSET,
+                           "n_times": N_TIMES, "mne_lsl_tmax": MNE_TMAX, "order": args.kinds},
+                "results": results, "comparisons": comp}
+    print(f"\nwrote {common.write_report(args.out, machine, sections, benchmark='latency')}")
     return 0
 
 

@@ -44,7 +44,8 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from benchmarks.common import percentiles, write_json
+from benchmarks import common
+from benchmarks.common import percentiles
 from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
 
@@ -186,9 +187,7 @@ def replay(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example: python -m benchmarks.producer --name BenchEEG --duration 30")
+    p = common.make_parser(__doc__, "python -m benchmarks.producer --name BenchEEG --duration 30", raw=True)
     p.add_argument("--name", default="BenchEEG", help="data stream name (markers: NAME-Markers, NAME-Codes)")
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--rate", type=float, default=1000.0, help="Hz")
@@ -199,7 +198,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tail", type=float, default=0.5, help="seconds of data after the last window")
     p.add_argument("--offset", type=float, default=0.020, help="window start after the marker (s)")
     p.add_argument("--n-times", type=int, default=440, help="window length (samples)")
-    p.add_argument("--seed", type=int, default=0)
+    common.add_seed(p)
     p.add_argument("--wait-consumers", type=float, default=60.0, help="seconds to wait for inlets")
     p.add_argument("--settle", type=float, default=1.0, help="seconds between 'consumers connected' and t0")
     p.add_argument("--linger", type=float, default=1.0, help="seconds to keep the outlets open at the end")
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = replay(args) if args.replay is not None else stream(args)
     if args.log is not None:
-        write_json(args.log, log)
+        common.write_json(args.log, log)
     return 0
 
 

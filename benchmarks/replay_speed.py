@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,14 +37,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from benchmarks.common import (
-    command_line,
-    default_out,
-    format_table,
-    machine_info,
-    make_default_checkpoint,
-    write_json,
-)
+from benchmarks import common
+from benchmarks.common import format_table, session_keys
+from streams._checks import check_int
 
 OFFSET = 0.020
 N_TIMES = 440
@@ -80,22 +74,6 @@ class _TimedEncoder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._encoder, name)
-
-
-def simulate(path: Path, duration: float, seed: int) -> float:
-    """Write the simulated session; returns the seconds it took."""
-    from streams.simulate import SimulationSpec, simulate_to_session
-
-    t = time.perf_counter()
-    simulate_to_session(SimulationSpec(duration=duration, seed=seed), path, overwrite=True)
-    return time.perf_counter() - t
-
-
-def session_keys(reader: Any) -> tuple[str, str | None]:
-    """The EEG stream key and the first marker stream key of a session."""
-    data_key = next(k for k in reader.streams if reader.description(k).is_regular)
-    markers = reader.marker_keys()
-    return data_key, (markers[0] if markers else None)
 
 
 def decode_ours(session: Path, checkpoint: Path, chunk_size: int | None) -> dict[str, Any]:
@@ -198,23 +176,24 @@ def print_report(ours: list[dict], mne_r: dict, read_s: float) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="example: python -m benchmarks.replay_speed --duration 120")
+    p = common.make_parser(__doc__, "python -m benchmarks.replay_speed --duration 120")
     p.add_argument("--duration", type=float, default=120.0, help="seconds of simulated session [120]")
-    p.add_argument("--seed", type=int, default=0)
+    common.add_seed(p)
     p.add_argument("--session", type=Path, default=None, help="use this Zarr session instead of simulating one")
     p.add_argument("--chunk-sizes", default="default,10",
                    help="comma-separated chunk sizes fed to decode_session; 'default' = its own [default,10]")
     p.add_argument("--no-mne", action="store_true", help="skip the mne peer")
-    p.add_argument("--out", type=Path, default=default_out("replay_speed"),
-                   help="JSON results [benchmarks/results/replay_speed.json]")
+    common.add_out(p, "replay_speed")
     args = p.parse_args(argv)
     try:
         args.chunks = [None if c.strip() == "default" else int(c) for c in args.chunk_sizes.split(",") if c.strip()]
     except ValueError:
         p.error(f"--chunk-sizes {args.chunk_sizes!r} must be 'default' or integers, e.g. default,10,100")
-    if not args.chunks or min(c or 1 for c in args.chunks) < 1:
+    if not args.chunks:
         p.error(f"--chunk-sizes {args.chunk_sizes!r}: give at least one size >= 1")
+    for chunk in args.chunks:
+        if chunk is not None:
+            common.checked(p, check_int, "--chunk-sizes", chunk, low=1)
     if args.duration <= 1:
         p.error(f"--duration {args.duration!r} must be more than 1 s")
     return args
@@ -222,15 +201,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    machine = machine_info()
-    with tempfile.TemporaryDirectory(prefix="bci-bench-") as tmp:
-        tmp_path = Path(tmp)
-        session, sim_s = args.session, None
-        if session is None:
-            session = tmp_path / "session"
-            sim_s = simulate(session, args.duration, args.seed)
+    machine = common.machine_info()
+    with common.scratch_dir() as tmp_path:
+        session, sim_s = common.session_or_simulate(args.session, tmp_path, args.duration, args.seed)
+        if sim_s is not None:
             print(f"simulated {args.duration:g} s in {sim_s:.1f} s", flush=True)
-        checkpoint = make_default_checkpoint(tmp_path / "eeg_convnet")
+        checkpoint = common.make_default_checkpoint(tmp_path / "eeg_convnet")
         read_s = time_zarr_read(session)
         ours = []
         for chunk in args.chunks:
@@ -239,11 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         mne_r = {} if args.no_mne else mne_offline(session)
     print()
     print_report(ours, mne_r, read_s)
-    payload = {"benchmark": "replay_speed", "command": command_line(), "machine": machine,
-               "config": {"duration_s": args.duration, "seed": args.seed, "chunk_sizes": args.chunks,
-                          "simulate_s": sim_s, "session": None if args.session is None else str(args.session)},
-               "zarr_read_s": read_s, "ours": ours, "mne_offline": mne_r}
-    print(f"\nwrote {write_json(args.out, payload)}")
+    sections = {"config": {"duration_s": args.duration, "seed": args.seed, "chunk_sizes": args.chunks,
+                           "simulate_s": sim_s, "session": None if args.session is None else str(args.session)},
+                "zarr_read_s": read_s, "ours": ours, "mne_offline": mne_r}
+    print(f"\nwrote {common.write_report(args.out, machine, sections, benchmark='replay_speed')}")
     return 0
 
 

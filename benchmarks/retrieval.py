@@ -40,7 +40,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import numpy as np
 
-from benchmarks.common import command_line, default_out, format_table, machine_info, percentiles, write_json
+from benchmarks import common
+from benchmarks.common import format_table, percentiles
+from streams._checks import check_int, check_value
 
 BACKENDS = ("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 
@@ -178,15 +180,18 @@ def print_report(results: dict[str, dict[str, Any]], rel: dict[str, dict[str, fl
 
 
 def _int_list(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 1:
+    """``"16,32,64"`` -> ``[16, 32, 64]`` (an argparse ``type``): at least one int, each >= 1."""
+    try:
+        values = [check_int("value", int(v), low=1) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints >= 1, got {text!r}")
     return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="example: python -m benchmarks.retrieval --n 100000 --dim 512")
+    p = common.make_parser(__doc__, "python -m benchmarks.retrieval --n 100000 --dim 512")
     p.add_argument("--n", type=int, default=100_000, help="gallery size [100000]")
     p.add_argument("--dim", type=int, default=512, help="embedding dimension [512]")
     p.add_argument("--clusters", type=int, default=1000, help="clusters in the synthetic gallery [1000]")
@@ -207,25 +212,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nprobe", type=_int_list, default=_int_list("4,8,16,32,64,128"),
                    help="IVF nprobe values tried in order [4,8,16,32,64,128]")
     p.add_argument("--target-recall", type=float, default=0.99, help="recall@k the tuning must reach [0.99]")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=default_out("retrieval"),
-                   help="JSON results [benchmarks/results/retrieval.json]")
+    common.add_seed(p)
+    common.add_out(p, "retrieval")
     args = p.parse_args(argv)
     args.backend_list = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in args.backend_list if b not in BACKENDS]
-    if unknown or not args.backend_list:
-        p.error(f"--backends {args.backends!r}: unknown {unknown}; choose from {','.join(BACKENDS)}")
+    if not args.backend_list:
+        p.error(f"--backends {args.backends!r}: name at least one of {','.join(BACKENDS)}")
+    for backend in args.backend_list:
+        common.checked(p, check_value, "--backends", backend, BACKENDS)
     for name in ("n", "dim", "clusters", "queries", "tune_queries", "k", "threads", "build_threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup < 0 or args.k > args.n:
-        p.error("--warmup must be >= 0 and -k <= --n")
+        common.checked(p, check_int, f"--{name.replace('_', '-')}", getattr(args, name), low=1)
+    common.checked(p, check_int, "--warmup", args.warmup, low=0)
+    common.checked(p, check_int, "-k", args.k, high=args.n)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    machine = machine_info()
+    machine = common.machine_info()
     import faiss
     import torch
 
@@ -247,15 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsingle-query latency over {args.queries} queries, k={args.k}; torch {torch.__version__} and faiss "
           f"{faiss.__version__} with {args.threads} search thread(s), FAISS indexes built with "
           f"{args.build_threads} thread(s); ratios are within this run")
-    payload = {"benchmark": "retrieval", "command": command_line(), "machine": machine,
-               "config": {"n": args.n, "dim": args.dim, "clusters": args.clusters, "spread": args.spread,
-                          "queries": args.queries, "tune_queries": args.tune_queries, "warmup": args.warmup,
-                          "k": args.k, "threads": args.threads, "build_threads": args.build_threads,
-                          "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
-                          "ef_search_grid": args.ef_search, "nprobe_grid": args.nprobe,
-                          "target_recall": args.target_recall, "seed": args.seed},
-               "results": results, "ratios_vs_torch": rel}
-    print(f"\nwrote {write_json(args.out, payload)}")
+    sections = {"config": {"n": args.n, "dim": args.dim, "clusters": args.clusters, "spread": args.spread,
+                           "queries": args.queries, "tune_queries": args.tune_queries, "warmup": args.warmup,
+                           "k": args.k, "threads": args.threads, "build_threads": args.build_threads,
+                           "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
+                           "ef_search_grid": args.ef_search, "nprobe_grid": args.nprobe,
+                           "target_recall": args.target_recall, "seed": args.seed},
+                "results": results, "ratios_vs_torch": rel}
+    print(f"\nwrote {common.write_report(args.out, machine, sections, benchmark='retrieval')}")
     return 0
 
 

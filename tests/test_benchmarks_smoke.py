@@ -52,3 +52,50 @@ def test_latency_benchmark_runs(tmp_path: Path) -> None:
         assert entry["windows"] == 4 and entry["missing"] == 0
         assert entry["latency_ms"]["p99"] > 0
     assert "ours_minus_floor-block_p99_ms" in result["comparisons"]
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("drift", ["--minutes", "-1"], "--minutes=-1.0 must be > 0"),
+        ("drift", ["--minutes", "3", "--compare-minutes", "2"], "--compare-minutes=2.0 must be <= 1.5"),
+        ("replay_speed", ["--chunk-sizes", "default,0"], "--chunk-sizes=0 must be an integer >= 1"),
+        ("latency", ["--consumers", "floor-block,nope"], "--consumers='nope' is not one of"),
+        ("latency", ["--duration", "999"], "must be an integer >= 1 and <= 999"),
+        ("retrieval", ["--n", "0"], "--n=0 must be an integer >= 1"),
+        ("retrieval", ["--n", "3", "-k", "5"], "-k=5 must be an integer <= 3"),
+    ],
+)
+def test_bad_flag_values_are_usage_errors(module: str, argv: list[str], message: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A flag value that fails its streams._checks check exits with argparse's usage error (2), naming it."""
+    import importlib
+
+    parse_args = importlib.import_module(f"benchmarks.{module}").parse_args
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and message in err
+
+
+def test_write_report_layout(tmp_path: Path) -> None:
+    """benchmark, command, machine first, then the sections in order; NaN as null; no key for benchmark=None."""
+    from benchmarks.common import write_report
+
+    machine = {"cpu_count": 1}
+    path = write_report(tmp_path / "a" / "r.json", machine, {"config": {"x": 1}, "value": float("nan")},
+                        benchmark="drift")
+    report = json.loads(path.read_text())
+    assert list(report) == ["benchmark", "command", "machine", "config", "value"]
+    assert report["benchmark"] == "drift" and report["machine"] == machine and report["value"] is None
+    bare = json.loads(write_report(tmp_path / "b.json", machine, {"read": {}}, benchmark=None).read_text())
+    assert list(bare) == ["command", "machine", "read"]
+
+
+def test_session_or_simulate_keeps_a_given_session(tmp_path: Path) -> None:
+    from benchmarks.common import session_or_simulate
+
+    given = tmp_path / "given.zarr"
+    assert session_or_simulate(given, tmp_path, 10.0, 0) == (given, None)
+    assert not (tmp_path / "session").exists()
