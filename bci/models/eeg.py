@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bci.models.registry import EncoderModel, ModelConfig, register_model
+from bci.models.base import EncoderModel, ModelConfig
 
 #: Rate the default EEG encoder works at internally (the input is average-pooled to it).
 INTERNAL_SFREQ = 250.0
@@ -49,7 +49,6 @@ def _pooled(n: int, pool: int, what: str, name: str) -> int:
     return out
 
 
-@register_model("eeg_convnet")
 class EEGConvNet(EncoderModel):
     """Default EEG encoder: EEGNet-style, decimating early, ~0.2 M parameters at 128 x 440.
 
@@ -80,6 +79,7 @@ class EEGConvNet(EncoderModel):
         Size of the features before the head (None: ``embed_dim``); used with ``head_hidden``.
     """
 
+    registry_name = "eeg_convnet"
     default_shape = {"n_chans": 128, "n_times": 440, "sfreq": 1000.0, "embed_dim": 512}
     default_params: dict[str, Any] = {
         "decim": None,
@@ -173,7 +173,6 @@ def _depthwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return (windows * conv.weight[:, 0, None, :]).sum(-1)
 
 
-@register_model("eeg_shallow")
 class ShallowConvNet(EncoderModel):
     """ShallowConvNet (Schirrmeister et al. 2017), braindecode layout; the reference encoder.
 
@@ -193,6 +192,7 @@ class ShallowConvNet(EncoderModel):
         Dropout before the final layer.
     """
 
+    registry_name = "eeg_shallow"
     default_shape = {"n_chans": 128, "n_times": 440, "sfreq": 1000.0, "embed_dim": 512}
     default_params: dict[str, Any] = {
         "n_filters_time": 40,

@@ -11,10 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bci.models.registry import EncoderModel, ModelConfig, register_model
+from bci.models.base import EncoderModel, ModelConfig
 
 
-@register_model("fmri_mlp")
 class FMRIMLP(EncoderModel):
     """MLP over voxels: ``[Linear -> LayerNorm -> SiLU -> Dropout] * len(hidden) -> Linear``.
 
@@ -26,6 +25,7 @@ class FMRIMLP(EncoderModel):
         Dropout after each hidden layer (training only).
     """
 
+    registry_name = "fmri_mlp"
     default_shape = {"n_chans": 967, "n_times": 1, "sfreq": 0.5, "embed_dim": 512}
     default_params: dict[str, Any] = {"hidden": [1024, 768], "dropout": 0.1}
 
