@@ -540,7 +540,8 @@ def test_safetensors_whose_header_length_looks_like_pickle_magic_loads(tmp_path:
     """A header length of 0x0280 starts the file with b"\\x80\\x02", a pickle's magic: still safetensors."""
     from safetensors.torch import load_file, save_file
 
-    from bci.models.checkpoint import _refuse_if_pickle
+    from bci.models.checkpoint import KIND
+    from bci.safe_io import refuse_if_pickle
 
     path = tmp_path / "model.safetensors"
     for pad in range(0, 2000):
@@ -549,7 +550,7 @@ def test_safetensors_whose_header_length_looks_like_pickle_magic_loads(tmp_path:
             break
     else:  # pragma: no cover - the loop above always finds one
         pytest.fail("could not produce a 640-byte safetensors header")
-    _refuse_if_pickle(path)  # must not raise
+    refuse_if_pickle(path, KIND)  # must not raise
     assert torch.equal(load_file(str(path))["w"], torch.zeros(3))
 
 
