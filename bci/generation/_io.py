@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, fields, replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
-from streams._checks import check_int
+from streams._checks import check_int, check_type
 
 __all__ = [
     "ConfiguredModule",
@@ -54,11 +54,21 @@ class DictConfig:
 class ConfiguredModule(nn.Module):
     """A network built from one immutable config, kept as ``self._config``.
 
-    Subclasses set ``self._config`` in ``__init__`` and expose its fields with
-    :func:`config_property`.
+    Subclasses name their config type in ``config_class``, call ``super().__init__(config)``
+    first (it checks the type) and expose the config's fields with :func:`config_property`.
+
+    Parameters
+    ----------
+    config : config_class
+        The architecture.
     """
 
+    config_class: ClassVar[type]
     _config: Any
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self._config = check_type("config", config, self.config_class, f"a {self.config_class.__name__}")
 
     def get_config(self) -> Any:
         """The (immutable) config the network was built from."""

@@ -197,9 +197,10 @@ class EmbeddingToTokens(ConfiguredModule):
         See :class:`ProjectorConfig`.
     """
 
+    config_class = ProjectorConfig
+
     def __init__(self, embed_dim: int, seq_len: int = 77, token_dim: int = 768, *, mode: str = "linear") -> None:
-        super().__init__()
-        self._config = ProjectorConfig(embed_dim=embed_dim, seq_len=seq_len, token_dim=token_dim, mode=mode)
+        super().__init__(ProjectorConfig(embed_dim=embed_dim, seq_len=seq_len, token_dim=token_dim, mode=mode))
         cfg = self._config
         if cfg.mode == "linear":
             self.proj = nn.Linear(cfg.embed_dim, cfg.seq_len * cfg.token_dim)

@@ -75,6 +75,19 @@ def _choice(owner: str, name: str, value: Any, options: tuple[str, ...]) -> str:
     return value
 
 
+def _check_sizes(config: GeneratorConfig | DiscriminatorConfig) -> str:
+    """Check (and store as ints) the size fields both configs share; returns the owner name for messages."""
+    owner = type(config).__name__
+    object.__setattr__(config, "feature_dim", positive_int("feature_dim", config.feature_dim, owner))
+    object.__setattr__(config, "image_size", power_of_two("image_size", config.image_size, owner, _MIN_SIZE,
+                                                          _MAX_SIZE))
+    object.__setattr__(config, "base_channels", positive_int("base_channels", config.base_channels, owner))
+    object.__setattr__(config, "max_channels", positive_int("max_channels", config.max_channels, owner))
+    if config.max_channels < config.base_channels:
+        raise ValueError(f"{owner} max_channels={config.max_channels} must be >= base_channels={config.base_channels}")
+    return owner
+
+
 @dataclass(frozen=True)
 class GeneratorConfig(DictConfig):
     """Architecture of :class:`SaliencyGenerator`.
@@ -104,15 +117,8 @@ class GeneratorConfig(DictConfig):
     norm: str = "batch"
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        object.__setattr__(self, "feature_dim", positive_int("feature_dim", self.feature_dim, owner))
+        owner = _check_sizes(self)
         object.__setattr__(self, "noise_dim", check_int(f"{owner} noise_dim", self.noise_dim, low=0))
-        object.__setattr__(self, "image_size", power_of_two("image_size", self.image_size, owner, _MIN_SIZE,
-                                                            _MAX_SIZE))
-        object.__setattr__(self, "base_channels", positive_int("base_channels", self.base_channels, owner))
-        object.__setattr__(self, "max_channels", positive_int("max_channels", self.max_channels, owner))
-        if self.max_channels < self.base_channels:
-            raise ValueError(f"{owner} max_channels={self.max_channels} must be >= base_channels={self.base_channels}")
         _choice(owner, "norm", self.norm, _NORMS)
 
 
@@ -149,14 +155,7 @@ class DiscriminatorConfig(DictConfig):
     spectral_norm: bool = True
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        object.__setattr__(self, "feature_dim", positive_int("feature_dim", self.feature_dim, owner))
-        object.__setattr__(self, "image_size", power_of_two("image_size", self.image_size, owner, _MIN_SIZE,
-                                                            _MAX_SIZE))
-        object.__setattr__(self, "base_channels", positive_int("base_channels", self.base_channels, owner))
-        object.__setattr__(self, "max_channels", positive_int("max_channels", self.max_channels, owner))
-        if self.max_channels < self.base_channels:
-            raise ValueError(f"{owner} max_channels={self.max_channels} must be >= base_channels={self.base_channels}")
+        owner = _check_sizes(self)
         _choice(owner, "conditioning", self.conditioning, _CONDITIONING)
         object.__setattr__(self, "cond_channels", positive_int("cond_channels", self.cond_channels, owner))
         object.__setattr__(self, "spectral_norm", check_bool(f"{owner} spectral_norm", self.spectral_norm))
@@ -193,11 +192,10 @@ class SaliencyGenerator(ConfiguredModule):
         Architecture.
     """
 
+    config_class = GeneratorConfig
+
     def __init__(self, config: GeneratorConfig) -> None:
-        super().__init__()
-        if not isinstance(config, GeneratorConfig):
-            raise TypeError(f"config must be a GeneratorConfig, got {type(config).__name__}")
-        self._config = config
+        super().__init__(config)
         size, base, cap = config.image_size, config.base_channels, config.max_channels
         c0 = _channels(base, cap, size, _BASE_SIZE)
         self.fc = nn.Linear(config.feature_dim + config.noise_dim, c0 * _BASE_SIZE * _BASE_SIZE)
@@ -274,11 +272,10 @@ class SaliencyDiscriminator(ConfiguredModule):
         Architecture.
     """
 
+    config_class = DiscriminatorConfig
+
     def __init__(self, config: DiscriminatorConfig) -> None:
-        super().__init__()
-        if not isinstance(config, DiscriminatorConfig):
-            raise TypeError(f"config must be a DiscriminatorConfig, got {type(config).__name__}")
-        self._config = config
+        super().__init__(config)
         sn = _spectral_norm if config.spectral_norm else (lambda m: m)
         size, base, cap = config.image_size, config.base_channels, config.max_channels
         concat = config.conditioning == "concat"

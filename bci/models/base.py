@@ -28,7 +28,7 @@ from torch import nn
 
 from streams._checks import check_float, check_type, ensure_int
 
-__all__ = ["SHAPE_KEYS", "EncoderModel", "ModelConfig"]
+__all__ = ["SHAPE_KEYS", "EncoderModel", "ModelConfig", "check_dropout"]
 
 #: Keys every model's ``default_shape`` declares.
 SHAPE_KEYS = ("n_chans", "n_times", "sfreq", "embed_dim")
@@ -203,6 +203,14 @@ def _str_list(key: str, value: Any) -> list[str]:
     if isinstance(value, str) or not all(isinstance(c, str) for c in value):
         raise TypeError(f"ModelConfig {key} must be a list of str, got {value!r:.80}")
     return list(value)
+
+
+def check_dropout(config: ModelConfig, value: Any) -> float:
+    """A model's ``dropout`` param as a float in ``[0, 1)``, checked as ``model 'name': param dropout``."""
+    value = check_float(f"model {config.name!r}: param dropout", value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"model {config.name!r}: param dropout={value!r} must be in [0, 1)")
+    return value
 
 
 # ---------------------------------------------------------------------- base class

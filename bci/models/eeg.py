@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bci.models.base import EncoderModel, ModelConfig
+from bci.models.base import EncoderModel, ModelConfig, check_dropout
+from streams._checks import check_int
 
 #: Rate the default EEG encoder works at internally (the input is average-pooled to it).
 INTERNAL_SFREQ = 250.0
@@ -103,14 +104,11 @@ class EEGConvNet(EncoderModel):
         if p["temporal_kernel"] is None:
             p["temporal_kernel"] = _odd(0.128 * config.sfreq / p["decim"])
         for key in ("decim", "n_spatial", "temporal_kernel", "pool1", "n_separable", "separable_kernel", "pool2"):
-            if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1:
-                raise ValueError(f"model {config.name!r}: param {key}={p[key]!r} must be a positive int")
-        if not 0.0 <= float(p["dropout"]) < 1.0:
-            raise ValueError(f"model {config.name!r}: param dropout={p['dropout']!r} must be in [0, 1)")
+            p[key] = check_int(f"model {config.name!r}: param {key}", p[key], low=1)
+        check_dropout(config, p["dropout"])
         for key in ("head_hidden", "feature_dim"):
-            v = p.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"model {config.name!r}: param {key}={v!r} must be a positive int or None")
+            if p.get(key) is not None:
+                p[key] = check_int(f"model {config.name!r}: param {key}", p[key], low=1)
         if p.get("feature_dim") is not None and p.get("head_hidden") is None:
             raise ValueError(f"model {config.name!r}: param feature_dim={p['feature_dim']!r} needs head_hidden "
                              "(the features are the head's input)")
