@@ -1,8 +1,9 @@
 """Safe file I/O shared by every checkpoint format: atomic writes, pickle detection, state-dict fit.
 
 Checkpoints (encoders, CLIP weights, GAN generators, stimulus encoders, training state) are
-safetensors + JSON, never pickle. The helpers here are what their readers and writers share;
-each format words its own error messages.
+safetensors + JSON, never pickle. The helpers here are what their readers and writers share
+(:func:`write_checkpoint`, :func:`load_module`); each format words its error messages
+through a :class:`CheckpointKind`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,26 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
 
-__all__ = ["CONFIG_FILE", "PICKLE_SUFFIXES", "CheckpointError", "StateMismatch", "atomic_write",
-           "first_state_mismatch", "has_safetensors_header", "listing", "looks_like_pickle", "pickle_message",
-           "read_json_config", "read_json_object", "refuse_pickles"]
+from streams._checks import check_type
+
+__all__ = ["CONFIG_FILE", "PICKLE_SUFFIXES", "CheckpointError", "CheckpointKind", "StateMismatch", "atomic_write",
+           "check_state", "checkpoint_dir", "first_state_mismatch", "has_safetensors_header", "listing",
+           "load_module", "load_state", "looks_like_pickle", "pickle_message", "read_json_config",
+           "read_json_object", "refuse_if_pickle", "refuse_pickles", "write_checkpoint"]
 
 #: File suffixes of pickle-based weight files (refused by every loader).
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 #: The JSON file that describes a checkpoint directory.
 CONFIG_FILE = "config.json"
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 class CheckpointError(ValueError):
@@ -174,3 +183,162 @@ def read_json_config(directory: Path, fmt: str, version: int, hint: str, *, what
             f"{path} has format_version {found}, newer than this runtime reads ({version}); upgrade bci-runtime"
         )
     return data
+
+
+# ---------------------------------------------------------------------- config.json + safetensors directories
+@dataclass(frozen=True)
+class CheckpointKind:
+    """How one checkpoint format (a ``config.json`` + safetensors directory) words its errors.
+
+    Attributes
+    ----------
+    what : str
+        What the directory is, in messages ("checkpoint", "saliency generator").
+    hint : str
+        How to convert a pickle found instead of the safetensors files.
+    pickle_what : str
+        What a refused pickle is called ("file", "checkpoint").
+    layout : str or None
+        What the directory holds, said when a file is passed instead (None: its ``config.json``).
+    resave : str or None
+        Advice after a weights file with a bad safetensors header (None: ``hint``).
+    fix : str
+        Advice after weights that do not fit the architecture (missing tensor, other shape).
+    """
+
+    what: str
+    hint: str
+    pickle_what: str = "file"
+    layout: str | None = None
+    resave: str | None = None
+    fix: str = "check the config in config.json"
+
+
+def checkpoint_dir(directory: str | os.PathLike, kind: CheckpointKind) -> Path:
+    """``directory`` as a Path; a missing path, a plain file or a pickle file is a :class:`CheckpointError`."""
+    check_type(f"{kind.what} directory", directory, (str, os.PathLike), "a path")
+    path = Path(directory)
+    if not path.exists():
+        raise CheckpointError(f"{kind.what} directory {path} does not exist")
+    if not path.is_dir():
+        if path.suffix.lower() in PICKLE_SUFFIXES or looks_like_pickle(path):
+            raise CheckpointError(pickle_message(path, kind.hint, kind.pickle_what))
+        layout = kind.layout or f"a {kind.what} checkpoint is a directory with {CONFIG_FILE}"
+        raise CheckpointError(f"{kind.what} path {path} is a file; {layout}")
+    return path
+
+
+def write_checkpoint(
+    directory: str | os.PathLike,
+    config: dict[str, Any],
+    weights: Mapping[str, nn.Module],
+    *,
+    overwrite: bool,
+    known_files: tuple[str, ...] = (),
+    tensor_metadata: dict[str, str] | None = None,
+    allow_nan: bool = False,
+) -> Path:
+    """Write ``weights`` (file name -> module) as safetensors, then ``config.json`` last.
+
+    Parameters
+    ----------
+    directory : path
+        Created if needed; may exist if it holds no checkpoint files (or with ``overwrite``).
+    config : dict
+        The JSON written to ``config.json``.
+    weights : mapping of str to nn.Module
+        Each module's ``state_dict`` (contiguous CPU copies) goes to its file name.
+    overwrite : bool
+        Replace a checkpoint already in ``directory``; otherwise :class:`FileExistsError`.
+    known_files : tuple of str
+        Other names this format may hold (removed on overwrite, so a checkpoint never
+        mixes old and new files).
+    tensor_metadata : dict, optional
+        The safetensors header metadata (default ``{"format": "pt"}``).
+    allow_nan : bool
+        Let ``config.json`` hold NaN and infinities (non-standard JSON).
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"checkpoint path {directory} exists and is not a directory")
+    names = (CONFIG_FILE, *weights, *known_files)
+    existing = [n for n in dict.fromkeys(names) if (directory / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{directory} already holds a checkpoint ({', '.join(existing)}); pass overwrite=True "
+            "(--overwrite) or choose another directory"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in existing:  # config first: a crash mid-save leaves no config.json, never a stale one
+        (directory / name).unlink()
+    header = tensor_metadata if tensor_metadata is not None else {"format": "pt"}
+    for name, module in weights.items():
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+        atomic_write(directory / name, lambda p, t=tensors: save_file(t, str(p), metadata=header))
+    text = json.dumps(config, indent=2, allow_nan=allow_nan) + "\n"
+    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    return directory
+
+
+def refuse_if_pickle(path: Path, kind: CheckpointKind) -> None:
+    """:class:`CheckpointError` unless ``path`` starts with a safetensors header (a pickle is named as such)."""
+    # the header test first: a valid header length such as 0x0280 (640) starts with the bytes
+    # 0x80 0x02, which look like the start of a pickle stream
+    if has_safetensors_header(path):
+        return
+    if looks_like_pickle(path):
+        raise CheckpointError(pickle_message(path, kind.hint, kind.pickle_what))
+    raise CheckpointError(f"{path} is not a safetensors file (bad header); {kind.resave or kind.hint}")
+
+
+def load_state(path: Path, kind: CheckpointKind) -> dict[str, torch.Tensor]:
+    """Read a safetensors file on CPU; missing files, pickles and bad headers are :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        refuse_pickles(path.parent, kind.hint, kind.pickle_what)
+        raise CheckpointError(f"{kind.what} {path.parent} has no {path.name}; files there: {listing(path.parent)}")
+    refuse_if_pickle(path, kind)
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+
+
+def check_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path, subject: str,
+                fix: str = "") -> None:
+    """:class:`CheckpointError` naming the first tensor of ``state`` that is missing, extra or of another shape.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The architecture the file must fit.
+    state : mapping
+        The file's tensors.
+    path : Path
+        The file, for the message.
+    subject : str
+        What the file must fit ("the saliency generator", "model 'eeg_convnet'").
+    fix : str
+        Advice appended to the missing-tensor and shape messages.
+    """
+    bad = first_state_mismatch(module.state_dict(), state)
+    if bad is None:
+        return
+    where = f"{path} does not fit {subject}"
+    advice = f"; {fix}" if fix else ""
+    if bad.kind == "missing":
+        raise CheckpointError(f"{where}: tensor {bad.key!r} (shape {bad.expected_shape}) is missing from the "
+                              f"file{advice}")
+    if bad.kind == "shape":
+        raise CheckpointError(f"{where}: tensor {bad.key!r} has shape {bad.file_shape} in the file but the "
+                              f"architecture needs {bad.expected_shape}{advice}")
+    raise CheckpointError(f"{where}: unexpected tensor {bad.key!r} (shape {bad.file_shape}) is not in the architecture")
+
+
+def load_module(module: _M, path: Path, kind: CheckpointKind, subject: str,
+                device: str | torch.device = "cpu") -> _M:
+    """Load the safetensors file ``path`` into ``module`` (checked first), then move it to ``device``, eval mode."""
+    state = load_state(path, kind)
+    check_state(module, state, path, subject, kind.fix)
+    module.load_state_dict(state, strict=True)
+    return module.to(torch.device(device)).eval()

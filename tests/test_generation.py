@@ -208,7 +208,9 @@ def test_safetensors_header_that_starts_like_a_pickle_is_accepted(tmp_path: Path
     """A header length of 640 (0x0280) begins with the bytes 0x80 0x02, a pickle protocol-2 opcode."""
     from safetensors.torch import save_file
 
-    from bci.generation._io import load_state
+    from bci.safe_io import CheckpointKind, load_state
+
+    kind = CheckpointKind(what="file", hint="hint")
 
     path = tmp_path / "w.safetensors"
     for pad in range(600):
@@ -216,10 +218,10 @@ def test_safetensors_header_that_starts_like_a_pickle_is_accepted(tmp_path: Path
         if path.read_bytes()[:2] == b"\x80\x02":
             break
     assert path.read_bytes()[:2] == b"\x80\x02"
-    assert torch.equal(load_state(path, "hint")["w"], torch.arange(3.0))
+    assert torch.equal(load_state(path, kind)["w"], torch.arange(3.0))
     path.write_bytes(b"not a weights file at all")
     with pytest.raises(CheckpointError, match="not a safetensors file \\(bad header\\)"):
-        load_state(path, "hint")
+        load_state(path, kind)
 
 
 def test_mismatching_weights_name_the_tensor(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +269,90 @@ def test_a_registered_plugin_model_builds_and_checkpoints(tmp_path: Path) -> Non
         MODELS.pop("test_linear")
 
 
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports (``from a.b import c`` gives ``a.b`` and ``a.b.c``), read from its AST."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_model_files_import_the_base_never_the_registry() -> None:
+    """braindecode's layout: the registry finds the models; a model file does not import it (no cycle)."""
+    model_files = {Path(sys.modules[cls.__module__].__file__) for cls in MODELS.values()
+                   if cls.__module__.startswith("bci.models.")}
+    assert {p.name for p in model_files} >= {"eeg.py", "fmri.py"}
+    for path in model_files:
+        imported = _imported_modules(path)
+        assert "bci.models.base" in imported, path
+        assert not {m for m in imported if m == "bci.models.registry" or m.startswith("bci.models.registry.")}, path
+        assert "register_model" not in path.read_text(encoding="utf-8"), path
+    registry = _imported_modules(REPO / "bci" / "models" / "registry.py")
+    assert not {m for m in registry if m.startswith(("bci.models.eeg", "bci.models.fmri"))}
+
+
+def test_every_built_in_model_declares_its_name_and_input_shape() -> None:
+    from bci.models.registry import models_in
+
+    for name in ALL_MODELS:
+        cls = MODELS[name]
+        assert cls.__dict__["registry_name"] == name
+        assert {"n_chans", "n_times", "sfreq", "embed_dim"} <= set(cls.default_shape)
+        assert cls in models_in(sys.modules[cls.__module__])
+        model = build_model(default_config(name))
+        assert (model.n_chans, model.n_times, model.sfreq) == tuple(cls.default_shape[k]
+                                                                    for k in ("n_chans", "n_times", "sfreq"))
+        assert build_model(model.get_config()).get_config() == model.get_config()
+
+
+def test_discovery_finds_models_of_a_package_without_their_registering(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bci.models.registry import discover_models
+
+    pkg = tmp_path / "plugin_models_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tiny.py").write_text(
+        "import torch\n"
+        "from bci.models.base import EncoderModel\n\n\n"
+        "class Tiny(EncoderModel):\n"
+        "    registry_name = 'test_discovered_tiny'\n"
+        "    default_shape = {'n_chans': 2, 'n_times': 3, 'sfreq': 10.0, 'embed_dim': 4}\n\n"
+        "    def _build(self, params):\n"
+        "        self.lin = torch.nn.Linear(6, self.embed_dim)\n\n"
+        "    def embed(self, x):\n"
+        "        return self.lin(x.flatten(1))\n\n\n"
+        "class NotRegistered(EncoderModel):\n"
+        "    default_shape = {}\n"
+    )
+    (pkg / "no_shape.py").write_text(
+        "from bci.models.base import EncoderModel\n\n\n"
+        "class NoShape(EncoderModel):\n"
+        "    registry_name = 'test_discovered_no_shape'\n"
+        "    default_shape = {'n_chans': 2, 'n_times': 3, 'embed_dim': 4}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(TypeError, match=r"NoShape.default_shape is missing \['sfreq'\]"):
+            discover_models("plugin_models_pkg")
+        (pkg / "no_shape.py").unlink()
+        sys.modules.pop("plugin_models_pkg.no_shape", None)
+        assert discover_models("plugin_models_pkg") == ["test_discovered_tiny"]
+        assert "test_discovered_tiny" in list_models()
+        model = build_model(default_config("test_discovered_tiny"))
+        assert model(torch.zeros(1, 2, 3))["embedding"].shape == (1, 4)
+    finally:
+        MODELS.pop("test_discovered_tiny", None)
+        for mod in [m for m in sys.modules if m.startswith("plugin_models_pkg")]:
+            sys.modules.pop(mod)
+    assert "test_discovered_no_shape" not in MODELS
+
+
 # ---------------------------------------------------------------------- checkpoints
 def _full_metadata(model: EncoderModel) -> None:
     n = model.n_chans
@@ -454,7 +540,8 @@ def test_safetensors_whose_header_length_looks_like_pickle_magic_loads(tmp_path:
     """A header length of 0x0280 starts the file with b"\\x80\\x02", a pickle's magic: still safetensors."""
     from safetensors.torch import load_file, save_file
 
-    from bci.models.checkpoint import _refuse_if_pickle
+    from bci.models.checkpoint import KIND
+    from bci.safe_io import refuse_if_pickle
 
     path = tmp_path / "model.safetensors"
     for pad in range(0, 2000):
@@ -463,7 +550,7 @@ def test_safetensors_whose_header_length_looks_like_pickle_magic_loads(tmp_path:
             break
     else:  # pragma: no cover - the loop above always finds one
         pytest.fail("could not produce a 640-byte safetensors header")
-    _refuse_if_pickle(path)  # must not raise
+    refuse_if_pickle(path, KIND)  # must not raise
     assert torch.equal(load_file(str(path))["w"], torch.zeros(3))
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streams._checks import check_int
+
 __all__ = ["TextEmbeddingCache", "text_key"]
 
 _FORMAT = "bci-runtime.text-embedding"
@@ -43,10 +45,8 @@ class TextEmbeddingCache:
     """
 
     def __init__(self, directory: str | os.PathLike | None = None, max_items: int = 100_000) -> None:
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items={max_items!r} must be an int >= 1")
+        self.max_items = check_int("max_items", max_items, low=1)
         self.directory = None if directory is None else Path(directory)
-        self.max_items = max_items
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self.hits = 0
         self.misses = 0

@@ -20,6 +20,8 @@ import open_clip
 import torch
 from torch import nn
 
+from streams._checks import check_int
+
 __all__ = [
     "TINY_NAME",
     "ClipError",
@@ -67,10 +69,10 @@ def tiny_config(image_size: int = 64, context_length: int = 16) -> dict[str, Any
     dict
         A fresh dict that ``open_clip.CLIP(**cfg)`` accepts.
     """
-    _check_int("image_size", image_size, 32)
+    check_int("image_size", image_size, low=32)
     if image_size % 32:
         raise ValueError(f"image_size={image_size!r} must be a multiple of 32 (the ResNet tower downsamples by 32)")
-    _check_int("context_length", context_length, 8)
+    check_int("context_length", context_length, low=8)
     return {
         "embed_dim": 128,
         "vision_cfg": {"image_size": int(image_size), "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
@@ -209,9 +211,3 @@ def _size_pair(size: int | tuple[int, int] | list[int]) -> int | list[int]:
         return [int(size[0]), int(size[1])]
     return int(size)
 
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < minimum:
-        raise ValueError(f"{name}={value!r} must be >= {minimum}")

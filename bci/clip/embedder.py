@@ -45,6 +45,7 @@ from bci.clip.weights import (
     read_state_dict,
     refuse_hub_reference,
 )
+from streams._checks import check_int
 
 __all__ = ["ClipEmbedder", "load_clip"]
 
@@ -171,7 +172,7 @@ class ClipEmbedder:
             L2-normalised rows.
         """
         array = _check_images(images)
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, low=1)
         out = np.empty((array.shape[0], self.embed_dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, array.shape[0], batch_size):
@@ -483,11 +484,6 @@ def _check_texts(texts: object) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}]={text!r} must be a str")
     return items
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an int >= 1")
 
 
 def _pair(size: object) -> tuple[int, int]:

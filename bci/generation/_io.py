@@ -1,47 +1,31 @@
-"""Safe I/O shared by the generation checkpoints: a JSON config plus safetensors files.
+"""What the generation configs and networks share: dict round trips, JSON metadata, size checks.
 
-Never pickle: files named ``*.pt``/``*.pth``/``*.bin``/... and weight files that are
-really pickle streams or torch zip archives are refused with a message saying how to
-convert them. Nothing here calls ``torch.load``.
+The checkpoint I/O itself (a JSON config plus safetensors files, never pickle) is
+:mod:`bci.safe_io`'s, shared with the encoder checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 from dataclasses import asdict, fields, replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-# Private helpers of the encoder checkpoint module, reused so both formats refuse the same files.
-from bci.safe_io import (CONFIG_FILE, PICKLE_SUFFIXES, CheckpointError, atomic_write, first_state_mismatch,
-                         has_safetensors_header, listing, looks_like_pickle, pickle_message, read_json_config,
-                         refuse_pickles)
+from streams._checks import check_int, check_type
 
 __all__ = [
-    "CONFIG_FILE",
-    "CheckpointError",
+    "ConfiguredModule",
     "DictConfig",
-    "check_state",
-    "checkpoint_dir",
+    "config_property",
     "json_safe",
-    "listing",
-    "load_state",
-    "pickle_message",
     "positive_int",
     "power_of_two",
-    "read_json_config",
-    "refuse_pickles",
-    "write_checkpoint",
 ]
 
 _C = TypeVar("_C", bound="DictConfig")
+_N = TypeVar("_N", bound="ConfiguredModule")
 
 
 class DictConfig:
@@ -67,18 +51,38 @@ class DictConfig:
         return replace(self, **changes)  # type: ignore[type-var]
 
 
-def checkpoint_dir(directory: str | os.PathLike, what: str, hint: str) -> Path:
-    """``directory`` as a Path; a missing path, a plain file or a pickle file is a clear error."""
-    if not isinstance(directory, (str, os.PathLike)):
-        raise TypeError(f"{what} directory must be a path, got {type(directory).__name__}")
-    path = Path(directory)
-    if not path.exists():
-        raise CheckpointError(f"{what} directory {path} does not exist")
-    if not path.is_dir():
-        if path.suffix.lower() in PICKLE_SUFFIXES or looks_like_pickle(path):
-            raise CheckpointError(pickle_message(path, hint))
-        raise CheckpointError(f"{what} path {path} is a file; a {what} checkpoint is a directory with {CONFIG_FILE}")
-    return path
+class ConfiguredModule(nn.Module):
+    """A network built from one immutable config, kept as ``self._config``.
+
+    Subclasses name their config type in ``config_class``, call ``super().__init__(config)``
+    first (it checks the type) and expose the config's fields with :func:`config_property`.
+
+    Parameters
+    ----------
+    config : config_class
+        The architecture.
+    """
+
+    config_class: ClassVar[type]
+    _config: Any
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self._config = check_type("config", config, self.config_class, f"a {self.config_class.__name__}")
+
+    def get_config(self) -> Any:
+        """The (immutable) config the network was built from."""
+        return self._config
+
+    @classmethod
+    def from_config(cls: type[_N], config: Any) -> _N:
+        """Build the network from its config (same as ``cls(config)``)."""
+        return cls(config)  # type: ignore[call-arg]
+
+
+def config_property(name: str, doc: str) -> property:
+    """A read-only property returning ``self._config.<name>``."""
+    return property(lambda self: getattr(self._config, name), doc=doc)
 
 
 def json_safe(value: Any, name: str) -> Any:
@@ -92,82 +96,11 @@ def json_safe(value: Any, name: str) -> Any:
     return json.loads(text)
 
 
-def write_checkpoint(
-    directory: str | os.PathLike,
-    config: dict[str, Any],
-    weights: dict[str, nn.Module],
-    *,
-    overwrite: bool,
-    known_files: tuple[str, ...] = (),
-) -> Path:
-    """Write ``weights`` (file name -> module) as safetensors, then ``config.json`` last.
-
-    ``known_files`` are other names this format may hold (removed on overwrite so a
-    checkpoint never mixes old and new files).
-    """
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"checkpoint path {directory} exists and is not a directory")
-    names = (CONFIG_FILE, *weights, *known_files)
-    existing = [n for n in dict.fromkeys(names) if (directory / n).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{directory} already holds a checkpoint ({', '.join(existing)}); pass overwrite=True "
-            "(--overwrite) or choose another directory"
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in existing:  # config first: a crash mid-save leaves no config.json, never a stale one
-        (directory / name).unlink()
-    for name, module in weights.items():
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-        atomic_write(directory / name, lambda p, t=tensors: save_file(t, str(p), metadata={"format": "pt"}))
-    text = json.dumps(config, indent=2, allow_nan=False) + "\n"
-    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
-    return directory
-
-
-def load_state(path: Path, hint: str) -> dict[str, torch.Tensor]:
-    """Read a safetensors file on CPU; missing files, pickles and bad headers are clear errors."""
-    if not path.is_file():
-        refuse_pickles(path.parent, hint)
-        raise CheckpointError(f"{path.parent} has no {path.name}; files there: {listing(path.parent)}")
-    if not has_safetensors_header(path):
-        # checked only after the header test: a valid header length such as 0x0280 starts with
-        # the bytes 0x80 0x02, which look like the start of a pickle stream
-        if looks_like_pickle(path):
-            raise CheckpointError(pickle_message(path, hint))
-        raise CheckpointError(f"{path} is not a safetensors file (bad header); {hint}")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
-
-
-def check_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    """Raise :class:`CheckpointError` naming the first tensor that is missing, extra or of another shape."""
-    bad = first_state_mismatch(module.state_dict(), state)
-    if bad is None:
-        return
-    where = f"{path} does not fit the {what}"
-    if bad.kind == "missing":
-        raise CheckpointError(f"{where}: tensor {bad.key!r} (shape {bad.expected_shape}) is missing from the file; "
-                              "check the config in config.json")
-    if bad.kind == "shape":
-        raise CheckpointError(f"{where}: tensor {bad.key!r} has shape {bad.file_shape} in the file but the "
-                              f"architecture needs {bad.expected_shape}; check the config in config.json")
-    raise CheckpointError(f"{where}: unexpected tensor {bad.key!r} (shape {bad.file_shape}) is not in the architecture")
-
-
 def positive_int(name: str, value: Any, owner: str) -> int:
-    """``value`` as an int >= 1, or a ValueError/TypeError naming ``owner.name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"{owner} {name}={value!r} must be a positive integer")
-    if value < 1:
-        raise ValueError(f"{owner} {name}={value!r} must be a positive integer")
-    return int(value)
+    """``value`` as an int >= 1 (an integral float such as ``64.0`` is accepted), checked as ``owner name``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return check_int(f"{owner} {name}", value, low=1)
 
 
 def power_of_two(name: str, value: Any, owner: str, low: int, high: int) -> int:

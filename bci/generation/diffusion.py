@@ -31,19 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bci.generation._io import (
-    CheckpointError,
-    DictConfig,
-    check_state,
-    checkpoint_dir,
-    json_safe,
-    listing,
-    load_state,
-    pickle_message,
-    positive_int,
-    read_json_config,
-    write_checkpoint,
-)
+from bci.generation._io import ConfiguredModule, DictConfig, config_property, json_safe, positive_int
+from bci.safe_io import (CheckpointError, CheckpointKind, checkpoint_dir, listing, load_module, pickle_message,
+                         read_json_config, write_checkpoint)
+from streams._checks import check_float, check_int
 
 __all__ = [
     "DiffusionUnavailable",
@@ -77,6 +68,7 @@ _PROJECTOR_HINT = (
     "convert it once, in an environment you trust: load the state_dict with torch.load(path, weights_only=True) "
     "into EmbeddingToTokens(...) and write it with bci.generation.save_projector(projector, DIR)"
 )
+_PROJECTOR_KIND = CheckpointKind(what="projector", hint=_PROJECTOR_HINT)
 _DIFFUSERS_HINT = (
     "convert it once, in an environment you trust: Model.from_pretrained(DIR, use_safetensors=False) then "
     "model.save_pretrained(DIR, safe_serialization=True) (diffusers), which writes "
@@ -187,7 +179,7 @@ class ProjectorConfig(DictConfig):
             raise ValueError(f"{owner} mode={self.mode!r} must be one of {list(_PROJECTOR_MODES)}")
 
 
-class EmbeddingToTokens(nn.Module):
+class EmbeddingToTokens(ConfiguredModule):
     """Map a ``(B, D)`` embedding to the ``(B, seq_len, token_dim)`` sequence a UNet attends to.
 
     A linear map (see :class:`ProjectorConfig` ``mode``) followed by LayerNorm over each
@@ -205,9 +197,10 @@ class EmbeddingToTokens(nn.Module):
         See :class:`ProjectorConfig`.
     """
 
+    config_class = ProjectorConfig
+
     def __init__(self, embed_dim: int, seq_len: int = 77, token_dim: int = 768, *, mode: str = "linear") -> None:
-        super().__init__()
-        self._config = ProjectorConfig(embed_dim=embed_dim, seq_len=seq_len, token_dim=token_dim, mode=mode)
+        super().__init__(ProjectorConfig(embed_dim=embed_dim, seq_len=seq_len, token_dim=token_dim, mode=mode))
         cfg = self._config
         if cfg.mode == "linear":
             self.proj = nn.Linear(cfg.embed_dim, cfg.seq_len * cfg.token_dim)
@@ -217,24 +210,9 @@ class EmbeddingToTokens(nn.Module):
             self.positions = nn.Parameter(torch.randn(cfg.seq_len, cfg.token_dim) * 0.02)
         self.norm = nn.LayerNorm(cfg.token_dim)
 
-    @property
-    def embed_dim(self) -> int:
-        """Input size D."""
-        return self._config.embed_dim
-
-    @property
-    def seq_len(self) -> int:
-        """Number of tokens produced."""
-        return self._config.seq_len
-
-    @property
-    def token_dim(self) -> int:
-        """Size of each token."""
-        return self._config.token_dim
-
-    def get_config(self) -> ProjectorConfig:
-        """The (immutable) shape config."""
-        return self._config
+    embed_dim = config_property("embed_dim", "Input size D.")
+    seq_len = config_property("seq_len", "Number of tokens produced.")
+    token_dim = config_property("token_dim", "Size of each token.")
 
     @classmethod
     def from_config(cls, config: ProjectorConfig) -> EmbeddingToTokens:
@@ -294,16 +272,14 @@ def load_projector(directory: str | os.PathLike, device: str | torch.device = "c
         Missing directory or file, wrong format, pickle files (refused), or weights that do
         not fit the config (the first mismatching tensor is named).
     """
-    path = checkpoint_dir(directory, "projector", _PROJECTOR_HINT)
+    path = checkpoint_dir(directory, _PROJECTOR_KIND)
     data = read_json_config(path, PROJECTOR_FORMAT, PROJECTOR_FORMAT_VERSION, _PROJECTOR_HINT)
     try:
         projector = EmbeddingToTokens.from_config(ProjectorConfig.from_dict(data.get("projector")))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path / 'config.json'}: {exc}") from None
-    state = load_state(path / PROJECTOR_FILE, _PROJECTOR_HINT)
-    check_state(projector, state, path / PROJECTOR_FILE, "embedding-to-tokens projector")
-    projector.load_state_dict(state, strict=True)
-    return projector.to(torch.device(device)).eval()
+    return load_module(projector, path / PROJECTOR_FILE, _PROJECTOR_KIND, "the embedding-to-tokens projector",
+                       device)
 
 
 # ---------------------------------------------------------------------- img2img
@@ -610,13 +586,12 @@ def _to(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Modul
 
 
 def _check_run_args(strength: Any, steps: Any, guidance_scale: Any, seed: Any) -> tuple[float, int, float, int]:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+    if not 0.0 <= check_float("strength", strength) <= 1.0:
         raise ValueError(f"strength={strength!r} must be a number in [0, 1] (0: keep the image, 1: ignore it)")
     steps = positive_int("steps", steps, "LatentImg2Img")
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 1:
+    if not check_float("guidance_scale", guidance_scale) >= 1:
         raise ValueError(f"guidance_scale={guidance_scale!r} must be a number >= 1 (1: no guidance)")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be an integer >= 0")
+    seed = check_int("seed", seed, low=0)
     return float(strength), steps, float(guidance_scale), seed
 
 

@@ -20,25 +20,17 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from bci.generation._io import (
-    CheckpointError,
-    DictConfig,
-    check_state,
-    checkpoint_dir,
-    json_safe,
-    load_state,
-    positive_int,
-    power_of_two,
-    read_json_config,
-    write_checkpoint,
-)
+from bci.generation._io import ConfiguredModule, DictConfig, config_property, json_safe, positive_int, power_of_two
+from bci.safe_io import (CheckpointError, CheckpointKind, checkpoint_dir, load_module, read_json_config,
+                         write_checkpoint)
+from streams._checks import check_bool, check_int
 
 __all__ = [
     "DiscriminatorConfig",
@@ -64,11 +56,11 @@ _BASE_SIZE = 4  # spatial size the generator starts from and the discriminator e
 _MIN_SIZE, _MAX_SIZE = 8, 256
 _NORMS = ("batch", "group", "none")
 _CONDITIONING = ("projection", "concat")
-_M = TypeVar("_M", bound=nn.Module)
 _HINT = (
     "convert it once, in an environment you trust: load the state_dict with torch.load(path, weights_only=True), "
     "put it into SaliencyGenerator(config) and write it with bci.generation.save_generator(generator, DIR)"
 )
+_KIND = CheckpointKind(what="saliency generator", hint=_HINT)
 
 
 # ---------------------------------------------------------------------- configs
@@ -81,6 +73,19 @@ def _choice(owner: str, name: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
         raise ValueError(f"{owner} {name}={value!r} must be one of {list(options)}")
     return value
+
+
+def _check_sizes(config: GeneratorConfig | DiscriminatorConfig) -> str:
+    """Check (and store as ints) the size fields both configs share; returns the owner name for messages."""
+    owner = type(config).__name__
+    object.__setattr__(config, "feature_dim", positive_int("feature_dim", config.feature_dim, owner))
+    object.__setattr__(config, "image_size", power_of_two("image_size", config.image_size, owner, _MIN_SIZE,
+                                                          _MAX_SIZE))
+    object.__setattr__(config, "base_channels", positive_int("base_channels", config.base_channels, owner))
+    object.__setattr__(config, "max_channels", positive_int("max_channels", config.max_channels, owner))
+    if config.max_channels < config.base_channels:
+        raise ValueError(f"{owner} max_channels={config.max_channels} must be >= base_channels={config.base_channels}")
+    return owner
 
 
 @dataclass(frozen=True)
@@ -112,16 +117,8 @@ class GeneratorConfig(DictConfig):
     norm: str = "batch"
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        object.__setattr__(self, "feature_dim", positive_int("feature_dim", self.feature_dim, owner))
-        if isinstance(self.noise_dim, bool) or not isinstance(self.noise_dim, int) or self.noise_dim < 0:
-            raise ValueError(f"{owner} noise_dim={self.noise_dim!r} must be an integer >= 0 (0: no noise)")
-        object.__setattr__(self, "image_size", power_of_two("image_size", self.image_size, owner, _MIN_SIZE,
-                                                            _MAX_SIZE))
-        object.__setattr__(self, "base_channels", positive_int("base_channels", self.base_channels, owner))
-        object.__setattr__(self, "max_channels", positive_int("max_channels", self.max_channels, owner))
-        if self.max_channels < self.base_channels:
-            raise ValueError(f"{owner} max_channels={self.max_channels} must be >= base_channels={self.base_channels}")
+        owner = _check_sizes(self)
+        object.__setattr__(self, "noise_dim", check_int(f"{owner} noise_dim", self.noise_dim, low=0))
         _choice(owner, "norm", self.norm, _NORMS)
 
 
@@ -158,18 +155,10 @@ class DiscriminatorConfig(DictConfig):
     spectral_norm: bool = True
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        object.__setattr__(self, "feature_dim", positive_int("feature_dim", self.feature_dim, owner))
-        object.__setattr__(self, "image_size", power_of_two("image_size", self.image_size, owner, _MIN_SIZE,
-                                                            _MAX_SIZE))
-        object.__setattr__(self, "base_channels", positive_int("base_channels", self.base_channels, owner))
-        object.__setattr__(self, "max_channels", positive_int("max_channels", self.max_channels, owner))
-        if self.max_channels < self.base_channels:
-            raise ValueError(f"{owner} max_channels={self.max_channels} must be >= base_channels={self.base_channels}")
+        owner = _check_sizes(self)
         _choice(owner, "conditioning", self.conditioning, _CONDITIONING)
         object.__setattr__(self, "cond_channels", positive_int("cond_channels", self.cond_channels, owner))
-        if not isinstance(self.spectral_norm, bool):
-            raise TypeError(f"{owner} spectral_norm={self.spectral_norm!r} must be True or False")
+        object.__setattr__(self, "spectral_norm", check_bool(f"{owner} spectral_norm", self.spectral_norm))
 
 
 # ---------------------------------------------------------------------- networks
@@ -191,7 +180,7 @@ def _check_features(features: torch.Tensor, feature_dim: int, who: str) -> None:
         )
 
 
-class SaliencyGenerator(nn.Module):
+class SaliencyGenerator(ConfiguredModule):
     """Conditional generator ``G(f, z)``: feature vector (+ noise) to an RGB image in ``[-1, 1]``.
 
     ``[f, z]`` → linear to ``C × 4 × 4`` → norm, ReLU → ``log2(image_size / 4)`` blocks of
@@ -203,11 +192,10 @@ class SaliencyGenerator(nn.Module):
         Architecture.
     """
 
+    config_class = GeneratorConfig
+
     def __init__(self, config: GeneratorConfig) -> None:
-        super().__init__()
-        if not isinstance(config, GeneratorConfig):
-            raise TypeError(f"config must be a GeneratorConfig, got {type(config).__name__}")
-        self._config = config
+        super().__init__(config)
         size, base, cap = config.image_size, config.base_channels, config.max_channels
         c0 = _channels(base, cap, size, _BASE_SIZE)
         self.fc = nn.Linear(config.feature_dim + config.noise_dim, c0 * _BASE_SIZE * _BASE_SIZE)
@@ -227,29 +215,9 @@ class SaliencyGenerator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = nn.Conv2d(c_in, 3, 3, padding=1)
 
-    @property
-    def feature_dim(self) -> int:
-        """Size of the condition vector."""
-        return self._config.feature_dim
-
-    @property
-    def noise_dim(self) -> int:
-        """Size of the noise vector (0: none)."""
-        return self._config.noise_dim
-
-    @property
-    def image_size(self) -> int:
-        """Output height and width."""
-        return self._config.image_size
-
-    def get_config(self) -> GeneratorConfig:
-        """The (immutable) architecture config."""
-        return self._config
-
-    @classmethod
-    def from_config(cls, config: GeneratorConfig) -> SaliencyGenerator:
-        """Build a generator from its config (same as ``cls(config)``)."""
-        return cls(config)
+    feature_dim = config_property("feature_dim", "Size of the condition vector.")
+    noise_dim = config_property("noise_dim", "Size of the noise vector (0: none).")
+    image_size = config_property("image_size", "Output height and width.")
 
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal noise ``(batch, noise_dim)`` on the generator's device."""
@@ -290,7 +258,7 @@ class SaliencyGenerator(nn.Module):
         return torch.tanh(self.to_rgb(self.blocks(self.stem(x))))
 
 
-class SaliencyDiscriminator(nn.Module):
+class SaliencyDiscriminator(ConfiguredModule):
     """Conditional discriminator ``D(image, f)`` returning one logit per image.
 
     ``log2(image_size / 4)`` blocks of (4×4 conv stride 2, LeakyReLU 0.2) → sum over the
@@ -304,11 +272,10 @@ class SaliencyDiscriminator(nn.Module):
         Architecture.
     """
 
+    config_class = DiscriminatorConfig
+
     def __init__(self, config: DiscriminatorConfig) -> None:
-        super().__init__()
-        if not isinstance(config, DiscriminatorConfig):
-            raise TypeError(f"config must be a DiscriminatorConfig, got {type(config).__name__}")
-        self._config = config
+        super().__init__(config)
         sn = _spectral_norm if config.spectral_norm else (lambda m: m)
         size, base, cap = config.image_size, config.base_channels, config.max_channels
         concat = config.conditioning == "concat"
@@ -324,24 +291,8 @@ class SaliencyDiscriminator(nn.Module):
         self.out = sn(nn.Linear(c_in, 1))
         self.embed = sn(nn.Linear(config.feature_dim, c_in, bias=False)) if not concat else None
 
-    @property
-    def feature_dim(self) -> int:
-        """Size of the condition vector."""
-        return self._config.feature_dim
-
-    @property
-    def image_size(self) -> int:
-        """Height and width of the images judged."""
-        return self._config.image_size
-
-    def get_config(self) -> DiscriminatorConfig:
-        """The (immutable) architecture config."""
-        return self._config
-
-    @classmethod
-    def from_config(cls, config: DiscriminatorConfig) -> SaliencyDiscriminator:
-        """Build a discriminator from its config (same as ``cls(config)``)."""
-        return cls(config)
+    feature_dim = config_property("feature_dim", "Size of the condition vector.")
+    image_size = config_property("image_size", "Height and width of the images judged.")
 
     def forward(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Score images given their conditions.
@@ -461,7 +412,7 @@ def read_gan_checkpoint(directory: str | os.PathLike) -> GanCheckpoint:
         Missing directory or file, another format or kind, a newer format version, or an
         invalid config (the field is named).
     """
-    path = checkpoint_dir(directory, "saliency generator", _HINT)
+    path = checkpoint_dir(directory, _KIND)
     data = read_json_config(path, FORMAT, FORMAT_VERSION, _HINT)
     if data.get("kind") != KIND:
         raise CheckpointError(f"{path / 'config.json'} has kind {data.get('kind')!r}, expected {KIND!r}")
@@ -477,15 +428,6 @@ def read_gan_checkpoint(directory: str | os.PathLike) -> GanCheckpoint:
     return GanCheckpoint(generator=gen, discriminator=disc, metadata=metadata)
 
 
-def _load_module(module: _M, weights: Path, what: str, device: str | torch.device) -> _M:
-    state = load_state(weights, _HINT)
-    check_state(module, state, weights, what)
-    module.load_state_dict(state, strict=True)
-    module.to(torch.device(device))
-    module.eval()
-    return module
-
-
 def load_generator(directory: str | os.PathLike, device: str | torch.device = "cpu") -> SaliencyGenerator:
     """Rebuild the generator of a checkpoint, in eval mode, on ``device``.
 
@@ -497,7 +439,7 @@ def load_generator(directory: str | os.PathLike, device: str | torch.device = "c
     """
     info = read_gan_checkpoint(directory)
     gen = SaliencyGenerator(info.generator)
-    return _load_module(gen, Path(directory) / GENERATOR_FILE, "saliency generator", device)
+    return load_module(gen, Path(directory) / GENERATOR_FILE, _KIND, "the saliency generator", device)
 
 
 def load_discriminator(directory: str | os.PathLike, device: str | torch.device = "cpu") -> SaliencyDiscriminator:
@@ -509,7 +451,7 @@ def load_discriminator(directory: str | os.PathLike, device: str | torch.device 
             "start a new one from a DiscriminatorConfig"
         )
     disc = SaliencyDiscriminator(info.discriminator)
-    return _load_module(disc, Path(directory) / DISCRIMINATOR_FILE, "saliency discriminator", device)
+    return load_module(disc, Path(directory) / DISCRIMINATOR_FILE, _KIND, "the saliency discriminator", device)
 
 
 # ---------------------------------------------------------------------- runtime step
@@ -542,8 +484,8 @@ class PixelImageStep:
 
         if not isinstance(generator, SaliencyGenerator):
             raise TypeError(f"PixelImageStep expects a SaliencyGenerator, got {type(generator).__name__}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed={seed!r} must be an integer or None (zero noise)")
+        if seed is not None:
+            seed = check_int("seed", seed)
         self.device = select_device(device)
         self.generator = generator.to(self.device).eval()
         self.seed = seed

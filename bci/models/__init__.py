@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from bci.models import eeg, fmri  # noqa: F401  (register the built-in models)
 from bci.models.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
 from bci.models.registry import (
     MODELS,
@@ -18,6 +17,8 @@ from bci.models.registry import (
     list_models,
     register_model,
 )
+
+list_models()  # find the built-in models now, so MODELS lists them from the start
 
 __all__ = [
     "MODELS",

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bci.models.registry import EncoderModel, ModelConfig, register_model
+from bci.models.base import EncoderModel, ModelConfig, check_dropout
+from streams._checks import check_int
 
 #: Rate the default EEG encoder works at internally (the input is average-pooled to it).
 INTERNAL_SFREQ = 250.0
@@ -49,7 +50,6 @@ def _pooled(n: int, pool: int, what: str, name: str) -> int:
     return out
 
 
-@register_model("eeg_convnet")
 class EEGConvNet(EncoderModel):
     """Default EEG encoder: EEGNet-style, decimating early, ~0.2 M parameters at 128 x 440.
 
@@ -80,6 +80,7 @@ class EEGConvNet(EncoderModel):
         Size of the features before the head (None: ``embed_dim``); used with ``head_hidden``.
     """
 
+    registry_name = "eeg_convnet"
     default_shape = {"n_chans": 128, "n_times": 440, "sfreq": 1000.0, "embed_dim": 512}
     default_params: dict[str, Any] = {
         "decim": None,
@@ -103,14 +104,11 @@ class EEGConvNet(EncoderModel):
         if p["temporal_kernel"] is None:
             p["temporal_kernel"] = _odd(0.128 * config.sfreq / p["decim"])
         for key in ("decim", "n_spatial", "temporal_kernel", "pool1", "n_separable", "separable_kernel", "pool2"):
-            if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1:
-                raise ValueError(f"model {config.name!r}: param {key}={p[key]!r} must be a positive int")
-        if not 0.0 <= float(p["dropout"]) < 1.0:
-            raise ValueError(f"model {config.name!r}: param dropout={p['dropout']!r} must be in [0, 1)")
+            p[key] = check_int(f"model {config.name!r}: param {key}", p[key], low=1)
+        check_dropout(config, p["dropout"])
         for key in ("head_hidden", "feature_dim"):
-            v = p.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"model {config.name!r}: param {key}={v!r} must be a positive int or None")
+            if p.get(key) is not None:
+                p[key] = check_int(f"model {config.name!r}: param {key}", p[key], low=1)
         if p.get("feature_dim") is not None and p.get("head_hidden") is None:
             raise ValueError(f"model {config.name!r}: param feature_dim={p['feature_dim']!r} needs head_hidden "
                              "(the features are the head's input)")
@@ -173,7 +171,6 @@ def _depthwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return (windows * conv.weight[:, 0, None, :]).sum(-1)
 
 
-@register_model("eeg_shallow")
 class ShallowConvNet(EncoderModel):
     """ShallowConvNet (Schirrmeister et al. 2017), braindecode layout; the reference encoder.
 
@@ -193,6 +190,7 @@ class ShallowConvNet(EncoderModel):
         Dropout before the final layer.
     """
 
+    registry_name = "eeg_shallow"
     default_shape = {"n_chans": 128, "n_times": 440, "sfreq": 1000.0, "embed_dim": 512}
     default_params: dict[str, Any] = {
         "n_filters_time": 40,

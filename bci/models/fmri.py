@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bci.models.registry import EncoderModel, ModelConfig, register_model
+from bci.models.base import EncoderModel, ModelConfig, check_dropout
+from streams._checks import check_int, check_type
 
 
-@register_model("fmri_mlp")
 class FMRIMLP(EncoderModel):
     """MLP over voxels: ``[Linear -> LayerNorm -> SiLU -> Dropout] * len(hidden) -> Linear``.
 
@@ -26,6 +26,7 @@ class FMRIMLP(EncoderModel):
         Dropout after each hidden layer (training only).
     """
 
+    registry_name = "fmri_mlp"
     default_shape = {"n_chans": 967, "n_times": 1, "sfreq": 0.5, "embed_dim": 512}
     default_params: dict[str, Any] = {"hidden": [1024, 768], "dropout": 0.1}
 
@@ -33,14 +34,9 @@ class FMRIMLP(EncoderModel):
     def resolve_params(cls, config: ModelConfig) -> dict[str, Any]:
         """Validate ``hidden`` and ``dropout``."""
         p = super().resolve_params(config)
-        hidden = p["hidden"]
-        if not isinstance(hidden, (list, tuple)) or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
-        ):
-            raise ValueError(f"model {config.name!r}: param hidden={hidden!r} must be a list of positive ints")
-        p["hidden"] = list(hidden)
-        if not 0.0 <= float(p["dropout"]) < 1.0:
-            raise ValueError(f"model {config.name!r}: param dropout={p['dropout']!r} must be in [0, 1)")
+        hidden = check_type(f"model {config.name!r}: param hidden", p["hidden"], (list, tuple), "a list of positive ints")
+        p["hidden"] = [check_int(f"model {config.name!r}: param hidden[{i}]", h, low=1) for i, h in enumerate(hidden)]
+        check_dropout(config, p["dropout"])
         return p
 
     def _build(self, p: dict[str, Any]) -> None:

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from bci.models.checkpoint import WEIGHTS_FILE
-from bci.safe_io import CONFIG_FILE, CheckpointError, atomic_write, read_json_config, refuse_pickles
+from bci.safe_io import CONFIG_FILE, CheckpointError, read_json_config, refuse_pickles, write_checkpoint
+from streams._checks import check_int
 
 __all__ = ["STIMULUS_FORMAT", "PatternEmbedder", "StimulusCNN", "StimulusConfig", "images_to_grey",
            "load_stimulus_encoder", "pattern_fingerprint", "pattern_grid", "pattern_probabilities", "pattern_query",
@@ -61,11 +62,9 @@ class StimulusConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "embed_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"StimulusConfig: {name}={value!r} must be a positive int")
-        chans = tuple(self.channels)
-        if not chans or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chans):
+            object.__setattr__(self, name, check_int(f"StimulusConfig: {name}", getattr(self, name), low=1))
+        chans = tuple(check_int(f"StimulusConfig: channels[{i}]", c, low=1) for i, c in enumerate(self.channels))
+        if not chans:
             raise ValueError(f"StimulusConfig: channels={self.channels!r} must be a non-empty list of positive ints")
         object.__setattr__(self, "channels", chans)
 
@@ -236,9 +235,7 @@ class PatternEmbedder:
     name = "pattern"
 
     def __init__(self, grid: int) -> None:
-        if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 2:
-            raise ValueError(f"grid={grid!r} must be an integer >= 2 (the pattern side, e.g. 10)")
-        self.grid = int(grid)
+        self.grid = check_int("grid", grid, low=2)
 
     @property
     def embed_dim(self) -> int:
@@ -285,15 +282,9 @@ def save_stimulus_encoder(model: StimulusCNN, directory: str | os.PathLike) -> P
     """Write ``config.json`` + ``model.safetensors`` into ``directory`` (created; replaced if present)."""
     if not isinstance(model, StimulusCNN):
         raise TypeError(f"model must be a StimulusCNN, got {type(model).__name__}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).unlink(missing_ok=True)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": STIMULUS_FORMAT}))
     header = {"format": STIMULUS_FORMAT, "format_version": STIMULUS_FORMAT_VERSION}
-    text = json.dumps({**header, **model.config.to_dict()}, indent=2) + "\n"
-    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
-    return directory
+    return write_checkpoint(directory, {**header, **model.config.to_dict()}, {WEIGHTS_FILE: model}, overwrite=True,
+                            tensor_metadata={"format": STIMULUS_FORMAT}, allow_nan=True)
 
 
 def load_stimulus_encoder(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> StimulusCNN:
