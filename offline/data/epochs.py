@@ -45,8 +45,6 @@ import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +52,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from streams._store import jsonable, now, remove_existing, writer_version
 from streams.errors import OutputExistsError
 
 __all__ = [
@@ -122,37 +121,6 @@ def _decode_strings(arr: np.ndarray) -> list[str]:
 
 
 # --------------------------------------------------------------------------- helpers
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _writer_version() -> str:
-    try:
-        return f"bci-runtime {version('bci-runtime')}"
-    except PackageNotFoundError:
-        return "bci-runtime (not installed)"
-
-
-def _jsonable(value: Any, where: str) -> Any:
-    """Plain JSON types from numpy scalars/arrays, tuples and paths; refuse anything else."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, where) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, where) for k, v in value.items()}
-    raise TypeError(f"{where}: {value!r} of type {type(value).__name__} cannot be stored as JSON; "
-                    "use str, int, float, bool, None, lists or dicts of those")
-
-
 def _int_vector(name: str, value: Any, n: int) -> np.ndarray:
     """``value`` as an int64 vector of length ``n`` (a scalar is broadcast)."""
     arr = np.asarray(value)
@@ -221,20 +189,6 @@ def split_hash(parts: Mapping[str, np.ndarray]) -> str:
     for name in sorted(parts):
         items += [name, np.sort(np.asarray(parts[name], dtype="<i8"))]
     return _sha256_arrays(*items)
-
-
-def _remove_existing(path: Path) -> None:
-    """Delete ``path`` for overwrite=True, refusing a non-empty directory that is not a Zarr store."""
-    if path.is_dir() and not path.is_symlink():
-        looks_zarr = (path / "zarr.json").exists()
-        if not looks_zarr and any(path.iterdir()):
-            raise OutputExistsError(
-                f"{str(path)!r} is a non-empty directory that is not a Zarr store; refusing to delete it "
-                "even with overwrite=True. Choose another output path."
-            )
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def _create_1d(root: Any, name: str, values: np.ndarray) -> None:
@@ -388,8 +342,8 @@ class EpochDatasetWriter:
         base_attrs = {
             "schema": SCHEMA_NAME,
             "schema_version": SCHEMA_VERSION,
-            "created": _now(),
-            "writer": _writer_version(),
+            "created": now(),
+            "writer": writer_version(),
             "zarr_version": zarr.__version__,
             "complete": False,
             "sfreq": float(sfreq),
@@ -399,18 +353,18 @@ class EpochDatasetWriter:
             "ch_types": self.ch_types,
             "class_names": self.class_names,
             "modality": modality,
-            "preprocessing": _jsonable(preprocessing, "preprocessing"),
-            "source": _jsonable(dict(source or {}), "source"),
+            "preprocessing": jsonable(preprocessing, "preprocessing"),
+            "source": jsonable(dict(source or {}), "source"),
             "splits": {},
             "string_encoding": "utf-8 bytes in uint8 arrays, NUL-padded",
-            **_jsonable(dict(attrs or {}), "attrs"),
+            **jsonable(dict(attrs or {}), "attrs"),
         }
         self.path = Path(path)
         if self.path.exists() or self.path.is_symlink():
             if not overwrite:
                 raise OutputExistsError(f"{str(self.path)!r} already exists; choose a new path or pass "
                                         "overwrite=True (--overwrite on the CLI)")
-            _remove_existing(self.path)
+            remove_existing(self.path)
         self._root = zarr.create_group(store=LocalStore(self.path), zarr_format=3, attributes=base_attrs)
         self._data = self._root.create_array(
             "data", shape=(0, self.n_channels, self.n_times), dtype="float32",
@@ -553,7 +507,7 @@ class EpochDatasetWriter:
         bad = sorted(set(attrs) & reserved)
         if bad:
             raise ValueError(f"attributes {bad} are set by the writer itself; rename them")
-        self._root.attrs.update({k: _jsonable(v, f"attribute {k!r}") for k, v in attrs.items()})
+        self._root.attrs.update({k: jsonable(v, f"attribute {k!r}") for k, v in attrs.items()})
 
     # ------------------------------------------------------------------ closing
     def close(self, *, subject_names: Sequence[str] | None = None,
@@ -590,7 +544,7 @@ class EpochDatasetWriter:
             "session_names": self._names("session_names", session_names, meta["session"]),
         }
         self._root.attrs.update(extra)
-        self._root.attrs.update({"complete": True, "closed": _now()})
+        self._root.attrs.update({"complete": True, "closed": now()})
         self._closed = True
         return self.path
 
@@ -1338,8 +1292,8 @@ class EpochDataset:
             "leaks": check.leaks,
             "warning": (f"LEAKING split stored with allow_leak=True: {'; '.join(check.leaks)}"
                         if check.leaks else None),
-            "meta": _jsonable(dict(meta or {}), f"split {name!r} meta"),
-            "created": _now(),
+            "meta": jsonable(dict(meta or {}), f"split {name!r} meta"),
+            "created": now(),
         }
         self._write_split(name, clean, record)
         self._splits[name] = clean
