@@ -19,6 +19,7 @@ from streams.synthetic import (
     canonical_hrf,
     format_marker,
     geometric_patterns,
+    make_balanced_schedule,
     make_binary_patterns,
     make_schedule,
     make_stimuli,
@@ -199,6 +200,24 @@ def test_schedule_validates(stim) -> None:
     with pytest.raises(ValueError, match="duration"):
         make_schedule(stim, -1.0)
     assert make_schedule(stim, 1.5) == []  # no whole trial fits
+    with pytest.raises(TypeError, match="block_size"):
+        make_schedule(stim, 10.0, block_size=2.0)
+    with pytest.raises(ValueError, match="isi=-0.5"):
+        make_schedule(stim, 10.0, isi=-0.5)
+
+
+def test_balanced_schedule_counts_every_class_and_times_trials_like_make_schedule(stim) -> None:
+    sched = make_balanced_schedule(stim, n_per_class=3, n_blocks=3, seed=4)
+    shown = stimulus_events(sched)
+    assert np.bincount(stim.class_ids[[e.image_index for e in shown]]).tolist() == [3] * stim.n_classes
+    assert sched[0].marker == "block_start/0" and sched[0].onset == 1.0
+    gaps = np.diff([e.onset for e in shown if e.block == 0])
+    assert np.all((gaps >= 1.0) & (gaps <= 1.1))  # stim 0.5 s + isi 0.5 s + U(0, 0.1)
+    assert sched == make_balanced_schedule(stim, n_per_class=3, n_blocks=3, seed=4)
+    with pytest.raises(TypeError, match="n_per_class"):
+        make_balanced_schedule(stim, n_per_class=2.0, n_blocks=1)
+    with pytest.raises(ValueError, match="design"):
+        make_balanced_schedule(stim, n_per_class=2, n_blocks=1, design="slow")
 
 
 # ============================================================================ EEG
