@@ -117,6 +117,16 @@ def test_stimuli_are_deterministic_and_differ_across_classes(stim) -> None:
         assert np.any(np.all(pixels == rgb, axis=1)), stim.class_names[c]
 
 
+def test_template_caption_is_the_one_class_template() -> None:
+    from streams.synthetic.stimuli import template_caption
+
+    stim = make_stimuli(n_per_class=1, size=16)
+    assert stim.template_captions == [template_caption(n) for n in stim.class_names]
+    assert template_caption("red triangle") == "an image of a red triangle"
+    assert template_caption("apple") == "an image of an apple"  # the synthetic world's a/an
+    assert template_caption("apple", article="a") == "an image of a apple"  # what the importers write
+
+
 def test_stimuli_validate_arguments() -> None:
     with pytest.raises(ValueError, match="n_per_class"):
         make_stimuli(n_per_class=0)

@@ -33,7 +33,7 @@ import numpy as np
 
 from offline.data.epochs import EpochDataset, write_epoch_dataset
 from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
-from streams.synthetic.stimuli import geometric_patterns, pattern_images
+from streams.synthetic.stimuli import geometric_patterns, pattern_images, template_caption
 
 __all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "fmri_oracle_for_dataset", "pattern_images",
            "patterns_from_images"]
@@ -144,7 +144,7 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
         subject=np.zeros(len(order), np.int64), session=np.zeros(len(order), np.int64), block=blocks,
         sfreq=1.0 / config.tr, ch_names=sim.channel_names, ch_types=["fmri"] * sim.n_voxels, class_names=names,
         images=pattern_images(patterns, image_scale), image_table_ids=image_ids, captions=captions,
-        template_captions=[f"an image of a {names[c]}" for c in image_class], source=source, modality="fmri",
+        template_captions=[template_caption(names[c], article="a") for c in image_class], source=source, modality="fmri",
         overwrite=overwrite, marker_time=np.asarray([onset for onset, _ in events]),
         # how the epochs were cut, so a model trained on them decodes live windows cut the same way
         # (bci.runtime.assemble.trained_offset): volumes from onset + offset, as the runtime's fMRI windows

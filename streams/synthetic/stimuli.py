@@ -182,7 +182,7 @@ def make_stimuli(n_per_class: int = 5, size: int = 64, seed: int = 0) -> Stimulu
             class_ids[i] = class_id
             name = class_names[class_id]
             captions.append(f"a {SIZE_WORDS[size_cell]} {name} {_POSITION_PHRASES[(vcell, hcell)]}")
-            templates.append(f"an image of {_article(name)} {name}")
+            templates.append(template_caption(name))
             i += 1
     return StimulusSet(
         images=images,
@@ -300,6 +300,30 @@ _SDFS = {
     "ring": _sd_ring,
     "bar": lambda px, py, r: _sd_polygon(px, py, _rect(r, 0.3 * r)),
 }
+
+
+#: The class-template caption: one image's text in CLIP-style zero-shot prompts.
+TEMPLATE = "an image of {article} {name}"
+
+
+def template_caption(name: str, article: str | None = None) -> str:
+    """The class-template caption of class ``name``: ``"an image of a red triangle"``.
+
+    Parameters
+    ----------
+    name : str
+        Class name (e.g. ``"red triangle"``).
+    article : str or None
+        The article before the name. ``None`` (the synthetic world) picks ``"an"`` before
+        a vowel and ``"a"`` otherwise; the importers, the fMRI builder and the CLIP-sample
+        trainer pass ``"a"`` (they always have), so their texts, and the CLIP targets made
+        from them, stay as they were (``"an image of a apple"``).
+
+    Returns
+    -------
+    str
+    """
+    return TEMPLATE.format(article=_article(name) if article is None else article, name=name)
 
 
 def _article(phrase: str) -> str:
