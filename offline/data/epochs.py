@@ -62,10 +62,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "SPLIT_KINDS",
     "DatasetFormatError",
+    "EpochArrays",
     "EpochDataset",
     "EpochDatasetWriter",
     "EpochLoader",
+    "EpochMetadata",
     "EpochTable",
+    "ImageTable",
     "SplitInfo",
     "SplitLeakError",
     "write_epoch_dataset",
@@ -584,35 +587,100 @@ class EpochDatasetWriter:
             self.close()
 
 
+@dataclass(frozen=True, eq=False)
+class EpochArrays:
+    """The per-epoch arrays of an epoch dataset, one row per epoch (checked by the writer).
+
+    Attributes
+    ----------
+    data : numpy.ndarray, shape (n_epochs, n_channels, n_times)
+        Finite real values (stored as float32).
+    labels : array-like of int, shape (n_epochs,)
+        Indices into :attr:`EpochMetadata.class_names`.
+    image_ids : sequence of str
+        One per epoch.
+    subject, session, block : array-like of int, shape (n_epochs,)
+        A block is identified by ``(subject, session, block)``.
+    run : array-like of int, optional
+    marker_time : array-like of float, optional
+        Marker times in seconds (enables the overlapping-window check of splits).
+    """
+
+    data: np.ndarray
+    labels: Any
+    image_ids: Sequence[str]
+    subject: Any
+    session: Any
+    block: Any
+    run: Any = None
+    marker_time: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class EpochMetadata:
+    """Dataset-level metadata of an epoch dataset: sampling, channels, classes and provenance.
+
+    Attributes
+    ----------
+    sfreq : float
+        Sampling rate of the epochs (Hz).
+    ch_names : sequence of str
+        One per channel.
+    class_names : sequence of str
+    ch_types : sequence of str, optional
+        One per channel (default: the modality).
+    modality : {'eeg', 'fmri'}
+    source : dict, optional
+        Provenance.
+    preprocessing : dict or str, optional
+        What was done to the signal.
+    subject_names, session_names : sequence of str, optional
+        Names of the integer codes.
+    attrs : dict, optional
+        More root attributes.
+    """
+
+    sfreq: float
+    ch_names: Sequence[str]
+    class_names: Sequence[str]
+    ch_types: Sequence[str] | None = None
+    modality: str = "eeg"
+    source: Mapping[str, Any] | None = None
+    preprocessing: Mapping[str, Any] | str | None = None
+    subject_names: Sequence[str] | None = None
+    session_names: Sequence[str] | None = None
+    attrs: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ImageTable:
+    """The image table of an epoch dataset: one row per distinct image.
+
+    Attributes
+    ----------
+    images : numpy.ndarray, optional
+        ``(n_images, H, W, 3)`` uint8, rows matching ``ids``; every epoch's image id must
+        be in the table.
+    ids, captions, template_captions : sequence of str, optional
+        Per image row (``images`` and ``ids`` go together; captions need both).
+    """
+
+    images: np.ndarray | None = None
+    ids: Sequence[str] | None = None
+    captions: Sequence[str] | None = None
+    template_captions: Sequence[str] | None = None
+
+
 def write_epoch_dataset(
     path: str | Path,
-    data: np.ndarray,
+    epochs: EpochArrays,
+    meta: EpochMetadata,
     *,
-    labels: np.ndarray,
-    image_ids: Sequence[str],
-    subject: np.ndarray,
-    session: np.ndarray,
-    block: np.ndarray,
-    sfreq: float,
-    ch_names: Sequence[str],
-    ch_types: Sequence[str] | None = None,
-    class_names: Sequence[str],
-    images: np.ndarray | None = None,
-    image_table_ids: Sequence[str] | None = None,
-    captions: Sequence[str] | None = None,
-    template_captions: Sequence[str] | None = None,
+    images: ImageTable | None = None,
     splits: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-    source: Mapping[str, Any] | None = None,
-    modality: str = "eeg",
+    split_kinds: Mapping[str, str] | None = None,
     overwrite: bool = False,
     chunk_epochs: int = 64,
-    run: np.ndarray | None = None,
-    marker_time: np.ndarray | None = None,
-    split_kinds: Mapping[str, str] | None = None,
-    preprocessing: Mapping[str, Any] | str | None = None,
-    subject_names: Sequence[str] | None = None,
-    session_names: Sequence[str] | None = None,
-    attrs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a whole epoch dataset at once (see the module docstring for the layout).
 
@@ -620,45 +688,21 @@ def write_epoch_dataset(
     ----------
     path : str or os.PathLike
         Directory store to create.
-    data : numpy.ndarray, shape (n_epochs, n_channels, n_times)
-        Finite real values (stored as float32).
-    labels : array-like of int, shape (n_epochs,)
-        Indices into ``class_names``.
-    image_ids : sequence of str
-        One per epoch.
-    subject, session, block : array-like of int, shape (n_epochs,)
-        A block is identified by ``(subject, session, block)``.
-    sfreq : float
-        Sampling rate of the epochs (Hz).
-    ch_names, ch_types : sequence of str
-        One per channel (types default to the modality).
-    class_names : sequence of str
-    images : numpy.ndarray, optional
-        ``(n_images, H, W, 3)`` uint8, rows matching ``image_table_ids``; every
-        epoch's image id must be in the table.
-    image_table_ids, captions, template_captions : sequence of str, optional
-        Per image row.
+    epochs : EpochArrays
+        The per-epoch arrays (signal, labels, image ids, subject/session/block, ...).
+    meta : EpochMetadata
+        Sampling rate, channels, classes, modality and provenance.
+    images : ImageTable, optional
+        The stimulus images and their captions.
     splits : dict, optional
         ``{name: {part: indices}}``; each is checked and stored with
         :meth:`EpochDataset.add_split` (kind from ``split_kinds``, default
         ``"custom"``); a leaking split is refused *before* anything is written.
-    source : dict, optional
-        Provenance.
-    modality : {'eeg', 'fmri'}
+    split_kinds : dict, optional
+        ``{name: kind}`` for ``splits``.
     overwrite : bool
     chunk_epochs : int
         Epochs per chunk of ``data``.
-    run : array-like of int, optional
-    marker_time : array-like of float, optional
-        Marker times in seconds (enables the overlapping-window check of splits).
-    split_kinds : dict, optional
-        ``{name: kind}`` for ``splits``.
-    preprocessing : dict or str, optional
-        What was done to the signal.
-    subject_names, session_names : sequence of str, optional
-        Names of the integer codes.
-    attrs : dict, optional
-        More root attributes.
 
     Returns
     -------
@@ -672,35 +716,36 @@ def write_epoch_dataset(
     SplitLeakError
         A split shares epochs, blocks or overlapping windows between parts.
     """
-    x = np.asarray(data)
+    e, table = epochs, images or ImageTable()
+    x = np.asarray(e.data)
     if x.ndim != 3:
         raise DatasetFormatError(f"data has shape {x.shape} ({x.ndim}-D); expected (n_epochs, n_channels, n_times)")
     n = x.shape[0]
     if n == 0:
         raise DatasetFormatError("data holds no epochs; an epoch dataset needs at least one epoch")
-    lab = np.asarray(labels)
+    lab = np.asarray(e.labels)
     if lab.ndim != 1 or len(lab) != n:
         raise DatasetFormatError(f"label has shape {lab.shape} but data has {n} epochs; give one label per epoch")
-    for name, value in (("subject", subject), ("session", session), ("block", block)):
+    for name, value in (("subject", e.subject), ("session", e.session), ("block", e.block)):
         _int_vector(name, value, n)
-    checked = _check_splits_before_write(splits, split_kinds, x, labels, subject, session, block, run,
-                                         marker_time, class_names, sfreq)
+    checked = _check_splits_before_write(splits, split_kinds, x, e.labels, e.subject, e.session, e.block, e.run,
+                                         e.marker_time, meta.class_names, meta.sfreq)
     writer = EpochDatasetWriter(
-        path, n_channels=x.shape[1], n_times=x.shape[2], sfreq=sfreq, ch_names=ch_names, ch_types=ch_types,
-        class_names=class_names, modality=modality, chunk_epochs=chunk_epochs, overwrite=overwrite,
-        source=source, preprocessing=preprocessing, attrs=attrs,
+        path, n_channels=x.shape[1], n_times=x.shape[2], sfreq=meta.sfreq, ch_names=meta.ch_names,
+        ch_types=meta.ch_types, class_names=meta.class_names, modality=meta.modality, chunk_epochs=chunk_epochs,
+        overwrite=overwrite, source=meta.source, preprocessing=meta.preprocessing, attrs=meta.attrs,
     )
     try:
-        writer.append(x, labels=labels, image_ids=image_ids, subject=subject, session=session, block=block,
-                      run=run, marker_time=marker_time)
-        if images is not None or image_table_ids is not None:
-            if images is None or image_table_ids is None:
+        writer.append(x, labels=e.labels, image_ids=e.image_ids, subject=e.subject, session=e.session,
+                      block=e.block, run=e.run, marker_time=e.marker_time)
+        if table.images is not None or table.ids is not None:
+            if table.images is None or table.ids is None:
                 raise DatasetFormatError("images and image_table_ids go together; give both or neither")
-            writer.set_images(images, image_table_ids, captions, template_captions)
-        elif captions is not None or template_captions is not None:
+            writer.set_images(table.images, table.ids, table.captions, table.template_captions)
+        elif table.captions is not None or table.template_captions is not None:
             raise DatasetFormatError("captions and template_captions describe image rows; give images and "
                                      "image_table_ids too")
-        out = writer.close(subject_names=subject_names, session_names=session_names)
+        out = writer.close(subject_names=meta.subject_names, session_names=meta.session_names)
     except BaseException:
         shutil.rmtree(writer.path, ignore_errors=True)  # the incomplete store this call created
         raise
