@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streams._checks import check_int
 from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
 from streams.session import SessionWriter
@@ -82,8 +83,7 @@ class SimulationSpec:
             raise ValueError(f"chunk_size={self.chunk_size!r} must be >= 1 sample")
         if self.design not in ("block", "rapid"):
             raise ValueError(f"design={self.design!r}: choose 'block' or 'rapid'")
-        if isinstance(self.session, bool) or not isinstance(self.session, int) or self.session < 0:
-            raise ValueError(f"session={self.session!r} must be a non-negative int")
+        check_int("session", self.session, low=0)
         if self.session and self.modality != "eeg":
             raise ValueError("session is supported for the EEG simulator only; vary seed for fMRI")
 

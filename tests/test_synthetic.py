@@ -481,3 +481,26 @@ def test_a_new_session_keeps_the_subject_and_changes_the_noise() -> None:
     assert not np.allclose(chunk_a, chunk_b)
     with pytest.raises(ValueError, match="session=-1"):
         SimulationSpec(session=-1)
+
+
+def test_simulator_checks_follow_the_type_value_rule(stim) -> None:
+    """streams._checks: a wrong type is a TypeError, a wrong value a ValueError, both naming the argument."""
+    from streams.synthetic import format_block_marker
+
+    with pytest.raises(TypeError, match="session=1.5"):
+        EEGSimConfig(session=1.5)
+    with pytest.raises(ValueError, match="line_freq=1.0 must be > 1"):
+        EEGSimConfig(line_freq=1.0, line_amplitude=0.0)
+    with pytest.raises(TypeError, match="tr='2'"):
+        FMRISimConfig(tr="2")
+    with pytest.raises(ValueError, match="shared_noise=1.5"):
+        FMRISimConfig(shared_noise=1.5)
+    with pytest.raises(TypeError, match="rest_trs=1.0"):
+        FMRISimulator(FMRISimConfig(n_voxels=10)).generate(make_binary_patterns(1), rest_trs=1.0)
+    with pytest.raises(TypeError, match="chunk_size=2.0"):
+        EEGSimulator(stim).stream([], chunk_size=2.0)
+    with pytest.raises(ValueError, match="block=-1"):
+        format_block_marker(BLOCK_START, -1)
+    assert format_block_marker(BLOCK_END, np.int64(3)) == "block_end/3"
+    with pytest.raises(TypeError, match="n=2.0"):
+        make_binary_patterns(2.0)
