@@ -37,6 +37,7 @@ import zarr
 import zarr.errors
 from zarr.storage import LocalStore
 
+from streams._context import ClosingContext
 from streams._store import jsonable, now, remove_existing, writer_version
 from streams.description import StreamDescription
 from streams.errors import OutputExistsError, SessionFormatError, StreamNotFoundError
@@ -103,7 +104,7 @@ class _WriteStream:
     gaps: list[dict[str, Any]] = field(default_factory=list)
 
 
-class SessionWriter:
+class SessionWriter(ClosingContext):
     """Write streams into a new Zarr v3 session, appending ~1 s blocks.
 
     Parameters
@@ -299,12 +300,6 @@ class SessionWriter:
             self._root.attrs.update({"complete": True, "closed": now()})
         finally:
             self._closed = True
-
-    def __enter__(self) -> SessionWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from streams._checks import check_int
+from streams._context import PlayingContext
 from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
 from streams.session import SessionWriter
@@ -208,7 +209,7 @@ def simulate_to_session(
     return Path(out)
 
 
-class LiveSimulation:
+class LiveSimulation(PlayingContext):
     """Stream a simulated session over LSL in real time (data + markers), like an amplifier.
 
     Use :meth:`run` in a thread or process; :meth:`stop` ends it early.
@@ -267,14 +268,6 @@ class LiveSimulation:
             if outlet is not None:
                 outlet.close()
         self.data_outlet = self.marker_outlet = None
-
-    def __enter__(self) -> LiveSimulation:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.close()
 
 
 def _session_attrs(spec: SimulationSpec) -> dict:

@@ -52,6 +52,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from streams._context import ClosingContext
 from streams._store import jsonable, now, remove_existing, writer_version
 from streams.errors import OutputExistsError
 
@@ -815,7 +816,7 @@ def _leak_message(name: str, leaks: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------- reading
-class EpochDataset:
+class EpochDataset(ClosingContext):
     """An epoch dataset opened for reading (``EpochDataset.open(path)``).
 
     Attributes
@@ -1174,12 +1175,6 @@ class EpochDataset:
             os.close(fd)
         self._files.clear()
         self._cache = None
-
-    def __enter__(self) -> EpochDataset:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __del__(self) -> None:
         files = getattr(self, "_files", None)
