@@ -36,7 +36,7 @@ from scipy import signal
 from scipy.special import ndtr
 
 from streams._checks import check_float, check_int, check_type, ensure_int
-from streams.description import StreamDescription
+from streams.description import StreamDescription, uniform_description
 from streams.synthetic.schedule import StimulusEvent, onset_sample
 from streams.synthetic.stimuli import StimulusSet
 
@@ -607,17 +607,9 @@ class EEGSimulator:
 
     def description(self, name: str = "SimEEG", source_id: str | None = None) -> StreamDescription:
         """LSL description: type ``EEG``, float32, volts, the montage's channel names."""
-        n = self.n_channels
-        return StreamDescription(
-            name=name,
-            type="EEG",
-            source_id=source_id if source_id is not None else f"bci-sim-eeg-{self.config.seed}",
-            channel_names=tuple(self.channel_names),
-            channel_types=("eeg",) * n,
-            channel_units=("V",) * n,
-            nominal_rate=self.sfreq,
-            dtype="float32",
-        )
+        source_id = source_id if source_id is not None else f"bci-sim-eeg-{self.config.seed}"
+        return uniform_description(name, "EEG", source_id, self.channel_names, channel_type="eeg", unit="V",
+                                   nominal_rate=self.sfreq)
 
     def background_covariance(self) -> np.ndarray:
         """Exact spatial covariance (V^2) of the spontaneous background (1/f + alpha), ``(n, n)``."""

@@ -21,7 +21,7 @@ from scipy import signal
 from scipy.stats import gamma
 
 from streams._checks import check_float, check_int, ensure_int
-from streams.description import StreamDescription
+from streams.description import StreamDescription, uniform_description
 
 _TAG_RF = 21
 _TAG_NOISE = 22
@@ -177,17 +177,9 @@ class FMRISimulator:
 
     def description(self, name: str = "SimFMRI", source_id: str | None = None) -> StreamDescription:
         """LSL description: type ``fMRI``, one float32 channel per voxel, rate ``1 / tr``."""
-        n = self.n_voxels
-        return StreamDescription(
-            name=name,
-            type="fMRI",
-            source_id=source_id if source_id is not None else f"bci-sim-fmri-{self.config.seed}",
-            channel_names=tuple(self.channel_names),
-            channel_types=("fmri",) * n,
-            channel_units=("a.u.",) * n,
-            nominal_rate=1.0 / self.config.tr,
-            dtype="float32",
-        )
+        source_id = source_id if source_id is not None else f"bci-sim-fmri-{self.config.seed}"
+        return uniform_description(name, "fMRI", source_id, self.channel_names, channel_type="fmri", unit="a.u.",
+                                   nominal_rate=1.0 / self.config.tr)
 
     # ---------------------------------------------------------------- forward model
     def response(self, pattern: np.ndarray) -> np.ndarray:
