@@ -74,16 +74,18 @@ def measure_build(tmp: Path, *, n_classes: int, n_per_class: int, n_blocks: int,
 
 def measure_reads(tmp: Path, *, n_epochs: int, batch: int, chunk_epochs: int, seed: int) -> dict[str, float]:
     """Epochs/s of the read patterns above, for the Zarr dataset and the .npy peer."""
-    from offline.data.epochs import EpochDataset, write_epoch_dataset
+    from offline.data.epochs import EpochArrays, EpochDataset, EpochMetadata, write_epoch_dataset
 
     rng = np.random.default_rng(seed)
     data = (rng.standard_normal((n_epochs, 128, 440)) * 1e-5).astype(np.float32)
     labels = rng.integers(0, 40, n_epochs)
     t0 = time.perf_counter()
-    path = write_epoch_dataset(tmp / "read.zarr", data, labels=labels, image_ids=[f"img{i}" for i in labels],
-                               subject=np.zeros(n_epochs, int), session=np.zeros(n_epochs, int),
-                               block=np.arange(n_epochs) // 40, sfreq=1000.0,
-                               ch_names=[f"E{i}" for i in range(128)], class_names=[f"c{i}" for i in range(40)],
+    path = write_epoch_dataset(tmp / "read.zarr",
+                               EpochArrays(data, labels=labels, image_ids=[f"img{i}" for i in labels],
+                                           subject=np.zeros(n_epochs, int), session=np.zeros(n_epochs, int),
+                                           block=np.arange(n_epochs) // 40),
+                               EpochMetadata(sfreq=1000.0, ch_names=[f"E{i}" for i in range(128)],
+                                             class_names=[f"c{i}" for i in range(40)]),
                                chunk_epochs=chunk_epochs)
     write_s = time.perf_counter() - t0
     npy = tmp / "read.npy"

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import pylsl
 
+from streams._checks import check_float
 from streams.description import StreamDescription
 from streams.errors import StreamLostError, StreamMismatchError, StreamNotFoundError
 from streams.lsl import StreamQuery, resolve
@@ -111,9 +112,9 @@ class StreamReceiver:
         gap_tolerance: float = 0.05,
     ) -> None:
         self.query = StreamQuery.parse(query) if isinstance(query, str) else query
-        _check_positive("buffer_seconds", buffer_seconds)
-        _check_positive("resolve_timeout", resolve_timeout)
-        _check_positive("lost_timeout", lost_timeout)
+        for name, seconds in (("buffer_seconds", buffer_seconds), ("resolve_timeout", resolve_timeout),
+                              ("lost_timeout", lost_timeout)):
+            check_float(name, seconds, positive=True, finite=False)  # inf: wait forever
         self.buffer_seconds = float(buffer_seconds)
         self.resolve_timeout = float(resolve_timeout)
         self.lost_timeout = float(lost_timeout)
@@ -343,8 +344,3 @@ class StreamReceiver:
             except Exception:  # the stream may already be gone
                 pass
             del inlet
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}={value!r} must be a positive number of seconds")

@@ -8,6 +8,7 @@ compared on reconnect with :meth:`StreamDescription.check_same_source`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -219,6 +220,34 @@ class StreamDescription:
                 + "; ".join(problems)
                 + ". Nothing was appended; start a new recording for the changed stream."
             )
+
+
+def uniform_description(name: str, stream_type: str, source_id: str, channel_names: Sequence[str], *,
+                        channel_type: str, unit: str, nominal_rate: float) -> StreamDescription:
+    """A float32 stream whose channels all share one type and unit (the simulators' EEG and fMRI streams).
+
+    Parameters
+    ----------
+    name, stream_type, source_id : str
+        LSL name, type and source id.
+    channel_names : sequence of str
+        One per channel.
+    channel_type, unit : str
+        The type and unit of every channel.
+    nominal_rate : float
+        Samples per second.
+    """
+    n = len(channel_names)
+    return StreamDescription(
+        name=name,
+        type=stream_type,
+        source_id=source_id,
+        channel_names=tuple(channel_names),
+        channel_types=(channel_type,) * n,
+        channel_units=(unit,) * n,
+        nominal_rate=nominal_rate,
+        dtype="float32",
+    )
 
 
 def _default_type(stream_type: str) -> str:

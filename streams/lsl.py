@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pylsl
 
+from streams._context import ClosingContext
 from streams.description import StreamDescription
 from streams.errors import StreamNotFoundError
 
@@ -169,7 +170,7 @@ def resolve(query: StreamQuery | str, timeout: float = 5.0) -> pylsl.StreamInfo:
     return found[0]
 
 
-class Outlet:
+class Outlet(ClosingContext):
     """An LSL outlet for a :class:`StreamDescription` (simulator, replay, results).
 
     Parameters
@@ -252,12 +253,6 @@ class Outlet:
         if self._outlet is None:
             raise RuntimeError(f"outlet {self.desc.name!r} is closed")
         return self._outlet
-
-    def __enter__(self) -> Outlet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def local_clock() -> float:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streams._context import PlayingContext
 from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
 from streams.session import SessionReader
@@ -60,7 +61,7 @@ def plan_chunks(times: list[np.ndarray], chunk_samples: list[int]) -> ReplayPlan
     return ReplayPlan(due[order], stream[order], np.concatenate(starts)[order], np.concatenate(stops)[order])
 
 
-class SessionReplayer:
+class SessionReplayer(PlayingContext):
     """Replay a session over LSL.
 
     Parameters
@@ -161,11 +162,3 @@ class SessionReplayer:
         for o in self.outlets:
             o.close()
         self.outlets = []
-
-    def __enter__(self) -> SessionReplayer:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.close()

@@ -22,18 +22,12 @@ import threading
 
 import numpy as np
 
+from streams._checks import check_int
 from streams.errors import BufferOverflowError
 
 __all__ = ["RingBuffer"]
 
 _SIDES = ("left", "right")
-
-
-def _positive_int(name: str, value: object) -> int:
-    """``value`` as a positive int, or a ValueError naming ``name`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return int(value)
 
 
 def _as_index(name: str, value: object) -> int:
@@ -90,8 +84,8 @@ class RingBuffer:
     """
 
     def __init__(self, capacity: int, n_channels: int, dtype: str | np.dtype = "float32") -> None:
-        self._capacity = _positive_int("capacity", capacity)
-        self._n_channels = _positive_int("n_channels", n_channels)
+        self._capacity = check_int("capacity", capacity, low=1)
+        self._n_channels = check_int("n_channels", n_channels, low=1)
         try:
             self._dtype = np.dtype(dtype)
         except TypeError as exc:

@@ -26,11 +26,9 @@ import logging
 import math
 import os
 import re
-import shutil
 import time as _time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +37,8 @@ import zarr
 import zarr.errors
 from zarr.storage import LocalStore
 
+from streams._context import ClosingContext
+from streams._store import jsonable, now, remove_existing, writer_version
 from streams.description import StreamDescription
 from streams.errors import OutputExistsError, SessionFormatError, StreamNotFoundError
 
@@ -74,62 +74,15 @@ _TO_VOLTS = {"v": 1.0, "volt": 1.0, "volts": 1.0, "mv": 1e-3, "millivolts": 1e-3
              "µv": 1e-6, "μv": 1e-6, "microvolts": 1e-6, "nv": 1e-9, "nanovolts": 1e-9}
 
 
-def _writer_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"bci-runtime {version('bci-runtime')}"
-    except PackageNotFoundError:
-        return "bci-runtime (not installed)"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _jsonable(value: Any, where: str) -> Any:
-    """Convert numpy scalars/arrays and tuples to JSON types; refuse anything else."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, where) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, where) for k, v in value.items()}
-    raise TypeError(
-        f"{where}: value {value!r} of type {type(value).__name__} cannot be stored as a Zarr "
-        "attribute; use str, int, float, bool, None, lists or dicts of those"
-    )
-
-
 def _json_attrs(attrs: dict[str, Any], reserved: frozenset[str], where: str) -> dict[str, Any]:
     bad = sorted(set(attrs) & reserved)
     if bad:
         raise ValueError(f"{where}: attribute names {bad} are reserved by the session schema; rename them")
-    return {str(k): _jsonable(v, f"{where} attribute {k!r}") for k, v in attrs.items()}
+    return {str(k): jsonable(v, f"{where} attribute {k!r}") for k, v in attrs.items()}
 
 
 def _sanitize_key(name: str) -> str:
     return _KEY_RE.sub("_", name).strip("._") or "stream"
-
-
-def _remove_existing(path: Path) -> None:
-    """Remove ``path`` for overwrite=True, refusing to delete a non-Zarr directory."""
-    if path.is_dir() and not path.is_symlink():
-        looks_zarr = any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
-        if not looks_zarr and any(path.iterdir()):
-            raise OutputExistsError(
-                f"{str(path)!r} is a non-empty directory that is not a Zarr store; refusing to delete "
-                "it even with overwrite=True. Choose another output path."
-            )
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 @dataclass
@@ -151,7 +104,7 @@ class _WriteStream:
     gaps: list[dict[str, Any]] = field(default_factory=list)
 
 
-class SessionWriter:
+class SessionWriter(ClosingContext):
     """Write streams into a new Zarr v3 session, appending ~1 s blocks.
 
     Parameters
@@ -193,15 +146,15 @@ class SessionWriter:
                     f"{str(self._path)!r} already exists; choose a new path or pass overwrite=True "
                     "(--overwrite on the CLI)"
                 )
-            _remove_existing(self._path)
+            remove_existing(self._path)
         self.flush_seconds = flush_seconds
         self._streams: dict[str, _WriteStream] = {}
         self._closed = False
         root_attrs = {
             "schema": SCHEMA_NAME,
             "schema_version": SCHEMA_VERSION,
-            "created": _now(),
-            "writer": _writer_version(),
+            "created": now(),
+            "writer": writer_version(),
             "zarr_version": zarr.__version__,
             "complete": False,
             "streams": [],
@@ -317,7 +270,7 @@ class SessionWriter:
             raise ValueError(f"stream {key!r}: gap end_time={end} is before start_time={start}")
         if not isinstance(reason, str):
             raise TypeError(f"stream {key!r}: gap reason must be a str, got {type(reason).__name__}")
-        s.gaps.append(_jsonable({"start_time": start, "end_time": end, "reason": reason}, "gap"))
+        s.gaps.append(jsonable({"start_time": start, "end_time": end, "reason": reason}, "gap"))
         s.group.attrs.update({"gaps": s.gaps})
 
     def set_attrs(self, key: str | None = None, **attrs: Any) -> None:
@@ -344,15 +297,9 @@ class SessionWriter:
             self.flush()
             for s in self._streams.values():
                 s.group.attrs.update({"n_samples": s.n_written, "nonfinite_samples": s.nonfinite})
-            self._root.attrs.update({"complete": True, "closed": _now()})
+            self._root.attrs.update({"complete": True, "closed": now()})
         finally:
             self._closed = True
-
-    def __enter__(self) -> SessionWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streams._checks import check_int
+from streams._context import PlayingContext
 from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
 from streams.session import SessionWriter
@@ -82,8 +84,7 @@ class SimulationSpec:
             raise ValueError(f"chunk_size={self.chunk_size!r} must be >= 1 sample")
         if self.design not in ("block", "rapid"):
             raise ValueError(f"design={self.design!r}: choose 'block' or 'rapid'")
-        if isinstance(self.session, bool) or not isinstance(self.session, int) or self.session < 0:
-            raise ValueError(f"session={self.session!r} must be a non-negative int")
+        check_int("session", self.session, low=0)
         if self.session and self.modality != "eeg":
             raise ValueError("session is supported for the EEG simulator only; vary seed for fMRI")
 
@@ -208,7 +209,7 @@ def simulate_to_session(
     return Path(out)
 
 
-class LiveSimulation:
+class LiveSimulation(PlayingContext):
     """Stream a simulated session over LSL in real time (data + markers), like an amplifier.
 
     Use :meth:`run` in a thread or process; :meth:`stop` ends it early.
@@ -267,14 +268,6 @@ class LiveSimulation:
             if outlet is not None:
                 outlet.close()
         self.data_outlet = self.marker_outlet = None
-
-    def __enter__(self) -> LiveSimulation:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.close()
 
 
 def _session_attrs(spec: SimulationSpec) -> dict:

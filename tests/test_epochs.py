@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,11 @@ from bci.runtime.live import decode_session
 from offline.cli.dataset import register
 from offline.data.epochs import (
     DatasetFormatError,
+    EpochArrays,
     EpochDataset,
     EpochDatasetWriter,
+    EpochMetadata,
+    ImageTable,
     write_epoch_dataset,
 )
 from offline.data.build import epochs_from_sessions, epochs_from_simulation, simulation_schedule
@@ -52,11 +56,19 @@ def _arrays(seed: int = 0, n: int = N) -> dict:
     )
 
 
+_IMAGE_FIELDS = {"images": "images", "image_table_ids": "ids", "captions": "captions",
+                 "template_captions": "template_captions"}
+
+
 def _write(path: Path, **overrides) -> Path:
+    """Write a dataset from flat keywords, sorted into EpochArrays, EpochMetadata and ImageTable."""
     kw = _arrays()
     kw.update(overrides)
-    data = kw.pop("data")
-    return write_epoch_dataset(path, data, **kw)
+    arrays = {f.name: kw.pop(f.name) for f in fields(EpochArrays) if f.name in kw}
+    meta = {f.name: kw.pop(f.name) for f in fields(EpochMetadata) if f.name in kw}
+    table = {_IMAGE_FIELDS[k]: kw.pop(k) for k in list(kw) if k in _IMAGE_FIELDS}
+    return write_epoch_dataset(path, EpochArrays(**arrays), EpochMetadata(**meta),
+                               images=ImageTable(**table) if table else None, **kw)
 
 
 # --------------------------------------------------------------------------- round trip

@@ -214,8 +214,8 @@ def test_zero_length_push_changes_nothing() -> None:
     [
         ({"capacity": 0, "n_channels": 2}, ValueError, "capacity=0"),
         ({"capacity": -5, "n_channels": 2}, ValueError, "capacity=-5"),
-        ({"capacity": 2.5, "n_channels": 2}, ValueError, "capacity=2.5"),
-        ({"capacity": True, "n_channels": 2}, ValueError, "capacity=True"),
+        ({"capacity": 2.5, "n_channels": 2}, TypeError, "capacity=2.5"),
+        ({"capacity": True, "n_channels": 2}, TypeError, "capacity=True"),
         ({"capacity": 10, "n_channels": 0}, ValueError, "n_channels=0"),
         ({"capacity": 10, "n_channels": 2, "dtype": "not-a-dtype"}, TypeError, "dtype='not-a-dtype'"),
     ],
@@ -371,3 +371,13 @@ def test_close_wakes_a_waiter_that_returns_false() -> None:
     assert buf.wait_for(1) is True and buf.wait_for(2) is False
     with pytest.raises(TypeError, match="index=None"):
         buf.wait_for(None)  # type: ignore[arg-type]
+
+
+def test_receiver_seconds_follow_the_type_value_rule() -> None:
+    """StreamReceiver's seconds come from streams._checks: a wrong type is a TypeError, a wrong value a ValueError."""
+    from streams.acquisition import StreamReceiver
+
+    with pytest.raises(ValueError, match="buffer_seconds=0"):
+        StreamReceiver("name=X", buffer_seconds=0)
+    with pytest.raises(TypeError, match="lost_timeout='2'"):
+        StreamReceiver("name=X", lost_timeout="2")

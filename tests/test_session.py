@@ -483,3 +483,11 @@ def test_to_raw_refuses_irregular_empty_and_missing_eeg_streams(tmp_path: Path) 
         r.to_raw()
     with pytest.raises(ValueError, match="regular numeric stream"):
         r.to_raw("Task-Markers")
+
+
+def test_uniform_description_gives_every_channel_one_type_and_unit() -> None:
+    from streams.description import uniform_description
+
+    d = uniform_description("S", "fMRI", "src", ["v0", "v1"], channel_type="fmri", unit="a.u.", nominal_rate=0.5)
+    assert d.channel_types == ("fmri", "fmri") and d.channel_units == ("a.u.", "a.u.")
+    assert (d.name, d.type, d.source_id, d.nominal_rate, d.dtype) == ("S", "fMRI", "src", 0.5, "float32")

@@ -13,7 +13,7 @@ import pytest
 
 from bci.cli.main import _add_parser
 from offline.cli.dataset import register
-from offline.data.epochs import EpochDataset, SplitLeakError, write_epoch_dataset
+from offline.data.epochs import EpochArrays, EpochDataset, EpochMetadata, SplitLeakError, write_epoch_dataset
 from offline.data.splits import (
     analyse_split,
     block_design,
@@ -48,8 +48,8 @@ def _dataset(path: Path, design: str = "block", **layout_kw) -> EpochDataset:
     meta = _layout(design, **layout_kw)
     n = len(meta["labels"])
     data = np.random.default_rng(0).standard_normal((n, 2, 20)).astype(np.float32)
-    write_epoch_dataset(path, data, image_ids=[f"i{k}" for k in range(n)], sfreq=100.0, ch_names=["a", "b"],
-                        class_names=CLASSES, chunk_epochs=16, **meta)
+    write_epoch_dataset(path, EpochArrays(data, image_ids=[f"i{k}" for k in range(n)], **meta),
+                        EpochMetadata(sfreq=100.0, ch_names=["a", "b"], class_names=CLASSES), chunk_epochs=16)
     return EpochDataset.open(path)
 
 
@@ -251,12 +251,13 @@ def test_write_refuses_a_leaking_split_before_writing(tmp_path: Path) -> None:
     meta = _layout("block", n_subjects=1, n_sessions=1)
     n = len(meta["labels"])
     with pytest.raises(SplitLeakError, match="split 'random' leaks"):
-        write_epoch_dataset(tmp_path / "ds.zarr", np.zeros((n, 1, 4), np.float32), image_ids=["x"] * n,
-                            sfreq=10.0, ch_names=["a"], class_names=CLASSES, **meta,
+        write_epoch_dataset(tmp_path / "ds.zarr", EpochArrays(np.zeros((n, 1, 4), np.float32), image_ids=["x"] * n,
+                                                              **meta),
+                            EpochMetadata(sfreq=10.0, ch_names=["a"], class_names=CLASSES),
                             splits={"random": {"train": np.arange(0, n, 2), "test": np.arange(1, n, 2)}})
     assert not (tmp_path / "ds.zarr").exists()
-    write_epoch_dataset(tmp_path / "ok.zarr", np.zeros((n, 1, 4), np.float32), image_ids=["x"] * n, sfreq=10.0,
-                        ch_names=["a"], class_names=CLASSES, **meta,
+    write_epoch_dataset(tmp_path / "ok.zarr", EpochArrays(np.zeros((n, 1, 4), np.float32), image_ids=["x"] * n, **meta),
+                        EpochMetadata(sfreq=10.0, ch_names=["a"], class_names=CLASSES),
                         splits={"sessions": {"train": np.arange(12), "test": np.arange(12, n)}},
                         split_kinds={"sessions": "block"})
     assert EpochDataset.open(tmp_path / "ok.zarr").split_info("sessions").kind == "block"

@@ -19,6 +19,7 @@ from streams.synthetic import (
     canonical_hrf,
     format_marker,
     geometric_patterns,
+    make_balanced_schedule,
     make_binary_patterns,
     make_schedule,
     make_stimuli,
@@ -116,6 +117,16 @@ def test_stimuli_are_deterministic_and_differ_across_classes(stim) -> None:
         assert np.any(np.all(pixels == rgb, axis=1)), stim.class_names[c]
 
 
+def test_template_caption_is_the_one_class_template() -> None:
+    from streams.synthetic.stimuli import template_caption
+
+    stim = make_stimuli(n_per_class=1, size=16)
+    assert stim.template_captions == [template_caption(n) for n in stim.class_names]
+    assert template_caption("red triangle") == "an image of a red triangle"
+    assert template_caption("apple") == "an image of an apple"  # the synthetic world's a/an
+    assert template_caption("apple", article="a") == "an image of a apple"  # what the importers write
+
+
 def test_stimuli_validate_arguments() -> None:
     with pytest.raises(ValueError, match="n_per_class"):
         make_stimuli(n_per_class=0)
@@ -199,6 +210,24 @@ def test_schedule_validates(stim) -> None:
     with pytest.raises(ValueError, match="duration"):
         make_schedule(stim, -1.0)
     assert make_schedule(stim, 1.5) == []  # no whole trial fits
+    with pytest.raises(TypeError, match="block_size"):
+        make_schedule(stim, 10.0, block_size=2.0)
+    with pytest.raises(ValueError, match="isi=-0.5"):
+        make_schedule(stim, 10.0, isi=-0.5)
+
+
+def test_balanced_schedule_counts_every_class_and_times_trials_like_make_schedule(stim) -> None:
+    sched = make_balanced_schedule(stim, n_per_class=3, n_blocks=3, seed=4)
+    shown = stimulus_events(sched)
+    assert np.bincount(stim.class_ids[[e.image_index for e in shown]]).tolist() == [3] * stim.n_classes
+    assert sched[0].marker == "block_start/0" and sched[0].onset == 1.0
+    gaps = np.diff([e.onset for e in shown if e.block == 0])
+    assert np.all((gaps >= 1.0) & (gaps <= 1.1))  # stim 0.5 s + isi 0.5 s + U(0, 0.1)
+    assert sched == make_balanced_schedule(stim, n_per_class=3, n_blocks=3, seed=4)
+    with pytest.raises(TypeError, match="n_per_class"):
+        make_balanced_schedule(stim, n_per_class=2.0, n_blocks=1)
+    with pytest.raises(ValueError, match="design"):
+        make_balanced_schedule(stim, n_per_class=2, n_blocks=1, design="slow")
 
 
 # ============================================================================ EEG
@@ -452,3 +481,26 @@ def test_a_new_session_keeps_the_subject_and_changes_the_noise() -> None:
     assert not np.allclose(chunk_a, chunk_b)
     with pytest.raises(ValueError, match="session=-1"):
         SimulationSpec(session=-1)
+
+
+def test_simulator_checks_follow_the_type_value_rule(stim) -> None:
+    """streams._checks: a wrong type is a TypeError, a wrong value a ValueError, both naming the argument."""
+    from streams.synthetic import format_block_marker
+
+    with pytest.raises(TypeError, match="session=1.5"):
+        EEGSimConfig(session=1.5)
+    with pytest.raises(ValueError, match="line_freq=1.0 must be > 1"):
+        EEGSimConfig(line_freq=1.0, line_amplitude=0.0)
+    with pytest.raises(TypeError, match="tr='2'"):
+        FMRISimConfig(tr="2")
+    with pytest.raises(ValueError, match="shared_noise=1.5"):
+        FMRISimConfig(shared_noise=1.5)
+    with pytest.raises(TypeError, match="rest_trs=1.0"):
+        FMRISimulator(FMRISimConfig(n_voxels=10)).generate(make_binary_patterns(1), rest_trs=1.0)
+    with pytest.raises(TypeError, match="chunk_size=2.0"):
+        EEGSimulator(stim).stream([], chunk_size=2.0)
+    with pytest.raises(ValueError, match="block=-1"):
+        format_block_marker(BLOCK_START, -1)
+    assert format_block_marker(BLOCK_END, np.int64(3)) == "block_end/3"
+    with pytest.raises(TypeError, match="n=2.0"):
+        make_binary_patterns(2.0)

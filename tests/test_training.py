@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from bci.models import load_checkpoint, read_config
-from offline.data.epochs import EpochDataset, write_epoch_dataset
+from offline.data.epochs import EpochArrays, EpochDataset, EpochMetadata, ImageTable, write_epoch_dataset
 from offline.data.splits import block_split, zero_shot_split
 from offline.training.tasks.pixel import PixelOptions, centroid_accuracy, train_pixel
 from offline.training.tasks.sample import build_encoder, embed_windows
@@ -68,12 +68,14 @@ def make_small_dataset(path: Path, *, n_blocks: int = 4, per_block: int = 5, n_c
     data = (snr * signal / signal.std() + rng.normal(size=signal.shape)) * 1e-5
     image_ids = [full.image_ids[k] for k in keep]
     write_epoch_dataset(
-        path, data.astype(np.float32), labels=labels, image_ids=[image_ids[i] for i in images],
-        subject=np.zeros(len(labels), np.int64), session=np.zeros(len(labels), np.int64), block=np.asarray(blocks),
-        sfreq=sfreq, ch_names=[f"E{i}" for i in range(n_chans)], class_names=names, images=full.images[keep],
-        image_table_ids=image_ids, captions=[full.captions[k] for k in keep],
-        template_captions=[full.template_captions[k] for k in keep], marker_time=np.asarray(times),
-        source={"builder": "tests.test_training.make_small_dataset"},
+        path,
+        EpochArrays(data.astype(np.float32), labels=labels, image_ids=[image_ids[i] for i in images],
+                    subject=np.zeros(len(labels), np.int64), session=np.zeros(len(labels), np.int64),
+                    block=np.asarray(blocks), marker_time=np.asarray(times)),
+        EpochMetadata(sfreq=sfreq, ch_names=[f"E{i}" for i in range(n_chans)], class_names=names,
+                      source={"builder": "tests.test_training.make_small_dataset"}),
+        images=ImageTable(full.images[keep], image_ids, [full.captions[k] for k in keep],
+                          [full.template_captions[k] for k in keep]),
     )
     ds = EpochDataset.open(path)
     ds.add_split("block", block_split(ds, val=0.25, test=0.25, seed=0), kind="block")

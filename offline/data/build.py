@@ -43,14 +43,12 @@ from streams.errors import OutputExistsError
 from streams.session import SessionReader, SessionWriter
 from streams.simulate import SimulationSpec, marker_description
 from streams.synthetic import (
-    BLOCK_END,
     BLOCK_START,
     EEGSimConfig,
     EEGSimulator,
     StimulusEvent,
     StimulusSet,
-    format_block_marker,
-    format_marker,
+    make_balanced_schedule,
     make_stimuli,
     parse_block_marker,
     parse_marker,
@@ -65,6 +63,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The class-balanced schedule of :func:`epochs_from_simulation` (owned by ``streams.synthetic.schedule``).
+simulation_schedule = make_balanced_schedule
 
 #: Splits stored by default (each only when the data allow it; see BuildReport.notes).
 DEFAULT_SPLITS = ("block",)
@@ -687,74 +688,6 @@ def _spread_classes(n_classes: int, n_total: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_total - 1, n_classes)})
 
 
-def simulation_schedule(
-    stimuli: StimulusSet,
-    *,
-    n_per_class: int,
-    n_blocks: int,
-    design: str = "block",
-    seed: int = 0,
-    stim_duration: float = 0.5,
-    isi: float = 0.5,
-    jitter: float = 0.1,
-    block_pause: float = 2.0,
-    start_delay: float = 1.0,
-) -> list[StimulusEvent]:
-    """A class-balanced schedule: each class shown ``n_per_class`` times over ``n_blocks`` blocks.
-
-    Same timing and markers as :func:`streams.synthetic.make_schedule` (``block_start/<n>``,
-    one ISI of ``isi + U(0, jitter)`` before every image, ``block_end/<n>`` at the last
-    image's offset, ``block_pause`` between blocks), but with exact per-class counts:
-
-    * ``design="block"``: ``n_blocks`` rounds; each round shows every class in its own
-      block (classes in shuffled order), so there are ``n_classes * n_blocks`` blocks;
-    * ``design="rapid"``: ``n_blocks`` blocks, each showing every class (shuffled).
-
-    A class's trials cycle through its images in reshuffled passes.
-    """
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
-        raise ValueError(f"n_per_class={n_per_class!r} must be a positive int (trials per class)")
-    if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or not 1 <= n_blocks <= n_per_class:
-        raise ValueError(f"n_blocks={n_blocks!r} must be an int in 1..n_per_class={n_per_class} "
-                         "(every block needs at least one trial of its class)")
-    if design not in ("block", "rapid"):
-        raise ValueError(f"design={design!r}: choose 'block' or 'rapid'")
-    rng = np.random.default_rng([int(seed), 0xB10C])
-    trials = {c: _class_trials(stimuli.class_images(c), n_per_class, rng) for c in range(stimuli.n_classes)}
-    share = [n_per_class // n_blocks + (1 if r < n_per_class % n_blocks else 0) for r in range(n_blocks)]
-    starts = np.concatenate([[0], np.cumsum(share)])
-    blocks: list[list[int]] = []
-    for r in range(n_blocks):
-        rows = {c: trials[c][starts[r]:starts[r + 1]] for c in trials}
-        if design == "block":
-            blocks += [rows[int(c)] for c in rng.permutation(stimuli.n_classes)]
-        else:
-            blocks.append([int(i) for i in rng.permutation(np.concatenate(list(rows.values())))])
-    return _timed_events(stimuli, blocks, rng, stim_duration, isi, jitter, block_pause, start_delay)
-
-
-def _class_trials(members: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
-    out: list[int] = []
-    while len(out) < n:
-        out.extend(int(i) for i in rng.permutation(members))
-    return out[:n]
-
-
-def _timed_events(stimuli: StimulusSet, blocks: list[list[int]], rng: np.random.Generator, stim_duration: float,
-                  isi: float, jitter: float, block_pause: float, start_delay: float) -> list[StimulusEvent]:
-    events: list[StimulusEvent] = []
-    t = float(start_delay)
-    for b, images in enumerate(blocks):
-        events.append(StimulusEvent(t, -1, b, format_block_marker(BLOCK_START, b)))
-        for idx in images:
-            onset = t + isi + rng.uniform(0.0, jitter)
-            events.append(StimulusEvent(onset, idx, b, format_marker(stimuli.image_ids[idx], stimuli.label(idx))))
-            t = onset + stim_duration
-        events.append(StimulusEvent(t, -1, b, format_block_marker(BLOCK_END, b)))
-        t += block_pause
-    return events
-
-
 def _write_simulated_session(path: Path, stimuli: StimulusSet, schedule: list[StimulusEvent], *, snr: float,
                              seed: int, design: str, session: int = 0, classes: list[int], n_images_per_class: int,
                              image_size: int) -> Path:
@@ -853,8 +786,8 @@ def epochs_from_simulation(
     full = make_stimuli(n_per_class=n_images_per_class, size=image_size, seed=seed)
     classes = _spread_classes(int(n_classes), full.n_classes)
     stimuli = _subset_classes(full, classes) if len(classes) < full.n_classes else full
-    schedule = simulation_schedule(stimuli, n_per_class=n_per_class, n_blocks=n_blocks, design=design,
-                                   seed=seed if session == 0 else seed * 1_000_003 + session)
+    schedule = make_balanced_schedule(stimuli, n_per_class=n_per_class, n_blocks=n_blocks, design=design,
+                                      seed=seed if session == 0 else seed * 1_000_003 + session)
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"{str(out_path)!r} already exists; choose a new path or pass overwrite=True "

@@ -45,8 +45,6 @@ import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +52,8 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from streams._context import ClosingContext
+from streams._store import jsonable, now, remove_existing, writer_version
 from streams.errors import OutputExistsError
 
 __all__ = [
@@ -63,10 +63,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "SPLIT_KINDS",
     "DatasetFormatError",
+    "EpochArrays",
     "EpochDataset",
     "EpochDatasetWriter",
     "EpochLoader",
+    "EpochMetadata",
     "EpochTable",
+    "ImageTable",
     "SplitInfo",
     "SplitLeakError",
     "write_epoch_dataset",
@@ -122,37 +125,6 @@ def _decode_strings(arr: np.ndarray) -> list[str]:
 
 
 # --------------------------------------------------------------------------- helpers
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _writer_version() -> str:
-    try:
-        return f"bci-runtime {version('bci-runtime')}"
-    except PackageNotFoundError:
-        return "bci-runtime (not installed)"
-
-
-def _jsonable(value: Any, where: str) -> Any:
-    """Plain JSON types from numpy scalars/arrays, tuples and paths; refuse anything else."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, where) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, where) for k, v in value.items()}
-    raise TypeError(f"{where}: {value!r} of type {type(value).__name__} cannot be stored as JSON; "
-                    "use str, int, float, bool, None, lists or dicts of those")
-
-
 def _int_vector(name: str, value: Any, n: int) -> np.ndarray:
     """``value`` as an int64 vector of length ``n`` (a scalar is broadcast)."""
     arr = np.asarray(value)
@@ -221,20 +193,6 @@ def split_hash(parts: Mapping[str, np.ndarray]) -> str:
     for name in sorted(parts):
         items += [name, np.sort(np.asarray(parts[name], dtype="<i8"))]
     return _sha256_arrays(*items)
-
-
-def _remove_existing(path: Path) -> None:
-    """Delete ``path`` for overwrite=True, refusing a non-empty directory that is not a Zarr store."""
-    if path.is_dir() and not path.is_symlink():
-        looks_zarr = (path / "zarr.json").exists()
-        if not looks_zarr and any(path.iterdir()):
-            raise OutputExistsError(
-                f"{str(path)!r} is a non-empty directory that is not a Zarr store; refusing to delete it "
-                "even with overwrite=True. Choose another output path."
-            )
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def _create_1d(root: Any, name: str, values: np.ndarray) -> None:
@@ -388,8 +346,8 @@ class EpochDatasetWriter:
         base_attrs = {
             "schema": SCHEMA_NAME,
             "schema_version": SCHEMA_VERSION,
-            "created": _now(),
-            "writer": _writer_version(),
+            "created": now(),
+            "writer": writer_version(),
             "zarr_version": zarr.__version__,
             "complete": False,
             "sfreq": float(sfreq),
@@ -399,18 +357,18 @@ class EpochDatasetWriter:
             "ch_types": self.ch_types,
             "class_names": self.class_names,
             "modality": modality,
-            "preprocessing": _jsonable(preprocessing, "preprocessing"),
-            "source": _jsonable(dict(source or {}), "source"),
+            "preprocessing": jsonable(preprocessing, "preprocessing"),
+            "source": jsonable(dict(source or {}), "source"),
             "splits": {},
             "string_encoding": "utf-8 bytes in uint8 arrays, NUL-padded",
-            **_jsonable(dict(attrs or {}), "attrs"),
+            **jsonable(dict(attrs or {}), "attrs"),
         }
         self.path = Path(path)
         if self.path.exists() or self.path.is_symlink():
             if not overwrite:
                 raise OutputExistsError(f"{str(self.path)!r} already exists; choose a new path or pass "
                                         "overwrite=True (--overwrite on the CLI)")
-            _remove_existing(self.path)
+            remove_existing(self.path)
         self._root = zarr.create_group(store=LocalStore(self.path), zarr_format=3, attributes=base_attrs)
         self._data = self._root.create_array(
             "data", shape=(0, self.n_channels, self.n_times), dtype="float32",
@@ -553,7 +511,7 @@ class EpochDatasetWriter:
         bad = sorted(set(attrs) & reserved)
         if bad:
             raise ValueError(f"attributes {bad} are set by the writer itself; rename them")
-        self._root.attrs.update({k: _jsonable(v, f"attribute {k!r}") for k, v in attrs.items()})
+        self._root.attrs.update({k: jsonable(v, f"attribute {k!r}") for k, v in attrs.items()})
 
     # ------------------------------------------------------------------ closing
     def close(self, *, subject_names: Sequence[str] | None = None,
@@ -590,7 +548,7 @@ class EpochDatasetWriter:
             "session_names": self._names("session_names", session_names, meta["session"]),
         }
         self._root.attrs.update(extra)
-        self._root.attrs.update({"complete": True, "closed": _now()})
+        self._root.attrs.update({"complete": True, "closed": now()})
         self._closed = True
         return self.path
 
@@ -630,35 +588,100 @@ class EpochDatasetWriter:
             self.close()
 
 
+@dataclass(frozen=True, eq=False)
+class EpochArrays:
+    """The per-epoch arrays of an epoch dataset, one row per epoch (checked by the writer).
+
+    Attributes
+    ----------
+    data : numpy.ndarray, shape (n_epochs, n_channels, n_times)
+        Finite real values (stored as float32).
+    labels : array-like of int, shape (n_epochs,)
+        Indices into :attr:`EpochMetadata.class_names`.
+    image_ids : sequence of str
+        One per epoch.
+    subject, session, block : array-like of int, shape (n_epochs,)
+        A block is identified by ``(subject, session, block)``.
+    run : array-like of int, optional
+    marker_time : array-like of float, optional
+        Marker times in seconds (enables the overlapping-window check of splits).
+    """
+
+    data: np.ndarray
+    labels: Any
+    image_ids: Sequence[str]
+    subject: Any
+    session: Any
+    block: Any
+    run: Any = None
+    marker_time: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class EpochMetadata:
+    """Dataset-level metadata of an epoch dataset: sampling, channels, classes and provenance.
+
+    Attributes
+    ----------
+    sfreq : float
+        Sampling rate of the epochs (Hz).
+    ch_names : sequence of str
+        One per channel.
+    class_names : sequence of str
+    ch_types : sequence of str, optional
+        One per channel (default: the modality).
+    modality : {'eeg', 'fmri'}
+    source : dict, optional
+        Provenance.
+    preprocessing : dict or str, optional
+        What was done to the signal.
+    subject_names, session_names : sequence of str, optional
+        Names of the integer codes.
+    attrs : dict, optional
+        More root attributes.
+    """
+
+    sfreq: float
+    ch_names: Sequence[str]
+    class_names: Sequence[str]
+    ch_types: Sequence[str] | None = None
+    modality: str = "eeg"
+    source: Mapping[str, Any] | None = None
+    preprocessing: Mapping[str, Any] | str | None = None
+    subject_names: Sequence[str] | None = None
+    session_names: Sequence[str] | None = None
+    attrs: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ImageTable:
+    """The image table of an epoch dataset: one row per distinct image.
+
+    Attributes
+    ----------
+    images : numpy.ndarray, optional
+        ``(n_images, H, W, 3)`` uint8, rows matching ``ids``; every epoch's image id must
+        be in the table.
+    ids, captions, template_captions : sequence of str, optional
+        Per image row (``images`` and ``ids`` go together; captions need both).
+    """
+
+    images: np.ndarray | None = None
+    ids: Sequence[str] | None = None
+    captions: Sequence[str] | None = None
+    template_captions: Sequence[str] | None = None
+
+
 def write_epoch_dataset(
     path: str | Path,
-    data: np.ndarray,
+    epochs: EpochArrays,
+    meta: EpochMetadata,
     *,
-    labels: np.ndarray,
-    image_ids: Sequence[str],
-    subject: np.ndarray,
-    session: np.ndarray,
-    block: np.ndarray,
-    sfreq: float,
-    ch_names: Sequence[str],
-    ch_types: Sequence[str] | None = None,
-    class_names: Sequence[str],
-    images: np.ndarray | None = None,
-    image_table_ids: Sequence[str] | None = None,
-    captions: Sequence[str] | None = None,
-    template_captions: Sequence[str] | None = None,
+    images: ImageTable | None = None,
     splits: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-    source: Mapping[str, Any] | None = None,
-    modality: str = "eeg",
+    split_kinds: Mapping[str, str] | None = None,
     overwrite: bool = False,
     chunk_epochs: int = 64,
-    run: np.ndarray | None = None,
-    marker_time: np.ndarray | None = None,
-    split_kinds: Mapping[str, str] | None = None,
-    preprocessing: Mapping[str, Any] | str | None = None,
-    subject_names: Sequence[str] | None = None,
-    session_names: Sequence[str] | None = None,
-    attrs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a whole epoch dataset at once (see the module docstring for the layout).
 
@@ -666,45 +689,21 @@ def write_epoch_dataset(
     ----------
     path : str or os.PathLike
         Directory store to create.
-    data : numpy.ndarray, shape (n_epochs, n_channels, n_times)
-        Finite real values (stored as float32).
-    labels : array-like of int, shape (n_epochs,)
-        Indices into ``class_names``.
-    image_ids : sequence of str
-        One per epoch.
-    subject, session, block : array-like of int, shape (n_epochs,)
-        A block is identified by ``(subject, session, block)``.
-    sfreq : float
-        Sampling rate of the epochs (Hz).
-    ch_names, ch_types : sequence of str
-        One per channel (types default to the modality).
-    class_names : sequence of str
-    images : numpy.ndarray, optional
-        ``(n_images, H, W, 3)`` uint8, rows matching ``image_table_ids``; every
-        epoch's image id must be in the table.
-    image_table_ids, captions, template_captions : sequence of str, optional
-        Per image row.
+    epochs : EpochArrays
+        The per-epoch arrays (signal, labels, image ids, subject/session/block, ...).
+    meta : EpochMetadata
+        Sampling rate, channels, classes, modality and provenance.
+    images : ImageTable, optional
+        The stimulus images and their captions.
     splits : dict, optional
         ``{name: {part: indices}}``; each is checked and stored with
         :meth:`EpochDataset.add_split` (kind from ``split_kinds``, default
         ``"custom"``); a leaking split is refused *before* anything is written.
-    source : dict, optional
-        Provenance.
-    modality : {'eeg', 'fmri'}
+    split_kinds : dict, optional
+        ``{name: kind}`` for ``splits``.
     overwrite : bool
     chunk_epochs : int
         Epochs per chunk of ``data``.
-    run : array-like of int, optional
-    marker_time : array-like of float, optional
-        Marker times in seconds (enables the overlapping-window check of splits).
-    split_kinds : dict, optional
-        ``{name: kind}`` for ``splits``.
-    preprocessing : dict or str, optional
-        What was done to the signal.
-    subject_names, session_names : sequence of str, optional
-        Names of the integer codes.
-    attrs : dict, optional
-        More root attributes.
 
     Returns
     -------
@@ -718,35 +717,36 @@ def write_epoch_dataset(
     SplitLeakError
         A split shares epochs, blocks or overlapping windows between parts.
     """
-    x = np.asarray(data)
+    e, table = epochs, images or ImageTable()
+    x = np.asarray(e.data)
     if x.ndim != 3:
         raise DatasetFormatError(f"data has shape {x.shape} ({x.ndim}-D); expected (n_epochs, n_channels, n_times)")
     n = x.shape[0]
     if n == 0:
         raise DatasetFormatError("data holds no epochs; an epoch dataset needs at least one epoch")
-    lab = np.asarray(labels)
+    lab = np.asarray(e.labels)
     if lab.ndim != 1 or len(lab) != n:
         raise DatasetFormatError(f"label has shape {lab.shape} but data has {n} epochs; give one label per epoch")
-    for name, value in (("subject", subject), ("session", session), ("block", block)):
+    for name, value in (("subject", e.subject), ("session", e.session), ("block", e.block)):
         _int_vector(name, value, n)
-    checked = _check_splits_before_write(splits, split_kinds, x, labels, subject, session, block, run,
-                                         marker_time, class_names, sfreq)
+    checked = _check_splits_before_write(splits, split_kinds, x, e.labels, e.subject, e.session, e.block, e.run,
+                                         e.marker_time, meta.class_names, meta.sfreq)
     writer = EpochDatasetWriter(
-        path, n_channels=x.shape[1], n_times=x.shape[2], sfreq=sfreq, ch_names=ch_names, ch_types=ch_types,
-        class_names=class_names, modality=modality, chunk_epochs=chunk_epochs, overwrite=overwrite,
-        source=source, preprocessing=preprocessing, attrs=attrs,
+        path, n_channels=x.shape[1], n_times=x.shape[2], sfreq=meta.sfreq, ch_names=meta.ch_names,
+        ch_types=meta.ch_types, class_names=meta.class_names, modality=meta.modality, chunk_epochs=chunk_epochs,
+        overwrite=overwrite, source=meta.source, preprocessing=meta.preprocessing, attrs=meta.attrs,
     )
     try:
-        writer.append(x, labels=labels, image_ids=image_ids, subject=subject, session=session, block=block,
-                      run=run, marker_time=marker_time)
-        if images is not None or image_table_ids is not None:
-            if images is None or image_table_ids is None:
+        writer.append(x, labels=e.labels, image_ids=e.image_ids, subject=e.subject, session=e.session,
+                      block=e.block, run=e.run, marker_time=e.marker_time)
+        if table.images is not None or table.ids is not None:
+            if table.images is None or table.ids is None:
                 raise DatasetFormatError("images and image_table_ids go together; give both or neither")
-            writer.set_images(images, image_table_ids, captions, template_captions)
-        elif captions is not None or template_captions is not None:
+            writer.set_images(table.images, table.ids, table.captions, table.template_captions)
+        elif table.captions is not None or table.template_captions is not None:
             raise DatasetFormatError("captions and template_captions describe image rows; give images and "
                                      "image_table_ids too")
-        out = writer.close(subject_names=subject_names, session_names=session_names)
+        out = writer.close(subject_names=meta.subject_names, session_names=meta.session_names)
     except BaseException:
         shutil.rmtree(writer.path, ignore_errors=True)  # the incomplete store this call created
         raise
@@ -816,7 +816,7 @@ def _leak_message(name: str, leaks: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------- reading
-class EpochDataset:
+class EpochDataset(ClosingContext):
     """An epoch dataset opened for reading (``EpochDataset.open(path)``).
 
     Attributes
@@ -1176,12 +1176,6 @@ class EpochDataset:
         self._files.clear()
         self._cache = None
 
-    def __enter__(self) -> EpochDataset:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __del__(self) -> None:
         files = getattr(self, "_files", None)
         for fd in (files or {}).values():
@@ -1338,8 +1332,8 @@ class EpochDataset:
             "leaks": check.leaks,
             "warning": (f"LEAKING split stored with allow_leak=True: {'; '.join(check.leaks)}"
                         if check.leaks else None),
-            "meta": _jsonable(dict(meta or {}), f"split {name!r} meta"),
-            "created": _now(),
+            "meta": jsonable(dict(meta or {}), f"split {name!r} meta"),
+            "created": now(),
         }
         self._write_split(name, clean, record)
         self._splits[name] = clean

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from offline.data.epochs import EpochDataset, write_epoch_dataset
+from offline.data.epochs import EpochArrays, EpochDataset, EpochMetadata, ImageTable, write_epoch_dataset
 from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
-from streams.synthetic.stimuli import geometric_patterns, pattern_images
+from streams.synthetic.stimuli import geometric_patterns, pattern_images, template_caption
 
 __all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "fmri_oracle_for_dataset", "pattern_images",
            "patterns_from_images"]
@@ -140,17 +140,22 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
                                   "offset": float(offset), "n_times": n_times, "tr": config.tr,
                                   "image_scale": image_scale, "grid": grid}}
     path = write_epoch_dataset(
-        out, data, labels=image_class[order], image_ids=[image_ids[i] for i in order],
-        subject=np.zeros(len(order), np.int64), session=np.zeros(len(order), np.int64), block=blocks,
-        sfreq=1.0 / config.tr, ch_names=sim.channel_names, ch_types=["fmri"] * sim.n_voxels, class_names=names,
-        images=pattern_images(patterns, image_scale), image_table_ids=image_ids, captions=captions,
-        template_captions=[f"an image of a {names[c]}" for c in image_class], source=source, modality="fmri",
-        overwrite=overwrite, marker_time=np.asarray([onset for onset, _ in events]),
-        # how the epochs were cut, so a model trained on them decodes live windows cut the same way
-        # (bci.runtime.assemble.trained_offset): volumes from onset + offset, as the runtime's fMRI windows
-        attrs={"window": {"offset": float(offset), "n_times": n_times, "input_sfreq": 1.0 / config.tr,
-                          "marker_filter": None,
-                          "code_path": "offline.data.fmri (simulator volumes at onset + offset)"}},
+        out,
+        EpochArrays(data, labels=image_class[order], image_ids=[image_ids[i] for i in order],
+                    subject=np.zeros(len(order), np.int64), session=np.zeros(len(order), np.int64), block=blocks,
+                    marker_time=np.asarray([onset for onset, _ in events])),
+        EpochMetadata(
+            sfreq=1.0 / config.tr, ch_names=sim.channel_names, ch_types=["fmri"] * sim.n_voxels, class_names=names,
+            source=source, modality="fmri",
+            # how the epochs were cut, so a model trained on them decodes live windows cut the same way
+            # (bci.runtime.assemble.trained_offset): volumes from onset + offset, as the runtime's fMRI windows
+            attrs={"window": {"offset": float(offset), "n_times": n_times, "input_sfreq": 1.0 / config.tr,
+                              "marker_filter": None,
+                              "code_path": "offline.data.fmri (simulator volumes at onset + offset)"}},
+        ),
+        images=ImageTable(pattern_images(patterns, image_scale), image_ids, captions,
+                          [template_caption(names[c], article="a") for c in image_class]),
+        overwrite=overwrite,
     )
     EpochDataset.open(path).add_split("block", parts, kind="custom",
                                       meta={"builder": "offline.data.fmri", "test": "12 new patterns"})

@@ -265,11 +265,6 @@ def codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return inverse.reshape(-1).astype(np.int64), [str(u) for u in uniq.tolist()]
 
 
-def template_caption(class_name: str) -> str:
-    """The class-template caption ``"an image of a {class}"`` (as in the synthetic world)."""
-    return f"an image of a {class_name}"
-
-
 def store_splits(out: os.PathLike, specs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """Add splits to a written epoch dataset.
 

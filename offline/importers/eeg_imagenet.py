@@ -55,8 +55,8 @@ from offline.importers._checks import (
     parse_time_slice,
     require_file,
     store_splits,
-    template_caption,
 )
+from streams.synthetic.stimuli import template_caption
 
 logger = logging.getLogger(__name__)
 
@@ -509,7 +509,7 @@ def _image_table(f: EEGImageNetFile, names: list[str], images_dir: str | os.Path
         first_label.setdefault(int(img), int(lab))
     images, report = load_image_folder(images_dir, ids, size, progress=progress)
     return {"images": images, "ids": ids, "report": report,
-            "templates": [template_caption(names[first_label[int(i)]]) for i in rows]}
+            "templates": [template_caption(names[first_label[int(i)]], article="a") for i in rows]}
 
 
 def _source(f: EEGImageNetFile, splits_path: str | os.PathLike | None, sfreq: float, channels: list[str],

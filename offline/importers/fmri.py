@@ -335,7 +335,7 @@ def import_fmri(
     Path
         The dataset directory.
     """
-    from offline.data.epochs import write_epoch_dataset
+    from offline.data.epochs import EpochArrays, EpochMetadata, ImageTable, write_epoch_dataset
 
     if not (isinstance(tr, (int, float)) and not isinstance(tr, bool) and np.isfinite(tr) and tr > 0):
         raise ValueError(f"tr={tr!r} must be a positive number of seconds")
@@ -363,13 +363,15 @@ def import_fmri(
         "block": "run", "labels": "from 'labels'" if t.labels is not None else "one class per image",
     }
     splits = None if split is None else {"block": split}
+    window = None if offset is None else {"window": {
+        "offset": float(offset), "n_times": 1, "input_sfreq": 1.0 / float(tr), "marker_filter": None,
+        "code_path": "imported: fMRI trials, one volume each at onset + offset"}}
     write_epoch_dataset(
-        out, t.voxels.astype(np.float32)[:, :, None], labels=label, image_ids=ids, subject=subj, session=sess,
-        block=run_codes, run=t.run, sfreq=1.0 / float(tr), ch_names=t.voxel_names, class_names=class_names,
-        images=images, image_table_ids=table_ids, source=source, modality="fmri", overwrite=overwrite,
-        subject_names=subj_names, session_names=sess_names, splits=splits, split_kinds={"block": "block"},
-        attrs=None if offset is None else {"window": {
-            "offset": float(offset), "n_times": 1, "input_sfreq": 1.0 / float(tr), "marker_filter": None,
-            "code_path": "imported: fMRI trials, one volume each at onset + offset"}},
+        out,
+        EpochArrays(t.voxels.astype(np.float32)[:, :, None], labels=label, image_ids=ids, subject=subj,
+                    session=sess, block=run_codes, run=t.run),
+        EpochMetadata(sfreq=1.0 / float(tr), ch_names=t.voxel_names, class_names=class_names, source=source,
+                      modality="fmri", subject_names=subj_names, session_names=sess_names, attrs=window),
+        images=ImageTable(images, table_ids), overwrite=overwrite, splits=splits, split_kinds={"block": "block"},
     )
     return out

@@ -49,8 +49,8 @@ from offline.importers._checks import (
     first_few,
     require_file,
     store_splits,
-    template_caption,
 )
+from streams.synthetic.stimuli import template_caption
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ def _image_table(images_dir: str | os.PathLike | None, ids: list[str], concept: 
 
     images, report = load_image_folder(images_dir, ids, size, progress=progress)
     return {"images": images, "ids": ids, "report": report,
-            "templates": [template_caption(class_names[c]) for c in concept]}
+            "templates": [template_caption(class_names[c], article="a") for c in concept]}
 
 
 def _source(train: ThingsPart, test: ThingsPart, has_meta: bool, subject: int, average: bool,

@@ -15,7 +15,13 @@ from streams.synthetic.markers import (
     parse_block_marker,
     parse_marker,
 )
-from streams.synthetic.schedule import StimulusEvent, make_schedule, onset_sample, stimulus_events
+from streams.synthetic.schedule import (
+    StimulusEvent,
+    make_balanced_schedule,
+    make_schedule,
+    onset_sample,
+    stimulus_events,
+)
 from streams.synthetic.stimuli import (
     COLOUR_NAMES,
     COLOURS,
@@ -50,6 +56,7 @@ __all__ = [
     "format_marker",
     "geometric_patterns",
     "is_stimulus_marker",
+    "make_balanced_schedule",
     "make_binary_patterns",
     "make_schedule",
     "make_stimuli",

@@ -35,7 +35,8 @@ import numpy as np
 from scipy import signal
 from scipy.special import ndtr
 
-from streams.description import StreamDescription
+from streams._checks import check_float, check_int, check_type, ensure_int
+from streams.description import StreamDescription, uniform_description
 from streams.synthetic.schedule import StimulusEvent, onset_sample
 from streams.synthetic.stimuli import StimulusSet
 
@@ -164,10 +165,8 @@ class EEGSimConfig:
 
     def __post_init__(self) -> None:
         _check_number("sfreq", self.sfreq, low=10.0)
-        if isinstance(self.n_channels, bool) or not isinstance(self.n_channels, (int, np.integer)):
-            raise TypeError(f"n_channels={self.n_channels!r} must be an int")
-        if not isinstance(self.montage, str):
-            raise TypeError(f"montage={self.montage!r} must be the name of an mne standard montage")
+        ensure_int(self.n_channels, "n_channels")
+        check_type("montage", self.montage, str, "the name of an mne standard montage")
         _check_number("snr", self.snr, low=0.0)
         _check_number("background_rms", self.background_rms, low=0.0, strict=True)
         _check_number("background_exponent", self.background_exponent, low=0.0, strict=True, high=2.0)
@@ -184,23 +183,16 @@ class EEGSimConfig:
         _check_number("evoked_duration", self.evoked_duration, low=0.0, strict=True, high=10.0)
         if int(round(self.evoked_duration * self.sfreq)) < 2:
             raise ValueError(f"evoked_duration={self.evoked_duration!r} is shorter than two samples")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} must be a non-negative int")
-        if isinstance(self.session, bool) or not isinstance(self.session, (int, np.integer)) or self.session < 0:
-            raise ValueError(f"session={self.session!r} must be a non-negative int")
+        check_int("seed", self.seed, low=0)
+        check_int("session", self.session, low=0)
 
 
 def _check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
                   strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}={value!r} must be a number")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name}={value!r} must be finite")
-    if low is not None and (v < low or (strict and v == low)):
-        raise ValueError(f"{name}={value!r} must be {'>' if strict else '>='} {low:g}")
-    if high is not None and v > high:
-        raise ValueError(f"{name}={value!r} must be <= {high:g}")
+    """:func:`streams._checks.check_float`, with ``strict``: ``value > low`` rather than ``>= low``."""
+    v = check_float(name, value, low=low, high=high)
+    if strict and v == low:
+        raise ValueError(f"{name}={value!r} must be > {low:g}")
 
 
 # ============================================================================ montage
@@ -457,8 +449,7 @@ class EEGForwardModel:
         return topo.T @ waves
 
     def _check_image(self, image_index: int) -> int:
-        if isinstance(image_index, bool) or not isinstance(image_index, (int, np.integer)):
-            raise TypeError(f"image_index={image_index!r} must be an int")
+        ensure_int(image_index, "image_index")
         if not 0 <= image_index < self.n_images:
             raise IndexError(f"image_index={image_index} out of range [0, {self.n_images})")
         return int(image_index)
@@ -616,17 +607,9 @@ class EEGSimulator:
 
     def description(self, name: str = "SimEEG", source_id: str | None = None) -> StreamDescription:
         """LSL description: type ``EEG``, float32, volts, the montage's channel names."""
-        n = self.n_channels
-        return StreamDescription(
-            name=name,
-            type="EEG",
-            source_id=source_id if source_id is not None else f"bci-sim-eeg-{self.config.seed}",
-            channel_names=tuple(self.channel_names),
-            channel_types=("eeg",) * n,
-            channel_units=("V",) * n,
-            nominal_rate=self.sfreq,
-            dtype="float32",
-        )
+        source_id = source_id if source_id is not None else f"bci-sim-eeg-{self.config.seed}"
+        return uniform_description(name, "EEG", source_id, self.channel_names, channel_type="eeg", unit="V",
+                                   nominal_rate=self.sfreq)
 
     def background_covariance(self) -> np.ndarray:
         """Exact spatial covariance (V^2) of the spontaneous background (1/f + alpha), ``(n, n)``."""
@@ -688,8 +671,7 @@ class EEGSimulator:
         whatever ``chunk_size``. Markers are the caller's job: send event ``e``'s
         marker with the timestamp of sample ``round(e.onset * sfreq)``.
         """
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1")
+        check_int("chunk_size", chunk_size, low=1)
         n_total = None if duration is None else self._n_samples(duration)
         run = _Run(self, schedule)
         return _chunks(run.blocks(), int(chunk_size), n_total)

@@ -20,7 +20,8 @@ import numpy as np
 from scipy import signal
 from scipy.stats import gamma
 
-from streams.description import StreamDescription
+from streams._checks import check_float, check_int, ensure_int
+from streams.description import StreamDescription, uniform_description
 
 _TAG_RF = 21
 _TAG_NOISE = 22
@@ -83,22 +84,17 @@ class FMRISimConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_voxels", "grid", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name}={value!r} must be an int")
+            ensure_int(getattr(self, name), name)
         if self.n_voxels < 1 or self.grid < 2 or self.seed < 0:
             raise ValueError(
                 f"n_voxels={self.n_voxels!r} must be >= 1, grid={self.grid!r} >= 2, seed={self.seed!r} >= 0"
             )
-        _positive("tr", self.tr)
-        _positive("baseline", self.baseline)
-        _positive("hrf_peak", self.hrf_peak)
-        _positive("hrf_undershoot", self.hrf_undershoot)
-        _positive("hrf_ratio", self.hrf_ratio)
+        for name in ("tr", "baseline", "hrf_peak", "hrf_undershoot", "hrf_ratio"):
+            check_float(name, getattr(self, name), positive=True)
         for name in ("snr", "signal_change", "drift"):
-            _non_negative(name, getattr(self, name))
+            check_float(name, getattr(self, name), low=0.0)
         for name in ("noise_voxel_fraction", "shared_noise"):
-            _fraction(name, getattr(self, name))
+            check_float(name, getattr(self, name), low=0.0, high=1.0)
         if not -1.0 < float(self.ar_coefficient) < 1.0:
             raise ValueError(f"ar_coefficient={self.ar_coefficient!r} must be in (-1, 1)")
         lo, hi = self.rf_sigma
@@ -181,17 +177,9 @@ class FMRISimulator:
 
     def description(self, name: str = "SimFMRI", source_id: str | None = None) -> StreamDescription:
         """LSL description: type ``fMRI``, one float32 channel per voxel, rate ``1 / tr``."""
-        n = self.n_voxels
-        return StreamDescription(
-            name=name,
-            type="fMRI",
-            source_id=source_id if source_id is not None else f"bci-sim-fmri-{self.config.seed}",
-            channel_names=tuple(self.channel_names),
-            channel_types=("fmri",) * n,
-            channel_units=("a.u.",) * n,
-            nominal_rate=1.0 / self.config.tr,
-            dtype="float32",
-        )
+        source_id = source_id if source_id is not None else f"bci-sim-fmri-{self.config.seed}"
+        return uniform_description(name, "fMRI", source_id, self.channel_names, channel_type="fmri", unit="a.u.",
+                                   nominal_rate=1.0 / self.config.tr)
 
     # ---------------------------------------------------------------- forward model
     def response(self, pattern: np.ndarray) -> np.ndarray:
@@ -243,8 +231,7 @@ class FMRISimulator:
             raise ValueError("patterns is empty; pass at least one (grid, grid) pattern")
         for name, value, low in (("stim_duration_trs", stim_duration_trs, 1), ("rest_trs", rest_trs, 0),
                                  ("lead_trs", lead_trs, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name}={value!r} must be an int >= {low}")
+            check_int(name, value, low=low)
         cfg = self.config
         period = stim_duration_trs + rest_trs
         n_trs = lead_trs + len(p) * period
@@ -293,18 +280,3 @@ class FMRISimulator:
         if not np.all(np.isfinite(p)):
             raise ValueError(f"{name} contains NaN or inf")
         return p
-
-
-def _positive(name: str, value: float) -> None:
-    if not math.isfinite(float(value)) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive number")
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not math.isfinite(float(value)) or value < 0:
-        raise ValueError(f"{name}={value!r} must be >= 0")
-
-
-def _fraction(name: str, value: float) -> None:
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name}={value!r} must be in [0, 1]")

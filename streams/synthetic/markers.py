@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from numbers import Real
 
+from streams._checks import check_int
+
 #: Prefix of stimulus-onset markers.
 STIM_PREFIX = "stim"
 #: Marker kind that opens a block (``block_start/<block>``).
@@ -67,8 +69,7 @@ def format_block_marker(kind: str, block: int) -> str:
     """
     if kind not in NON_STIMULUS_KINDS:
         raise ValueError(f"kind={kind!r} is not a block marker kind; use {BLOCK_START!r} or {BLOCK_END!r}")
-    if isinstance(block, bool) or not isinstance(block, int) or block < 0:
-        raise ValueError(f"block={block!r} must be a non-negative int")
+    block = check_int("block", block, low=0)
     return f"{kind}{_SEP}{block}"
 
 

@@ -16,6 +16,8 @@ from itertools import product
 
 import numpy as np
 
+from streams._checks import check_int, ensure_int
+
 #: Shape names, in class order.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond", "ring", "bar")
 
@@ -126,8 +128,7 @@ class StimulusSet:
             ) from None
 
     def _check_index(self, i: int) -> int:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"image index {i!r} must be an int")
+        ensure_int(i, "image index")
         if not -self.n_images <= i < self.n_images:
             raise IndexError(f"image index {i} out of range for {self.n_images} images")
         return int(i)
@@ -153,9 +154,9 @@ def make_stimuli(n_per_class: int = 5, size: int = 64, seed: int = 0) -> Stimulu
         Images ordered by class, then instance: image ``i`` has class
         ``i // n_per_class``.
     """
-    _check_int("n_per_class", n_per_class, 1)
-    _check_int("size", size, 16)
-    _check_int("seed", seed, 0)
+    check_int("n_per_class", n_per_class, low=1)
+    check_int("size", size, low=16)
+    check_int("seed", seed, low=0)
     rng = np.random.default_rng([seed, 0x5717])
     n_colours = len(COLOURS)
     classes = list(product(range(len(SHAPES)), range(n_colours)))
@@ -182,7 +183,7 @@ def make_stimuli(n_per_class: int = 5, size: int = 64, seed: int = 0) -> Stimulu
             class_ids[i] = class_id
             name = class_names[class_id]
             captions.append(f"a {SIZE_WORDS[size_cell]} {name} {_POSITION_PHRASES[(vcell, hcell)]}")
-            templates.append(f"an image of {_article(name)} {name}")
+            templates.append(template_caption(name))
             i += 1
     return StimulusSet(
         images=images,
@@ -302,6 +303,30 @@ _SDFS = {
 }
 
 
+#: The class-template caption: one image's text in CLIP-style zero-shot prompts.
+TEMPLATE = "an image of {article} {name}"
+
+
+def template_caption(name: str, article: str | None = None) -> str:
+    """The class-template caption of class ``name``: ``"an image of a red triangle"``.
+
+    Parameters
+    ----------
+    name : str
+        Class name (e.g. ``"red triangle"``).
+    article : str or None
+        The article before the name. ``None`` (the synthetic world) picks ``"an"`` before
+        a vowel and ``"a"`` otherwise; the importers, the fMRI builder and the CLIP-sample
+        trainer pass ``"a"`` (they always have), so their texts, and the CLIP targets made
+        from them, stay as they were (``"an image of a apple"``).
+
+    Returns
+    -------
+    str
+    """
+    return TEMPLATE.format(article=_article(name) if article is None else article, name=name)
+
+
 def _article(phrase: str) -> str:
     return "an" if phrase[:1].lower() in "aeiou" else "a"
 
@@ -336,7 +361,7 @@ def geometric_patterns(grid: int = 10) -> list[np.ndarray]:
     -------
     list of ndarray, each (grid, grid) uint8 0/1
     """
-    _check_int("grid", grid, 5)
+    check_int("grid", grid, low=5)
     g = grid
     out = []
     frame = np.zeros((g, g), np.uint8)
@@ -387,9 +412,9 @@ def make_binary_patterns(n: int, seed: int = 0, grid: int = 10, random_fraction:
     -------
     ndarray, shape (n, grid, grid), uint8 with values 0 and 1
     """
-    _check_int("n", n, 1)
-    _check_int("seed", seed, 0)
-    _check_int("grid", grid, 5)
+    check_int("n", n, low=1)
+    check_int("seed", seed, low=0)
+    check_int("grid", grid, low=5)
     if not 0.0 <= float(random_fraction) <= 1.0:
         raise ValueError(f"random_fraction={random_fraction!r} must be in [0, 1]")
     rng = np.random.default_rng([seed, 0xB1A7])
@@ -405,10 +430,3 @@ def make_binary_patterns(n: int, seed: int = 0, grid: int = 10, random_fraction:
         else:
             out[i] = rng.random((grid, grid)) < 0.5
     return out
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < minimum:
-        raise ValueError(f"{name}={value!r} must be >= {minimum}")

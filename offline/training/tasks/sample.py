@@ -54,6 +54,7 @@ from offline.training.loop import (
     run_training,
     shuffled_batches,
 )
+from streams.synthetic.stimuli import template_caption
 
 __all__ = [
     "LOSSES",
@@ -194,7 +195,7 @@ def class_template_texts(dataset: Any) -> list[str]:
         for label, row in zip(labels.tolist(), rows.tolist()):
             if row >= 0 and 0 <= label < len(texts) and texts[label] is None:
                 texts[label] = str(templates[row])
-    return [t if t is not None else f"an image of a {names[c]}" for c, t in enumerate(texts)]
+    return [t if t is not None else template_caption(names[c], article="a") for c, t in enumerate(texts)]
 
 
 def resolve_clip(clip: Any = None, weights: str | os.PathLike | None = None, model: str = "tiny") -> Any:
