@@ -174,7 +174,7 @@ class PatternStep:
         return np.repeat(big[..., None], 3, axis=3)
 
     def __call__(self, batch: np.ndarray, outputs: dict[str, np.ndarray], records: list[dict[str, Any]]) -> None:
-        from bci.viewer.images import encode_png_data_uri  # Qt-free
+        from bci.images import encode_png_data_uri
 
         for rec, image in zip(records, self.images(outputs["embedding"])):
             ref = (self.writer.write("reconstruction", int(rec["window_index"]), image) if self.writer is not None
