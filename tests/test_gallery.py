@@ -358,8 +358,13 @@ def _cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     """
     from bci.cli import gallery as cli_gallery
     from bci.cli.main import _add_parser
+    from bci.retrieval import build
 
-    monkeypatch.setattr(cli_gallery, "load_embedder", lambda name, weights, device: PixelEmbedder(name=name))
+    def fake(name: str, weights: Path | None, device: str) -> PixelEmbedder:
+        return PixelEmbedder(name=name)
+
+    monkeypatch.setattr(cli_gallery, "load_embedder", fake)  # bci gallery search
+    monkeypatch.setattr(build, "load_embedder", fake)  # bci gallery build (bci.retrieval.build.choose_embedder)
     parser = argparse.ArgumentParser(prog="bci")
     sub = parser.add_subparsers(dest="command")
     cli_gallery.register(sub, _add_parser)
