@@ -122,7 +122,7 @@ def test_pattern_step_draws_the_decoded_pattern(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decode_image_ref(written[0]["images"]["reconstruction"]), first)
     with pytest.raises(ValueError, match=r"shape \(2, 9\); expected \(batch, 16\) for a 4x4 pattern"):
         PatternStep(4)(np.zeros((2, 1, 1)), {"embedding": logits}, records)
-    with pytest.raises(ValueError, match="grid=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="grid=0 must be an integer >= 1"):
         PatternStep(0)
 
 
