@@ -94,17 +94,14 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
         "bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --events events.jsonl --no-view\n"
         "  bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --gallery galleries/sim   # with the viewer",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--eeg", metavar="NAME", help="EEG stream (name or type=EEG)")
-    src.add_argument("--fmri", metavar="NAME", help="fMRI stream (name or type=fMRI)")
-    p.add_argument("--markers", metavar="NAME", default=None, help="marker stream (name or type=Markers)")
+    from bci.cli.view import add_source_options, add_viewer_options
+
+    add_source_options(p)
     add_decode_options(p, model_required=True)
     p.add_argument("--duration", type=float, default=None, help="seconds to run [until Ctrl-C]")
     p.add_argument("--record", type=Path, default=None, metavar="DIR",
                    help="also record the data, markers and results streams into this Zarr session")
     p.add_argument("--no-view", action="store_true", help="run without the viewer")
-    from bci.cli.view import add_viewer_options
-
     add_viewer_options(p)
     p.add_argument("--resolve-timeout", type=float, default=5.0, help="seconds to find each stream [5]")
     p.set_defaults(func=cmd_live)
