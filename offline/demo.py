@@ -196,8 +196,7 @@ def _score_lines(report: dict[str, Any]) -> list[str]:
 
 def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: float, view: bool | None,
                t0: float) -> dict[str, Any]:
-    from bci.runtime.assemble import DecodeOptions
-    from bci.runtime.live import LiveOptions, run_live
+    from bci.runtime.live import run_live
 
     tag = f"{os.getpid() % 1000}{int(time.time() * 1000) % 100000}"
     name = f"DemoEEG-{tag}"
@@ -209,15 +208,9 @@ def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: floa
     )
     _say(f"      simulated amplifier: pid {simulator.pid}, streams {name!r} + {name + '-Markers'!r} "
          f"(subject {seed}, NEW session 1: data the model never saw)")
-    # what `bci live --eeg NAME --markers NAME-Markers --model ... --gallery ... --marker-filter ^stim/ --events ...
-    # --record ... --duration S --results-stream BCIResults-TAG --overwrite --resolve-timeout 30` runs
-    options = LiveOptions(
-        name, f"{name}-Markers",
-        DecodeOptions(sample, gallery=gallery, marker_filter="^stim/", events=events,
-                      results_stream=f"BCIResults-{tag}", overwrite=True),
-        duration=seconds, record=recording, resolve_timeout=30.0)
     try:
-        run_live(options, loop=_view_loop(gallery) if view is not False else None)
+        run_live(_live_options(name, tag, sample, gallery, events, recording, seconds),
+                 loop=_view_loop(gallery) if view is not False else None)
     finally:
         try:
             simulator.wait(timeout=seconds + 30)
@@ -226,6 +219,29 @@ def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: floa
     windows = [r for r in _read_events(events) if r.get("type") == "window"]
     _done(t0)
     return {"recording": str(recording), "events": str(events), **_hit_rates(windows)}
+
+
+def _live_options(name: str, tag: str, sample: Path, gallery: Path, events: Path, recording: Path, seconds: float):
+    """What ``bci live --eeg NAME --markers NAME-Markers --model SAMPLE --gallery GALLERY --marker-filter ^stim/
+    --events EVENTS --record RECORDING --duration S --results-stream BCIResults-TAG --overwrite --resolve-timeout 30``
+    runs."""
+    from bci.runtime.assemble import DecodeOptions
+    from bci.runtime.live import LiveOptions
+
+    decode = DecodeOptions(sample, gallery=gallery, marker_filter="^stim/", events=events,
+                           results_stream=f"BCIResults-{tag}", overwrite=True)
+    return LiveOptions(name, f"{name}-Markers", decode, duration=seconds, record=recording, resolve_timeout=30.0)
+
+
+def _replay_options(recording: str | os.PathLike, sample: Path, gallery: Path, events: Path):
+    """What ``bci replay RECORDING --decode --model SAMPLE --gallery GALLERY --marker-filter ^stim/ --speed max
+    --events EVENTS --results-stream '' --overwrite`` runs."""
+    from bci.runtime.assemble import DecodeOptions
+    from bci.runtime.replay import ReplayOptions
+
+    decode = DecodeOptions(sample, gallery=gallery, marker_filter="^stim/", events=events, results_stream="",
+                           overwrite=True)
+    return ReplayOptions(recording, decode, speed=float("inf"))
 
 
 def _view_loop(gallery: Path):
@@ -241,15 +257,10 @@ def _view_loop(gallery: Path):
 
 
 def _replay_step(work: Path, sample: Path, gallery: Path, live: dict[str, Any], t0: float) -> dict[str, Any]:
-    from bci.runtime.assemble import DecodeOptions
-    from bci.runtime.replay import ReplayOptions, replay_decode
+    from bci.runtime.replay import replay_decode
 
     events = work / "replay-events.jsonl"
-    # what `bci replay RECORDING --decode --model ... --gallery ... --marker-filter ^stim/ --speed max --events ...
-    # --results-stream '' --overwrite` runs
-    replay_decode(ReplayOptions(live["recording"], DecodeOptions(sample, gallery=gallery, marker_filter="^stim/",
-                                                                 events=events, results_stream="", overwrite=True),
-                                speed=float("inf")))
+    replay_decode(_replay_options(live["recording"], sample, gallery, events))
     live_windows = [r for r in _read_events(Path(live["events"])) if r.get("type") == "window"]
     replay_windows = [r for r in _read_events(events) if r.get("type") == "window"]
     same = _same_windows(live_windows, replay_windows)
