@@ -2,7 +2,7 @@
 
 1. ``streams.simulate.simulate_to_session`` writes a session (128 ch at 1 kHz, string
    markers; default 120 s) into a temporary folder (or ``--session`` reuses one).
-2. ``bci.runtime.live.decode_session`` feeds it through the pipeline exactly as
+2. ``bci.runtime.replay.decode_session`` feeds it through the pipeline exactly as
    ``bci replay SESSION --decode --speed max`` does: default preprocessing
    (0.5-40 Hz + 50 Hz notch + average reference), event-locked windows (440 samples at
    marker + 20 ms), the untrained default ``eeg_convnet`` on CPU, results to a
@@ -80,7 +80,7 @@ def decode_ours(session: Path, checkpoint: Path, chunk_size: int | None) -> dict
     """``decode_session`` on the whole session, with the time split."""
     from bci.runtime.assemble import load_encoder, pipeline_factory
     from bci.runtime.sinks import ListSink
-    from bci.runtime.live import decode_session
+    from bci.runtime.replay import decode_session
     from streams.session import SessionReader
 
     reader = SessionReader(session)

@@ -12,11 +12,13 @@ are reused on the next run unless ``force``):
 5. **evaluate** – score the encoder on the held-out test blocks: model vs ridge vs
    oracle vs chance, with plots;
 6. **live** – a simulated amplifier streams a *new* session of the same subject
-   (``bci simulate --session 1``) over LSL from another process; ``bci live`` decodes it
-   (retrieval against the gallery), records data + markers + results to Zarr and writes
-   the events file; the viewer shows it when a display is available;
-7. **replay** – ``bci replay --decode --speed max`` of that recording gives the same
-   windows and embeddings as the live run.
+   (``bci simulate --session 1``) over LSL from another process; :func:`bci.runtime.live.run_live`
+   (what ``bci live`` runs) decodes it (retrieval against the gallery), records data +
+   markers + results to Zarr and writes the events file; the viewer shows it when a
+   display is available;
+7. **replay** – :func:`bci.runtime.replay.replay_decode` at ``--speed max`` (what
+   ``bci replay --decode`` runs) of that recording gives the same windows and embeddings
+   as the live run.
 
 All numbers it prints come from the synthetic world and say so.
 """
@@ -194,7 +196,7 @@ def _score_lines(report: dict[str, Any]) -> list[str]:
 
 def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: float, view: bool | None,
                t0: float) -> dict[str, Any]:
-    from bci.cli.main import main as bci_main
+    from bci.runtime.live import run_live
 
     tag = f"{os.getpid() % 1000}{int(time.time() * 1000) % 100000}"
     name = f"DemoEEG-{tag}"
@@ -206,34 +208,59 @@ def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: floa
     )
     _say(f"      simulated amplifier: pid {simulator.pid}, streams {name!r} + {name + '-Markers'!r} "
          f"(subject {seed}, NEW session 1: data the model never saw)")
-    args = ["live", "--eeg", name, "--markers", f"{name}-Markers", "--model", str(sample), "--gallery", str(gallery),
-            "--marker-filter", "^stim/", "--events", str(events), "--record", str(recording), "--duration",
-            f"{seconds:g}", "--results-stream", f"BCIResults-{tag}", "--overwrite", "--resolve-timeout", "30"]
-    if view is False:
-        args.append("--no-view")
     try:
-        rc = bci_main(args)
+        run_live(_live_options(name, tag, sample, gallery, events, recording, seconds),
+                 loop=_view_loop(gallery) if view is not False else None)
     finally:
         try:
             simulator.wait(timeout=seconds + 30)
         except subprocess.TimeoutExpired:
             simulator.kill()
-    if rc != 0:
-        raise RuntimeError(f"bci live exited with status {rc}")
     windows = [r for r in _read_events(events) if r.get("type") == "window"]
     _done(t0)
     return {"recording": str(recording), "events": str(events), **_hit_rates(windows)}
 
 
+def _live_options(name: str, tag: str, sample: Path, gallery: Path, events: Path, recording: Path, seconds: float):
+    """What ``bci live --eeg NAME --markers NAME-Markers --model SAMPLE --gallery GALLERY --marker-filter ^stim/
+    --events EVENTS --record RECORDING --duration S --results-stream BCIResults-TAG --overwrite --resolve-timeout 30``
+    runs."""
+    from bci.runtime.assemble import DecodeOptions
+    from bci.runtime.live import LiveOptions
+
+    decode = DecodeOptions(sample, gallery=gallery, marker_filter="^stim/", events=events,
+                           results_stream=f"BCIResults-{tag}", overwrite=True)
+    return LiveOptions(name, f"{name}-Markers", decode, duration=seconds, record=recording, resolve_timeout=30.0)
+
+
+def _replay_options(recording: str | os.PathLike, sample: Path, gallery: Path, events: Path):
+    """What ``bci replay RECORDING --decode --model SAMPLE --gallery GALLERY --marker-filter ^stim/ --speed max
+    --events EVENTS --results-stream '' --overwrite`` runs."""
+    from bci.runtime.assemble import DecodeOptions
+    from bci.runtime.replay import ReplayOptions
+
+    decode = DecodeOptions(sample, gallery=gallery, marker_filter="^stim/", events=events, results_stream="",
+                           overwrite=True)
+    return ReplayOptions(recording, decode, speed=float("inf"))
+
+
+def _view_loop(gallery: Path):
+    """The viewer (with the gallery's thumbnails) as the live run's loop; None when there is no display."""
+    from bci.viewer.live_loop import show_viewer, viewer_loop
+
+    if not show_viewer():
+        return None
+    from bci.viewer.app import ViewerOptions
+    from bci.viewer.images import load_gallery
+
+    return viewer_loop(ViewerOptions(gallery=load_gallery(gallery)))
+
+
 def _replay_step(work: Path, sample: Path, gallery: Path, live: dict[str, Any], t0: float) -> dict[str, Any]:
-    from bci.cli.main import main as bci_main
+    from bci.runtime.replay import replay_decode
 
     events = work / "replay-events.jsonl"
-    rc = bci_main(["replay", live["recording"], "--decode", "--model", str(sample), "--gallery", str(gallery),
-                   "--marker-filter", "^stim/", "--speed", "max", "--events", str(events), "--results-stream", "",
-                   "--overwrite"])
-    if rc != 0:
-        raise RuntimeError(f"bci replay --decode exited with status {rc}")
+    replay_decode(_replay_options(live["recording"], sample, gallery, events))
     live_windows = [r for r in _read_events(Path(live["events"])) if r.get("type") == "window"]
     replay_windows = [r for r in _read_events(events) if r.get("type") == "window"]
     same = _same_windows(live_windows, replay_windows)

@@ -101,3 +101,40 @@ def test_replay_speed_max_needs_decode(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_parser_builds_without_side_effects() -> None:
     assert build_parser().prog == "bci"
+
+
+def test_the_demo_runs_what_its_bci_live_and_replay_command_lines_would(tmp_path: Path) -> None:
+    """offline.demo calls run_live / replay_decode with the options its old ``bci live`` / ``bci replay`` argv made."""
+    from dataclasses import replace
+
+    from bci.cli.decode import decode_options
+    from bci.cli.view import viewer_options
+    from bci.runtime.live import LiveOptions
+    from bci.runtime.replay import ReplayOptions
+    from bci.viewer.app import ViewerOptions
+    from offline import demo
+
+    sample, gallery, events, recording = tmp_path / "sample", tmp_path / "gallery", tmp_path / "ev.jsonl", tmp_path / "r"
+    name, tag = "DemoEEG-1", "1"
+    live = build_parser().parse_args(
+        ["live", "--eeg", name, "--markers", f"{name}-Markers", "--model", str(sample), "--gallery", str(gallery),
+         "--marker-filter", "^stim/", "--events", str(events), "--record", str(recording), "--duration", "60",
+         "--results-stream", f"BCIResults-{tag}", "--overwrite", "--resolve-timeout", "30"])
+    expected = LiveOptions(live.eeg, live.markers, decode_options(live), duration=live.duration, record=live.record,
+                           resolve_timeout=live.resolve_timeout)
+    assert demo._live_options(name, tag, sample, gallery, events, recording, 60.0) == expected
+    assert viewer_options(_without_gallery(live)) == ViewerOptions()  # the demo's viewer: defaults + the gallery
+    replay = build_parser().parse_args(
+        ["replay", str(recording), "--decode", "--model", str(sample), "--gallery", str(gallery), "--marker-filter",
+         "^stim/", "--speed", "max", "--events", str(events), "--results-stream", "", "--overwrite"])
+    expected_replay = ReplayOptions(replay.session, decode_options(replay), data_stream=replay.data_stream,
+                                    speed=replay.speed, suffix=replay.suffix)
+    assert demo._replay_options(str(recording), sample, gallery, events) == expected_replay
+    assert replace(expected_replay, speed=1.0) != expected_replay
+
+
+def _without_gallery(args):
+    """``args`` without a gallery (its thumbnails are the one thing viewer_options loads from disk)."""
+    import argparse
+
+    return argparse.Namespace(**{**vars(args), "gallery": None})

@@ -18,7 +18,7 @@ from bci.models.checkpoint import save_checkpoint
 from bci.models.registry import build_model, default_config
 from bci.runtime.sinks import ListSink
 from bci.preprocessing import PreprocessConfig, preprocess_recording
-from bci.runtime.live import decode_session
+from bci.runtime.replay import decode_session
 from offline.cli.dataset import register
 from offline.data.epochs import (
     DatasetFormatError,

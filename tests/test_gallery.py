@@ -358,8 +358,13 @@ def _cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     """
     from bci.cli import gallery as cli_gallery
     from bci.cli.main import _add_parser
+    from bci.retrieval import build
 
-    monkeypatch.setattr(cli_gallery, "load_embedder", lambda name, weights, device: PixelEmbedder(name=name))
+    def fake(name: str, weights: Path | None, device: str) -> PixelEmbedder:
+        return PixelEmbedder(name=name)
+
+    monkeypatch.setattr(cli_gallery, "load_embedder", fake)  # bci gallery search
+    monkeypatch.setattr(build, "load_embedder", fake)  # bci gallery build (bci.retrieval.build.choose_embedder)
     parser = argparse.ArgumentParser(prog="bci")
     sub = parser.add_subparsers(dest="command")
     cli_gallery.register(sub, _add_parser)
@@ -412,6 +417,36 @@ def test_cli_build_synthetic_text_and_search(tmp_path: Path, monkeypatch: pytest
         _cli(monkeypatch, ["gallery", "build", str(tmp_path), str(out), "--synthetic"])
     with pytest.raises(ValueError, match="exactly one of --text and --image"):
         _cli(monkeypatch, ["gallery", "search", str(out)])
+
+
+def test_build_gallery_dir_is_the_library_behind_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build_gallery_dir(GalleryBuildOptions(...))`` builds, saves and reads back; the options check themselves."""
+    from bci.retrieval import build
+
+    monkeypatch.setattr(build, "load_embedder", lambda name, weights, device: PixelEmbedder(name=name))
+    root = tmp_path / "imgs"
+    _write_folder(root)
+    options = build.GalleryBuildOptions(tmp_path / "gal", images=root, clip="pixel", thumb_size=16, image_size=32,
+                                        progress=False)
+    result = build.build_gallery_dir(options)
+    assert len(result.gallery) == 5 and len(result.skipped) == 2
+    assert Gallery.load(tmp_path / "gal").ids == result.gallery.ids and result.gallery.name == "gal"
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        build.build_gallery_dir(options)
+    pattern = build.GalleryBuildOptions(tmp_path / "pat", images=root, pattern_grid=4, progress=False)
+    assert type(build.choose_embedder(pattern)).__name__ == "PatternEmbedder"
+    for kwargs, error, match in (
+        ({}, ValueError, "either an IMAGES folder or --synthetic"),
+        ({"images": root, "synthetic": True}, ValueError, "either an IMAGES folder or --synthetic"),
+        ({"synthetic": True, "pattern_grid": 4, "stimulus_encoder": root}, ValueError, "not both"),
+        ({"synthetic": True, "pattern_grid": 4, "source": "text"}, ValueError, "drop --source text"),
+        ({"synthetic": True, "source": "bogus"}, ValueError, "source='bogus'"),
+        ({"synthetic": True, "batch_size": 2.5}, TypeError, "batch_size=2.5"),
+        ({"synthetic": True, "pattern_grid": 0}, ValueError, "pattern_grid=0"),
+        ({"synthetic": "yes"}, TypeError, "synthetic='yes'"),
+    ):
+        with pytest.raises(error, match=match):
+            build.GalleryBuildOptions(tmp_path / "x", **kwargs)
 
 
 def test_cli_help_has_examples(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -161,9 +161,9 @@ def test_bad_encoder_arguments_are_clear_errors() -> None:
         Encoder(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="compile='yes' must be True, False or 'auto'"):
         Encoder(_model(), device="cpu", compile="yes", warmup=0)
-    with pytest.raises(ValueError, match="warmup=-1 must be an int >= 0"):
+    with pytest.raises(ValueError, match="warmup=-1 must be an integer >= 0"):
         Encoder(_model(), device="cpu", warmup=-1)
-    with pytest.raises(ValueError, match="threads=0 must be an int >= 1"):
+    with pytest.raises(ValueError, match="threads=0 must be an integer >= 1"):
         Encoder(_model(), device="cpu", threads=0)
 
 

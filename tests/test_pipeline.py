@@ -18,7 +18,8 @@ from bci.models.checkpoint import save_checkpoint
 from bci.models.registry import build_model, default_config
 from bci.runtime.sinks import ListSink
 from bci.preprocessing import PreprocessConfig
-from bci.runtime.live import LiveRuntime, decode_session
+from bci.runtime.live import LiveRuntime
+from bci.runtime.replay import decode_session
 from streams.replay import SessionReplayer
 from streams.session import SessionReader
 from streams.simulate import SimulationSpec, simulate_to_session

@@ -122,7 +122,7 @@ def test_pattern_step_draws_the_decoded_pattern(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decode_image_ref(written[0]["images"]["reconstruction"]), first)
     with pytest.raises(ValueError, match=r"shape \(2, 9\); expected \(batch, 16\) for a 4x4 pattern"):
         PatternStep(4)(np.zeros((2, 1, 1)), {"embedding": logits}, records)
-    with pytest.raises(ValueError, match="grid=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="grid=0 must be an integer >= 1"):
         PatternStep(0)
 
 
@@ -216,3 +216,89 @@ def test_gallery_build_pattern_grid_flags(tmp_path: Path, capsys: pytest.Capture
     assert main(["gallery", "build", str(folder), str(tmp_path / "h"), "--pattern-grid", "4",
                  "--stimulus-encoder", str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the library calls behind the CLI
+def test_replay_decode_library_call_matches_the_cli(world: dict[str, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``replay_decode(ReplayOptions(...))`` is what ``bci replay --decode`` runs: the same records."""
+    from bci.runtime.assemble import DecodeOptions
+    from bci.runtime.replay import ReplayOptions, replay_decode
+
+    cli_events, lib_events = tmp_path / "cli.jsonl", tmp_path / "lib.jsonl"
+    assert main(["replay", str(world["session"]), "--decode", "--model", str(world["model"]), "--speed", "max",
+                 "--gallery", str(world["gallery"]), "--topk", "2", "--marker-filter", "^stim/", "--events",
+                 str(cli_events), "--results-stream", "", "--device", "cpu"]) == 0
+    cli_out = capsys.readouterr().out
+    pipeline = replay_decode(ReplayOptions(world["session"], DecodeOptions(
+        world["model"], gallery=world["gallery"], topk=2, marker_filter="^stim/", events=lib_events,
+        results_stream="", device="cpu"), speed=float("inf")))
+    import re
+
+    def no_latency(text: str) -> str:
+        return re.sub(r"[\d.]+/[\d.]+/[\d.]+ ms", "", text)
+
+    assert no_latency(capsys.readouterr().out) == no_latency(cli_out)  # the CLI only translates flags
+    assert pipeline.stats.n_windows >= 15
+    drop = ("latency_ms", "emitted_time", "marker_lateness_ms")  # clock readings
+    cli = [{k: v for k, v in r.items() if k not in drop} for r in _records(cli_events)]
+    lib = [{k: v for k, v in r.items() if k not in drop} for r in _records(lib_events)]
+    assert [r.keys() for r in cli] == [r.keys() for r in lib]
+    for a, b in zip(cli, lib):
+        np.testing.assert_allclose(a.pop("embedding", []), b.pop("embedding", []), atol=1e-6)
+        assert a == b
+
+
+def test_decode_options_check_their_values_for_every_caller() -> None:
+    """Checks that used to live in the CLI (--topk, --strength) hold for Python callers too."""
+    from bci.runtime.assemble import DecodeOptions, assemble
+    from bci.runtime.live import LiveOptions, RunLoop, run_live
+    from bci.runtime.replay import ReplayOptions, replay_decode
+
+    assert DecodeOptions("m").model == Path("m") and DecodeOptions("m").topk == 5
+    for kwargs, error, match in (
+        ({"topk": 0}, ValueError, "topk=0 must be an integer >= 1"),
+        ({"topk": True}, TypeError, "topk=True"),
+        ({"topk": 2.0}, TypeError, "topk=2.0"),
+        ({"strength": 1.5}, ValueError, "strength=1.5"),
+        ({"strength": float("nan")}, ValueError, "strength=nan"),
+        ({"diffusion_steps": 0}, ValueError, "diffusion_steps=0"),
+        ({"retrieval": "annoy"}, ValueError, "retrieval='annoy'"),
+        ({"hop": 0.0}, ValueError, "hop=0.0"),
+        ({"overwrite": 1}, TypeError, "overwrite"),
+        ({"events": 3}, TypeError, "events"),
+    ):
+        with pytest.raises(error, match=match):
+            DecodeOptions("m", **kwargs)
+    with pytest.raises(TypeError, match="model"):
+        DecodeOptions(None)  # type: ignore[arg-type]
+    decode = DecodeOptions("m")
+    with pytest.raises(ValueError, match="without --markers there are no events"):
+        LiveOptions("SimEEG", None, decode)
+    assert LiveOptions("SimEEG", None, DecodeOptions("m", hop=0.5)).markers is None
+    with pytest.raises(ValueError, match="--record stores the results"):
+        LiveOptions("SimEEG", "M", DecodeOptions("m", results_stream=""), record="rec.zarr")
+    with pytest.raises(ValueError, match="resolve_timeout=0"):
+        LiveOptions("SimEEG", "M", decode, resolve_timeout=0)
+    with pytest.raises(TypeError, match="decode"):
+        LiveOptions("SimEEG", "M", {"model": "m"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="speed=0"):
+        ReplayOptions("s.zarr", decode, speed=0)
+    assert ReplayOptions("s.zarr", decode, speed=float("inf")).speed == float("inf")
+    for call in (lambda: assemble({"model": "m"}), lambda: run_live(decode),
+                 lambda: replay_decode(decode), lambda: run_live(LiveOptions("S", "M", decode), loop=print)):
+        with pytest.raises(TypeError):
+            call()  # type: ignore[arg-type]
+    assert RunLoop().note == "" and RunLoop().until is None
+
+
+def test_demo_and_runtime_import_neither_the_cli_nor_the_viewer() -> None:
+    """The demo calls the libraries (no bci.cli); the runtime encodes images with bci.images (no bci.viewer)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, offline.demo, bci.runtime.live, bci.runtime.replay, bci.runtime.steps, bci.runtime.assemble; "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith(('bci.cli', 'bci.viewer'))}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.stdout.strip() == "[]"

@@ -132,6 +132,20 @@ def test_model_maps_remote_times_and_merges_follow_up_images() -> None:
     assert model.results().dropped == {"overwritten": 1}
 
 
+def test_image_encoding_lives_below_the_viewer() -> None:
+    """bci.images (Qt-free) is the one owner of the encoding; the viewer re-exports the same functions."""
+    import bci.images
+    import bci.viewer.images
+
+    for name in ("encode_png_data_uri", "decode_image_ref", "as_rgb"):
+        assert getattr(bci.viewer.images, name) is getattr(bci.images, name)
+    img = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    uri = bci.images.encode_png_data_uri(img)
+    assert uri.startswith(bci.images.DATA_URI_PREFIX + "png;base64,")
+    np.testing.assert_array_equal(bci.images.decode_image_ref(uri), img)
+    np.testing.assert_array_equal(bci.images.as_rgb(np.full((2, 2), 0.5)), np.full((2, 2, 3), 128, np.uint8))
+
+
 def test_image_refs_placeholder_and_missing_ids(tmp_path: Path, gallery_dir: Path) -> None:
     img = _thumb((200, 10, 10))
     np.testing.assert_array_equal(decode_image_ref(encode_png_data_uri(img)), img)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 
@@ -49,99 +47,42 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     g.add_argument("--seed", type=int, default=0, help="seed of the generators' noise [0]")
 
 
-def _result_steps(args: argparse.Namespace, encoder, sinks) -> list:
-    """Retrieval / generation steps asked for on the command line (checked at start)."""
-    from bci.runtime.assemble import build_result_steps
+def decode_options(args: argparse.Namespace):
+    """The :class:`~bci.runtime.assemble.DecodeOptions` of the flags of :func:`add_decode_options`."""
+    from bci.runtime.assemble import DecodeOptions
 
-    if args.topk < 1:
-        raise ValueError(f"--topk must be >= 1, got {args.topk}")
-    if not 0.0 <= args.strength <= 1.0:
-        raise ValueError(f"--strength must be in [0, 1], got {args.strength}")
-    return build_result_steps(
-        encoder, sinks, gallery=args.gallery, topk=args.topk, retrieval_backend=args.retrieval,
-        generator=args.generator, pixel_model=args.pixel_model, images_dir=args.images, diffusion=args.diffusion,
-        strength=args.strength, diffusion_steps=args.diffusion_steps, seed=args.seed, device=args.device,
-        say=lambda text: print(text, file=sys.stderr),
+    return DecodeOptions(
+        model=args.model, events=args.events, overwrite=args.overwrite, marker_filter=args.marker_filter,
+        offset=args.offset, hop=args.hop, device=args.device, results_stream=args.results_stream,
+        gallery=args.gallery, topk=args.topk, retrieval=args.retrieval, generator=args.generator,
+        pixel_model=args.pixel_model, images=args.images, diffusion=args.diffusion, strength=args.strength,
+        diffusion_steps=args.diffusion_steps, seed=args.seed,
     )
 
 
-def _summary(pipeline) -> str:
-    return pipeline.stats.summary()
-
-
 def cmd_live(args: argparse.Namespace) -> int:
-    """``bci live``: decode a live LSL stream."""
-    data_stream = args.eeg or args.fmri
-    if args.markers is None and args.hop is None:
-        raise ValueError("without --markers there are no events to decode; pass --markers NAME or --hop S "
-                         "for sliding windows")
-    options = _live_viewer_options(args)  # first: says at once when it will run headless
-    from bci.runtime.assemble import load_encoder, make_sinks, pipeline_factory
-    from bci.runtime.live import LiveRuntime
+    """``bci live``: flags -> :class:`~bci.runtime.live.LiveOptions` -> :func:`~bci.runtime.live.run_live`."""
+    from bci.runtime.live import LiveOptions, run_live
 
-    encoder = load_encoder(args.model, device=args.device)
-    sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
-    steps = _result_steps(args, encoder, sinks)
-    runtime = LiveRuntime(data_stream, args.markers,
-                          pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset,
-                                           hop=args.hop, steps=steps),
-                          resolve_timeout=args.resolve_timeout)
-    recorder = _start_recorder(args, data_stream) if args.record else None  # first: it must see every result
-    runtime.start()
-    print(f"decoding {runtime.data_receiver.desc.name!r}"
-          + (f" at markers of {runtime.marker_receiver.desc.name!r}" if runtime.marker_receiver else "")
-          + f" with {encoder.config.name} on {encoder.device}"
-          + (f", recording to {args.record}" if recorder else "")
-          + (", with the viewer" if options is not None else "")
-          + (f" for {args.duration:g} s" if args.duration else
-             f" until the screenshot ({args.after:g} s)" if options is not None and args.screenshot else
-             "; Ctrl-C stops"), flush=True)
-    try:
-        on_tick = recorder.drain if recorder else None
-        if options is not None:
-            from bci.viewer.app import run_live_viewer
-
-            run_live_viewer(runtime, duration=args.duration, on_tick=on_tick, tick=0.1, options=options)
-        else:
-            runtime.run(args.duration, on_tick=on_tick, tick=0.1)
-    finally:
-        if recorder is not None:
-            time.sleep(0.3)  # let the last results reach the recorder's inlet
-            recorder.stop()
-    print(_summary(runtime.pipeline))
-    if options is not None and args.screenshot is not None:
-        print(f"saved screenshot {args.screenshot}")
-    if recorder is not None:
-        print(f"recorded {', '.join(s.name for s in recorder.status())} to {args.record}")
+    options = LiveOptions(args.eeg or args.fmri, args.markers, decode_options(args), duration=args.duration,
+                          record=args.record, resolve_timeout=args.resolve_timeout)
+    run_live(options, loop=_live_view_loop(args))  # the loop first: it says at once when it will run headless
     return 0
 
 
-def _live_viewer_options(args: argparse.Namespace):
-    """The viewer's options for ``bci live``, or None to run headless (``--no-view`` or no display)."""
+def _live_view_loop(args: argparse.Namespace):
+    """The viewer's run loop for ``bci live``, or None to run headless (``--no-view`` or no display)."""
     if args.no_view:
         if args.screenshot is not None:
             raise ValueError("--screenshot renders the viewer; do not combine it with --no-view")
         return None
-    from bci.viewer.display import display_available
+    from bci.viewer.live_loop import show_viewer, viewer_loop
 
-    ok, reason = display_available()
-    if not ok and args.screenshot is None:
-        print(f"viewer: {reason}; running headless (pass --no-view to skip the viewer)", file=sys.stderr, flush=True)
+    if not show_viewer(args.screenshot):
         return None
     from bci.cli.view import viewer_options
 
-    return viewer_options(args)
-
-
-def _start_recorder(args: argparse.Namespace, data_stream: str):
-    """Record the data, marker and results streams into one Zarr session (``--record``)."""
-    from streams.recorder import Recorder
-
-    if not args.results_stream:
-        raise ValueError("--record stores the results from the LSL results outlet; do not disable --results-stream")
-    streams = [data_stream] + ([args.markers] if args.markers else [])
-    streams.append(f"name={args.results_stream},type=BCIResults")
-    return Recorder(streams, args.record, overwrite=args.overwrite, resolve_timeout=args.resolve_timeout).start()
+    return viewer_loop(viewer_options(args))
 
 
 def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
@@ -153,78 +94,28 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
         "bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --events events.jsonl --no-view\n"
         "  bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --gallery galleries/sim   # with the viewer",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--eeg", metavar="NAME", help="EEG stream (name or type=EEG)")
-    src.add_argument("--fmri", metavar="NAME", help="fMRI stream (name or type=fMRI)")
-    p.add_argument("--markers", metavar="NAME", default=None, help="marker stream (name or type=Markers)")
+    from bci.cli.view import add_source_options, add_viewer_options
+
+    add_source_options(p)
     add_decode_options(p, model_required=True)
     p.add_argument("--duration", type=float, default=None, help="seconds to run [until Ctrl-C]")
     p.add_argument("--record", type=Path, default=None, metavar="DIR",
                    help="also record the data, markers and results streams into this Zarr session")
     p.add_argument("--no-view", action="store_true", help="run without the viewer")
-    from bci.cli.view import add_viewer_options
-
     add_viewer_options(p)
     p.add_argument("--resolve-timeout", type=float, default=5.0, help="seconds to find each stream [5]")
     p.set_defaults(func=cmd_live)
 
 
 def cmd_replay_decode(args: argparse.Namespace) -> int:
-    """``bci replay SESSION --decode``: decode a recording, as fast as possible or over LSL."""
-    from bci.runtime.assemble import load_encoder, make_sinks, pipeline_factory
-    from bci.runtime.live import LiveRuntime, decode_session
-    from streams.session import SessionReader
+    """``bci replay SESSION --decode``: flags -> :class:`~bci.runtime.replay.ReplayOptions` -> a library call."""
+    from bci.runtime.replay import ReplayOptions, replay_decode
 
     if args.model is None:
         raise ValueError("--decode needs --model DIR (a checkpoint directory)")
-    reader = SessionReader(args.session)
-    data_key = reader.find(args.data_stream) if args.data_stream else _data_key(reader)
-    marker_keys = reader.marker_keys()
-    marker_key = marker_keys[0] if marker_keys else None
-    encoder = load_encoder(args.model, device=args.device)
-    sinks = make_sinks(events=args.events, results_stream=args.results_stream or None, overwrite=args.overwrite)
-    steps = _result_steps(args, encoder, sinks)
-    make = pipeline_factory(encoder, sinks, marker_filter=args.marker_filter, offset=args.offset, hop=args.hop,
-                            steps=steps)
-    if args.speed == float("inf"):
-        pipeline = make(reader.description(data_key))
-        decode_session(reader, pipeline, data_key=data_key, marker_key=marker_key)
-        pipeline.close()
-        print(f"decoded {args.session} at --speed max (no LSL)")
-        print(_summary(pipeline))
-        return 0
-    import threading
-
-    from streams.replay import SessionReplayer
-
-    keys = [data_key] + ([marker_key] if marker_key else [])
-    replayer = SessionReplayer(reader, speed=args.speed, streams=keys, name_suffix=args.suffix or "-replay")
-    replayer.open()
-    names = [d.name for d in replayer.descs]
-    runtime = LiveRuntime(f"name={names[0]}", f"name={names[1]}" if len(names) > 1 else None, make,
-                          dejitter=args.speed == 1.0)
-    runtime.start()
-    thread = threading.Thread(target=replayer.play, daemon=True)
-    thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(0.2)
-        runtime.run(0.5)  # let the last windows complete
-    except KeyboardInterrupt:
-        replayer.stop()
-        runtime.stop()
-    finally:
-        replayer.close()
-    print(_summary(runtime.pipeline))
+    replay_decode(ReplayOptions(args.session, decode_options(args), data_stream=args.data_stream, speed=args.speed,
+                                suffix=args.suffix))
     return 0
-
-
-def _data_key(reader) -> str:
-    for key in reader.streams:
-        d = reader.description(key)
-        if d.is_regular and d.type.lower() in ("eeg", "fmri"):
-            return key
-    raise ValueError(f"session {reader.path} has no regular EEG/fMRI stream; pass --data-stream NAME")
 
 
 def cmd_model_init(args: argparse.Namespace) -> int:

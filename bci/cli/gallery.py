@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bci.cli.types import positive_int
+from bci.retrieval.build import load_embedder  # light: imports bci.clip only when called
 
 #: Same as ``bci.retrieval.search.BACKENDS`` (not imported here: building the parser must not import torch).
 BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf")
@@ -27,104 +28,18 @@ EXAMPLES = (
 )
 
 
-def load_embedder(name: str, weights: Path | None, device: str) -> Any:
-    """The CLIP embedder of ``--clip``/``--clip-weights``/``--device`` (:func:`bci.clip.load_clip`)."""
-    from bci.clip import load_clip
-
-    return load_clip(name, weights, device)
-
-
 # --------------------------------------------------------------------------- build
-def load_stimulus_embedder(path: Path, device: str) -> Any:
-    """The stimulus CNN of a dual-encoder fMRI model, as a gallery embedder (``--stimulus-encoder``)."""
-    from bci.models.stimulus import load_stimulus_encoder
+def build_command(**options: Any) -> int:
+    """Build a gallery (:func:`bci.retrieval.build.build_gallery_dir`; keywords: the fields of
+    :class:`~bci.retrieval.build.GalleryBuildOptions`) and print a summary."""
+    from bci.retrieval.build import GalleryBuildOptions, build_gallery_dir
 
-    from bci.safe_io import CheckpointError, read_json_object
-
-    path = Path(path)
-    if (path / "config.json").is_file():
-        try:
-            cfg = read_json_object(path / "config.json")
-        except CheckpointError:
-            cfg = {}  # load_stimulus_encoder says what is wrong with it
-        rel = (cfg.get("extra") or {}).get("stimulus_encoder")
-        if cfg.get("format") == "bci-runtime.checkpoint" and isinstance(rel, str):
-            path = (path / rel).resolve()  # the dual-encoder checkpoint was given: use its CNN
-    from bci.runtime.inference import select_device
-
-    return load_stimulus_encoder(path, device=select_device(device))
-
-
-def build_command(*, images: Path | None, out: Path, synthetic: bool, clip: str, clip_weights: Path | None,
-                  device: str, source: str, strict: bool, thumb_size: int, image_size: int | None, batch_size: int,
-                  n_per_class: int, seed: int, caption: str, name: str | None, overwrite: bool,
-                  progress: bool = True, stimulus_encoder: Path | None = None,
-                  pattern_grid: int | None = None) -> int:
-    """Build a gallery from a folder or the synthetic world, save it, print a summary."""
-    from bci.retrieval.gallery import Gallery, build_gallery, captions_from_folder, gallery_from_stimuli, images_from_folder
-
-    if synthetic == (images is not None):
-        raise ValueError("give either an IMAGES folder or --synthetic (not both, not neither); "
-                         "e.g. 'bci gallery build photos/ out/' or 'bci gallery build --synthetic out/'")
-    if not overwrite and (out / "gallery.json").exists():
-        raise FileExistsError(f"{out} already holds a gallery; pass --overwrite or choose another OUT")
-    if images is not None and not images.is_dir():
-        raise FileNotFoundError(f"image folder {images} does not exist or is not a directory")
-    if stimulus_encoder is not None and pattern_grid is not None:
-        raise ValueError("give --stimulus-encoder (a dual encoder's gallery) or --pattern-grid (a pattern decoder's), "
-                         "not both")
-    if (stimulus_encoder is not None or pattern_grid is not None) and source != "image":
-        raise ValueError(f"{'--stimulus-encoder' if stimulus_encoder is not None else '--pattern-grid'} embeds "
-                         "images only; drop --source text")
-    if stimulus_encoder is not None:
-        embedder = load_stimulus_embedder(stimulus_encoder, device)
-    elif pattern_grid is not None:
-        from bci.models.stimulus import PatternEmbedder
-
-        embedder = PatternEmbedder(pattern_grid)
-    else:
-        embedder = load_embedder(clip, clip_weights, device)  # before reading the images: a bad --clip fails fast
-    if image_size is None:  # patterns at a multiple of their grid keep every cell whole
-        image_size = 6 * pattern_grid if pattern_grid is not None else 224
-    skipped: list[tuple[str, str]] = []
-    if synthetic:
-        from streams.synthetic.stimuli import make_stimuli
-
-        imgs, ids, labels, captions = gallery_from_stimuli(make_stimuli(n_per_class, seed=seed), caption=caption)
-        extra = {"images": f"synthetic stimuli (n_per_class={n_per_class}, seed={seed}, captions={caption})"}
-    else:
-        imgs, ids, labels, skipped = images_from_folder(images, strict=strict, size=image_size)
-        captions = captions_from_folder(images, ids)
-        extra = {"images": str(images.resolve()), "skipped": len(skipped)}
-    if pattern_grid is not None:
-        imgs, ids, labels, captions = _without_flat_patterns(imgs, ids, labels, captions, embedder, strict, skipped)
-    extra["clip_weights"] = str(Path(clip_weights).resolve()) if clip_weights is not None else ""
-    if stimulus_encoder is not None:
-        extra["stimulus_encoder"] = str(Path(stimulus_encoder).resolve())
-    gallery = build_gallery(imgs, ids, labels, captions, embedder=embedder, source=source, thumb_size=thumb_size,
-                            batch_size=batch_size, progress=progress, name=name or out.name, extra_meta=extra)
-    gallery.save(out, overwrite=overwrite)
-    Gallery.load(out)  # read back what was written: a broken store fails here, not at start-up later
-    print(f"wrote gallery {out}: {len(gallery)} images, {gallery.embed_dim}-d {source} embeddings "
+    result = build_gallery_dir(GalleryBuildOptions(**options))
+    gallery, out = result.gallery, Path(options["out"])
+    print(f"wrote gallery {out}: {len(gallery)} images, {gallery.embed_dim}-d {gallery.meta['source']} embeddings "
           f"(clip {gallery.meta['clip']}, fingerprint {gallery.meta['clip_fingerprint']})")
-    _print_skipped(skipped)
+    _print_skipped(result.skipped)
     return 0
-
-
-def _without_flat_patterns(imgs: Any, ids: list[str], labels: list[str], captions: list[str], embedder: Any,
-                           strict: bool, skipped: list[tuple[str, str]]) -> tuple[Any, list[str], list[str], list[str]]:
-    """Leave out (or, with --strict, refuse) images that are one flat grey at the pattern grid (``PatternEmbedder``)."""
-    flat = {int(i) for i in embedder.flat_images(imgs)}
-    if not flat:
-        return imgs, ids, labels, captions
-    reason = f"one flat grey at {embedder.grid}x{embedder.grid}: its correlation with a decoded pattern is undefined"
-    if strict:
-        raise ValueError(f"image {ids[min(flat)]!r} is {reason} (--strict; drop --strict to skip such images)")
-    skipped.extend((ids[i], reason) for i in sorted(flat))
-    keep = [i for i in range(len(ids)) if i not in flat]
-    if not keep:
-        raise ValueError(f"every image is {reason}; a pattern gallery needs patterns")
-    return imgs[keep], [ids[i] for i in keep], [labels[i] for i in keep], [captions[i] for i in keep]
 
 
 def _print_skipped(skipped: list[tuple[str, str]], shown: int = 10) -> None:

@@ -128,13 +128,10 @@ def _write_stimuli(spec: Any, folder: Path, *, overwrite: bool) -> None:
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
-    p = _add_parser(
-        sub,
-        "simulate",
-        "Stream the synthetic world (EEG or fMRI + markers) over LSL in real time, or write it to Zarr.",
-        "bci simulate --name SimEEG --duration 60 --snr 1.0 --seed 0        # live over LSL\n"
-        "  bci simulate --duration 120 --out sessions/sim.zarr                 # straight to Zarr, no LSL",
-    )
+    p = _add_parser(sub, "simulate", "Stream the synthetic world (EEG or fMRI + markers) over LSL in real time, or "
+                    "write it to Zarr.",
+                    "bci simulate --name SimEEG --duration 60 --snr 1.0 --seed 0        # live over LSL\n"
+                    "  bci simulate --duration 120 --out sessions/sim.zarr                 # straight to Zarr, no LSL")
     p.add_argument("--name", default="SimEEG", help="data stream name (markers: NAME-Markers) [SimEEG]")
     p.add_argument("--modality", choices=("eeg", "fmri"), default="eeg")
     p.add_argument("--duration", type=_positive_float, default=None,
@@ -188,13 +185,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _add_record(sub: argparse._SubParsersAction) -> None:
-    p = _add_parser(
-        sub,
-        "record",
-        "Record one or more LSL streams (any type, rate, format) into one Zarr session.",
-        "bci record --stream SimEEG --stream SimEEG-Markers --duration 30 --out sessions/rec.zarr\n"
-        "  bci record --stream type=EEG --stream type=Markers --out sessions/rec.zarr   # until Ctrl-C",
-    )
+    p = _add_parser(sub, "record", "Record one or more LSL streams (any type, rate, format) into one Zarr session.",
+                    "bci record --stream SimEEG --stream SimEEG-Markers --duration 30 --out sessions/rec.zarr\n"
+                    "  bci record --stream type=EEG --stream type=Markers --out sessions/rec.zarr   # until Ctrl-C")
     p.add_argument("--stream", action="append", required=True, metavar="NAME",
                    help="stream name, or key=value (type=EEG, source_id=…); repeat for more streams")
     p.add_argument("--duration", type=_positive_float, default=None, help="seconds to record [until Ctrl-C]")
@@ -241,14 +234,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
-    p = _add_parser(
-        sub,
-        "replay",
-        "Play a recorded Zarr session back as LSL streams with the original timing.",
-        "bci replay sessions/rec.zarr --speed 1\n"
-        "  bci replay sessions/rec.zarr --speed 4 --suffix -replay   # 4x faster, streams renamed NAME-replay\n"
-        "  bci replay sessions/rec.zarr --decode --model models/eeg --speed max --events events.jsonl",
-    )
+    p = _add_parser(sub, "replay", "Play a recorded Zarr session back as LSL streams with the original timing.",
+                    "bci replay sessions/rec.zarr --speed 1\n"
+                    "  bci replay sessions/rec.zarr --speed 4 --suffix -replay   # 4x faster, streams renamed NAME-replay\n"
+                    "  bci replay sessions/rec.zarr --decode --model models/eeg --speed max --events events.jsonl")
     p.add_argument("session", type=Path, help="Zarr session directory")
     p.add_argument("--speed", type=_parse_speed, default=1.0, help="playback speed factor [1]")
     p.add_argument("--stream", action="append", default=None, metavar="NAME",
@@ -293,12 +282,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = _add_parser(
-        sub,
-        "info",
-        "List the LSL streams visible now, or describe a recorded Zarr session.",
-        "bci info                       # visible LSL streams\n  bci info sessions/rec.zarr     # a session",
-    )
+    p = _add_parser(sub, "info", "List the LSL streams visible now, or describe a recorded Zarr session.",
+                    "bci info                       # visible LSL streams\n  bci info sessions/rec.zarr     # a session")
     p.add_argument("session", type=Path, nargs="?", default=None, help="Zarr session to describe")
     p.add_argument("--wait", type=_positive_float, default=1.0, help="seconds to look for streams [1]")
     p.set_defaults(func=_cmd_info)
@@ -320,15 +305,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = _add_parser(
-        sub,
-        "demo",
-        "End-to-end demo on the built-in synthetic world: simulate a session, train the tiny CLIP and an EEG "
-        "encoder, build a gallery, evaluate, decode a new session live over LSL (viewer when a display is "
-        "available), record it and replay it with --decode; prints a report. Finished steps are reused.",
-        "bci demo                      # everything under ./bci-demo\n"
-        "  bci demo --workdir /data/demo --seconds 120 --no-view",
-    )
+    p = _add_parser(sub, "demo", ("End-to-end demo on the built-in synthetic world: simulate a session, train the "
+                                  "tiny CLIP and an EEG encoder, build a gallery, evaluate, decode a new session live "
+                                  "over LSL (viewer when a display is available), record it and replay it with "
+                                  "--decode; prints a report. Finished steps are reused."),
+                    "bci demo                      # everything under ./bci-demo\n"
+                    "  bci demo --workdir /data/demo --seconds 120 --no-view")
     p.add_argument("--workdir", type=Path, default=Path("bci-demo"),
                    help="folder for everything the demo makes (reused on the next run) [bci-demo]")
     p.add_argument("--seconds", type=_positive_float, default=60.0, help="seconds of live decoding [60]")

@@ -29,6 +29,14 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """``--eeg NAME`` | ``--fmri NAME`` (one required) and ``--markers NAME``: ``bci live`` and ``bci view``."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--eeg", metavar="NAME", help="EEG stream (name or type=EEG)")
+    src.add_argument("--fmri", metavar="NAME", help="fMRI stream (name or type=fMRI)")
+    p.add_argument("--markers", metavar="NAME", default=None, help="marker stream (name or type=Markers)")
+
+
 def add_viewer_options(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``bci view`` and ``bci live`` (look, screenshot).
 
@@ -107,12 +115,9 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
         "bci view --eeg SimEEG --markers SimEEG-Markers --results BCIResults --gallery galleries/sim\n"
         "  bci view --eeg SimEEG --results BCIResults --screenshot viewer.png --after 5   # offscreen PNG",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--eeg", metavar="NAME", help="EEG stream (name or type=EEG)")
-    src.add_argument("--fmri", metavar="NAME", help="fMRI stream (name or type=fMRI)")
+    add_source_options(p)
     p.add_argument("--results", metavar="NAME", default=None,
                    help="the runtime's results stream (type BCIResults), e.g. BCIResults")
-    p.add_argument("--markers", metavar="NAME", default=None, help="marker stream (name or type=Markers)")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
                    help="take the preprocessed view's filters from this checkpoint [0.5-40 Hz, notch 50, average]")
     add_viewer_options(p)

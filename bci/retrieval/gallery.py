@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, Protocol, Sequence
 import numpy as np
 
 from bci import __version__
+from streams._checks import check_int
 
 #: Value of ``format`` in ``gallery.json``.
 FORMAT_NAME = "bci-gallery"
@@ -423,8 +424,8 @@ def build_gallery(
     """
     if source not in SOURCES:
         raise ValueError(f"source={source!r} must be one of {SOURCES} (--source)")
-    _check_int("thumb_size", thumb_size, 0)
-    _check_int("batch_size", batch_size, 1)
+    thumb_size = check_int("thumb_size", thumb_size, low=0)
+    batch_size = check_int("batch_size", batch_size, low=1)
     ids, labels, captions = _check_strings("ids", ids), _check_strings("labels", labels), \
         _check_strings("captions", captions)
     n = len(ids)
@@ -510,7 +511,7 @@ def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     ndarray, shape (N, size, size, 3), uint8
     """
     images = check_images(images, "images")
-    _check_int("size", size, 1)
+    size = check_int("size", size, low=1)
     if images.shape[1:3] == (size, size):
         return images.copy()
     from PIL import Image
@@ -542,11 +543,6 @@ def _check_strings(name: str, values: Sequence[str]) -> list[str]:
     return values
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < minimum:
-        raise ValueError(f"{name}={value!r} must be >= {minimum}")
 
 
 # --------------------------------------------------------------------------- image folders
@@ -602,7 +598,7 @@ def images_from_folder(folder: str | os.PathLike, *, strict: bool = False, size:
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a directory")
-    _check_int("size", size, 8)
+    size = check_int("size", size, low=8)
     annotations = read_annotations(root)
     images: list[np.ndarray] = []
     ids: list[str] = []
@@ -741,7 +737,7 @@ def read_image(path: str | os.PathLike, size: int = 224) -> np.ndarray:
     """
     from PIL import Image, ImageOps
 
-    _check_int("size", size, 1)
+    size = check_int("size", size, low=1)
     with Image.open(path) as img:
         img.load()
         rgb = img.convert("RGB")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bci.retrieval.gallery import Gallery
+from streams._checks import check_int
 
 BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 
@@ -68,8 +69,7 @@ def check_compatible(gallery: Gallery, embed_dim: int, *, where: str = "the mode
     ValueError
         The CLIP fingerprints differ.
     """
-    if isinstance(embed_dim, bool) or not isinstance(embed_dim, (int, np.integer)) or embed_dim < 1:
-        raise TypeError(f"embed_dim={embed_dim!r} must be a positive int")
+    embed_dim = check_int("embed_dim", embed_dim, low=1)
     if int(embed_dim) != gallery.embed_dim:
         raise DimensionMismatchError(
             f"gallery {gallery.name!r} has {gallery.embed_dim}-d embeddings but {where} outputs "
@@ -107,8 +107,7 @@ def _as_queries(queries: Any, dim: int, gallery_name: str) -> np.ndarray:
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k={k!r} must be an int >= 1")
+    return check_int("k", k, low=1)
     return int(k)
 
 
@@ -181,24 +180,25 @@ class Retriever:
                      nprobe: int, threads: int | None) -> Any:
         faiss = _import_faiss(self.backend)
         if threads is not None:
-            faiss.omp_set_num_threads(_positive("threads", threads))
+            faiss.omp_set_num_threads(check_int("threads", threads, low=1))
         emb = np.ascontiguousarray(self.gallery.embeddings, dtype=np.float32)
         n, d = emb.shape
         if self.backend == "faiss-flat":
             index = faiss.IndexFlatIP(d)
         elif self.backend == "faiss-hnsw":
-            index = faiss.IndexHNSWFlat(d, _positive("hnsw_m", hnsw_m), faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = _positive("ef_construction", ef_construction)
-            index.hnsw.efSearch = _positive("ef_search", ef_search)
+            index = faiss.IndexHNSWFlat(d, check_int("hnsw_m", hnsw_m, low=1), faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = check_int("ef_construction", ef_construction, low=1)
+            index.hnsw.efSearch = check_int("ef_search", ef_search, low=1)
             self.params = {"M": hnsw_m, "efConstruction": ef_construction, "efSearch": ef_search}
         else:
-            nlist = max(1, min(int(4 * np.sqrt(n)), n // 39)) if nlist is None else _positive("nlist", nlist)
+            nlist = (max(1, min(int(4 * np.sqrt(n)), n // 39)) if nlist is None
+                     else check_int("nlist", nlist, low=1))
             if nlist > n:
                 raise ValueError(f"nlist={nlist} must be <= the gallery size {n}")
             quantizer = faiss.IndexFlatIP(d)  # faiss's Python wrapper keeps it alive with the index
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(emb)
-            index.nprobe = min(_positive("nprobe", nprobe), nlist)
+            index.nprobe = min(check_int("nprobe", nprobe, low=1), nlist)
             self.params = {"nlist": nlist, "nprobe": index.nprobe}
         index.add(emb)
         return index
@@ -207,14 +207,14 @@ class Retriever:
         """Change HNSW's search beam width (``faiss-hnsw`` only) without rebuilding."""
         if self.backend != "faiss-hnsw":
             raise ValueError(f"ef_search applies to backend 'faiss-hnsw', not {self.backend!r}")
-        self._index.hnsw.efSearch = _positive("ef_search", ef_search)
+        self._index.hnsw.efSearch = check_int("ef_search", ef_search, low=1)
         self.params["efSearch"] = int(ef_search)
 
     def set_nprobe(self, nprobe: int) -> None:
         """Change how many IVF lists a query visits (``faiss-ivf`` only; capped at ``nlist``)."""
         if self.backend != "faiss-ivf":
             raise ValueError(f"nprobe applies to backend 'faiss-ivf', not {self.backend!r}")
-        self._index.nprobe = min(_positive("nprobe", nprobe), self.params["nlist"])
+        self._index.nprobe = min(check_int("nprobe", nprobe, low=1), self.params["nlist"])
         self.params["nprobe"] = int(self._index.nprobe)
 
     @property
@@ -338,9 +338,6 @@ def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int, *, chunk: in
     return out
 
 
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an int >= 1")
     return int(value)
 
 
@@ -371,8 +368,7 @@ def clustered_unit_vectors(n: int, dim: int, *, n_queries: int = 0, n_clusters: 
     """
     for name, value, minimum in (("n", n, 1), ("dim", dim, 1), ("n_queries", n_queries, 0),
                                  ("n_clusters", n_clusters, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+        check_int(name, value, low=minimum)
     if not spread >= 0:
         raise ValueError(f"spread={spread!r} must be >= 0")
     rng = np.random.default_rng([seed, 0xC1A5])

@@ -1,7 +1,9 @@
-"""Assemble a decoding run from plain arguments: model, preprocessing, window, sinks.
+"""Assemble a decoding run from options: model, preprocessing, window, sinks, result steps.
 
-Shared by ``bci live`` and ``bci replay --decode`` so both build the identical
-pipeline from the same checkpoint.
+:class:`DecodeOptions` holds everything ``bci live`` and ``bci replay --decode`` share
+(checked when made); :func:`assemble` turns it into a :class:`Decoder` (the encoder, the
+sinks and the pipeline factory). The CLI, the demo and the tests all build their
+pipelines here, so each builds the identical pipeline from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +22,7 @@ from bci.runtime.sinks import EventsFileSink, ListSink, ResultsOutletSink, Sink
 from bci.runtime.pipeline import Pipeline
 from bci.preprocessing import PreprocessConfig
 from bci.runtime.windowing import WindowSpec
+from streams._checks import check_float, check_int, check_type, check_value, ensure_path
 from streams.description import StreamDescription
 
 
@@ -125,6 +130,126 @@ def pipeline_factory(
         )
 
     return make
+
+
+def warn_stderr(text: str) -> None:
+    """Print ``text`` as one line on stderr (the default ``warn`` of the run functions)."""
+    print(text, file=sys.stderr)
+
+
+@dataclass
+class DecodeOptions:
+    """What a decoding run (live or replayed) is made of; checked when made.
+
+    Parameters
+    ----------
+    model : path
+        Checkpoint directory (``config.json`` + ``model.safetensors``).
+    events : path, optional
+        Write one JSON line per result here.
+    overwrite : bool
+        Replace ``events`` (and a live run's recording) if they exist.
+    marker_filter : str, optional
+        Only markers matching this regular expression open windows (None: all).
+    offset : float, optional
+        Seconds from marker to window start (None: the trained offset, else the type's default).
+    hop : float, optional
+        Also decode sliding windows every ``hop`` seconds.
+    device : str
+        Torch device: ``auto`` (cuda if present), ``cpu``, ``cuda``, ``cuda:1``.
+    results_stream : str, optional
+        Name of the LSL results outlet (type ``BCIResults``); None or ``""``: no outlet.
+    gallery : path, optional
+        Gallery directory: each window gets its ``topk`` items.
+    topk : int
+        Items retrieved per window (>= 1).
+    retrieval : str
+        Search backend, one of :data:`bci.retrieval.search.BACKENDS`.
+    generator, pixel_model, images, diffusion : path, optional
+        Saliency-GAN checkpoint, its pixel-level encoder, where images are written, and a
+        local diffusers folder (see :func:`build_result_steps`).
+    strength : float
+        img2img noise strength in [0, 1].
+    diffusion_steps : int
+        Denoising steps (>= 1).
+    seed : int
+        Seed of the generators' noise.
+    """
+
+    model: str | os.PathLike
+    events: str | os.PathLike | None = None
+    overwrite: bool = False
+    marker_filter: str | None = None
+    offset: float | None = None
+    hop: float | None = None
+    device: str = "auto"
+    results_stream: str | None = "BCIResults"
+    gallery: str | os.PathLike | None = None
+    topk: int = 5
+    retrieval: str = "torch"
+    generator: str | os.PathLike | None = None
+    pixel_model: str | os.PathLike | None = None
+    images: str | os.PathLike | None = None
+    diffusion: str | os.PathLike | None = None
+    strength: float = 0.6
+    diffusion_steps: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.model = ensure_path("model", self.model)
+        for name in ("events", "gallery", "generator", "pixel_model", "images", "diffusion"):
+            if getattr(self, name) is not None:
+                setattr(self, name, ensure_path(name, getattr(self, name)))
+        check_type("overwrite", self.overwrite, bool)
+        for name in ("marker_filter", "results_stream"):
+            if getattr(self, name) is not None:
+                check_type(name, getattr(self, name), str)
+        check_type("device", self.device, str)
+        if self.offset is not None:
+            self.offset = check_float("offset", self.offset)
+        if self.hop is not None:
+            self.hop = check_float("hop", self.hop, positive=True)
+        self.topk = check_int("topk", self.topk, low=1)
+        from bci.retrieval.search import BACKENDS
+
+        check_value("retrieval", self.retrieval, BACKENDS)
+        self.strength = check_float("strength", self.strength, low=0.0, high=1.0)
+        self.diffusion_steps = check_int("diffusion_steps", self.diffusion_steps, low=1)
+        self.seed = check_int("seed", self.seed)
+
+
+@dataclass
+class Decoder:
+    """An assembled decoding run: the encoder, its sinks and the factory of its pipeline."""
+
+    encoder: Encoder
+    sinks: list[Sink]
+    make_pipeline: Callable[[StreamDescription], Pipeline]
+
+
+def assemble(options: DecodeOptions, *, warn: Callable[[str], None] = warn_stderr) -> Decoder:
+    """Load the model, open the sinks and build the result steps of ``options`` (all checked at start).
+
+    Parameters
+    ----------
+    options : DecodeOptions
+        The run.
+    warn : callable
+        Says what is skipped (e.g. a missing ``diffusion`` extra); default: a line on stderr.
+    """
+    check_type("options", options, DecodeOptions)
+    encoder = load_encoder(options.model, device=options.device)
+    sinks = make_sinks(events=options.events, results_stream=options.results_stream or None,
+                       overwrite=options.overwrite)
+    steps = build_result_steps(
+        encoder, sinks, gallery=options.gallery, topk=options.topk, retrieval_backend=options.retrieval,
+        generator=options.generator, pixel_model=options.pixel_model, images_dir=options.images,
+        diffusion=options.diffusion, strength=options.strength, diffusion_steps=options.diffusion_steps,
+        seed=options.seed, device=options.device, say=warn,
+    )
+    make = pipeline_factory(encoder, sinks, marker_filter=options.marker_filter, offset=options.offset,
+                            hop=options.hop, steps=steps)
+    return Decoder(encoder, sinks, make)
 
 
 def _check_stimulus_gallery(encoder: Encoder, gal: Any, where: str | os.PathLike) -> None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bci.models.registry import EncoderModel, ModelConfig
+from streams._checks import check_int
 
 __all__ = ["Encoder", "measure_latency", "select_device"]
 
@@ -124,8 +125,8 @@ class Encoder:
                 f"Encoder expects a registered model (EncoderModel), got {type(model).__name__}; "
                 "load one with bci.models.load_checkpoint"
             )
-        _check_int("warmup", warmup, minimum=0)
-        _check_int("max_batch", max_batch, minimum=1)
+        warmup = check_int("warmup", warmup, low=0)
+        max_batch = check_int("max_batch", max_batch, low=1)
         self.device = select_device(device)
         self.threads = _configure_threads(threads, self.device)
         self.model = model.to(self.device).eval()
@@ -329,7 +330,7 @@ class Encoder:
 def _configure_threads(threads: int | None, device: torch.device) -> int:
     """Apply the intra-op thread setting (None: 1 on CPU, unchanged elsewhere); return it."""
     if threads is not None:
-        _check_int("threads", threads, minimum=1)
+        threads = check_int("threads", threads, low=1)
     elif device.type == "cpu":
         threads = 1
     if threads is not None and threads != torch.get_num_threads():
@@ -343,11 +344,6 @@ def _has_triton() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
 
 
 def _compare_names(stream: list[str], model: list[str], what: str, model_name: str) -> str | None:
@@ -386,8 +382,8 @@ def measure_latency(
     seed : int
         Seed of the random windows.
     """
-    _check_int("n_calls", n_calls, minimum=1)
-    _check_int("batch", batch, minimum=1)
+    n_calls = check_int("n_calls", n_calls, low=1)
+    batch = check_int("batch", batch, low=1)
     rng = np.random.default_rng(seed)
     shape = (batch, encoder.n_chans, encoder.n_times)
     data = rng.standard_normal((min(n_calls, 16), *shape)).astype(np.float32)

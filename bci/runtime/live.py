@@ -1,32 +1,35 @@
-"""Run a :class:`~bci.runtime.pipeline.Pipeline` on a source: live LSL streams or a recorded session.
+"""Run a :class:`~bci.runtime.pipeline.Pipeline` on live LSL streams (``bci live``).
 
-Live: two :class:`~streams.acquisition.StreamReceiver` threads (data, markers) fill
-their ring buffers; their chunk listeners wake one decoding thread (an event, not a
-polling loop), which moves the new markers and samples into the pipeline. The time a
-chunk reached the process is taken on the acquisition thread, so ``latency_ms`` covers
+Two :class:`~streams.acquisition.StreamReceiver` threads (data, markers) fill their
+ring buffers; their chunk listeners wake one decoding thread (an event, not a polling
+loop), which moves the new markers and samples into the pipeline. The time a chunk
+reached the process is taken on the acquisition thread, so ``latency_ms`` covers
 hand-off, preprocessing, windowing, encoding and output.
 
-Replay at ``speed=max``: :func:`decode_session` feeds the pipeline straight from the
-Zarr arrays in the order the live run saw them (markers up to each chunk's last
-timestamp, then the chunk), without LSL.
+:func:`run_live` is the whole ``bci live`` run from :class:`LiveOptions`: assemble the
+decoder, record if asked, decode until the duration ends, report. Recorded sessions are
+decoded by :mod:`bci.runtime.replay`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from bci.runtime.assemble import DecodeOptions, warn_stderr, assemble
 from bci.runtime.pipeline import Pipeline
+from streams._checks import check_float, check_type, ensure_path
 from streams.acquisition import StreamReceiver
 from streams.description import StreamDescription
 from streams.lsl import StreamQuery, local_clock
-from streams.session import SessionReader
 
 logger = logging.getLogger(__name__)
 
@@ -249,39 +252,142 @@ def _take_new(cursor: _Cursor) -> tuple[np.ndarray, np.ndarray]:
     return data, times
 
 
-def decode_session(
-    session: SessionReader,
-    pipeline: Pipeline,
-    *,
-    data_key: str,
-    marker_key: str | None,
-    chunk_size: int | None = None,
-    clock: Callable[[], float] = local_clock,
-) -> None:
-    """Feed a recorded session through ``pipeline`` as fast as possible (``--speed max``).
+# --------------------------------------------------------------------------- a whole live run
+@dataclass
+class LiveOptions:
+    """A ``bci live`` run; checked when made.
 
-    Data are fed in ``chunk_size`` chunks (default: one second of samples; the
-    results do not depend on it); before each chunk, every marker with a timestamp
-    up to that chunk's last sample is fed, as a live run would have seen it. ``arrival`` is the time the chunk is handed over, so ``latency_ms`` measures
-    processing time.
+    Parameters
+    ----------
+    data_stream : str
+        The EEG (or fMRI) stream (name, or ``type=EEG``).
+    markers : str, optional
+        The marker stream; without it, ``decode.hop`` must give sliding windows.
+    decode : DecodeOptions
+        Model, sinks and result steps.
+    duration : float, optional
+        Seconds to run (None: until Ctrl-C / the loop stops).
+    record : path, optional
+        Also record the data, marker and results streams into this Zarr session (needs
+        ``decode.results_stream``).
+    resolve_timeout : float
+        Seconds to find each stream.
     """
-    data = session.data(data_key)
-    times = session.times(data_key)
-    if chunk_size is None:
-        chunk_size = max(1, int(round(session.description(data_key).nominal_rate)))
-    if marker_key is not None:
-        m_times, m_values = session.markers(marker_key)
-    else:
-        m_times, m_values = np.empty(0), np.empty(0, dtype=object)
-    next_marker = 0
-    for start in range(0, len(times), chunk_size):
-        stop = min(start + chunk_size, len(times))
-        t_last = times[stop - 1]
-        end_m = int(np.searchsorted(m_times, t_last, side="right"))
-        if end_m > next_marker:
-            pipeline.push_markers(list(m_values[next_marker:end_m]), m_times[next_marker:end_m], arrival=clock())
-            next_marker = end_m
-        pipeline.push_data(data[start:stop], times[start:stop], arrival=clock())
-    if next_marker < len(m_times):
-        pipeline.push_markers(list(m_values[next_marker:]), m_times[next_marker:], arrival=clock())
-    pipeline.finish()
+
+    data_stream: str
+    markers: str | None
+    decode: DecodeOptions
+    duration: float | None = None
+    record: str | os.PathLike | None = None
+    resolve_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_type("data_stream", self.data_stream, str)
+        if self.markers is not None:
+            check_type("markers", self.markers, str)
+        check_type("decode", self.decode, DecodeOptions)
+        if self.duration is not None:
+            self.duration = check_float("duration", self.duration)
+        if self.record is not None:
+            self.record = ensure_path("record", self.record)
+        self.resolve_timeout = check_float("resolve_timeout", self.resolve_timeout, positive=True)
+        if self.markers is None and self.decode.hop is None:
+            raise ValueError("without --markers there are no events to decode; pass --markers NAME or --hop S "
+                             "for sliding windows")
+        if self.record is not None and not self.decode.results_stream:
+            raise ValueError("--record stores the results from the LSL results outlet; do not disable "
+                             "--results-stream")
+
+
+def _run_headless(runtime: LiveRuntime, duration: float | None, on_tick: Callable[[], None] | None) -> None:
+    runtime.run(duration, on_tick=on_tick, tick=0.1)
+
+
+@dataclass(frozen=True)
+class RunLoop:
+    """How :func:`run_live` drives the runtime: its own loop (headless) or, e.g., a viewer's.
+
+    Parameters
+    ----------
+    run : callable
+        ``run(runtime, duration, on_tick)``: start the runtime if needed, run until
+        ``duration`` ends (or the loop stops), stop it.
+    note : str
+        Added to the start line (e.g. ``", with the viewer"``).
+    until : str, optional
+        Said instead of ``"; Ctrl-C stops"`` when there is no duration (e.g. when a screenshot ends the run).
+    done : str, optional
+        Said after the summary.
+    """
+
+    run: Callable[[LiveRuntime, float | None, Callable[[], None] | None], None] = _run_headless
+    note: str = ""
+    until: str | None = None
+    done: str | None = None
+
+
+@dataclass
+class LiveResult:
+    """What a :func:`run_live` run did: its runtime (pipeline, stats) and the streams it recorded."""
+
+    runtime: LiveRuntime
+    recorded: list[str] = field(default_factory=list)
+
+
+def run_live(options: LiveOptions, *, loop: RunLoop | None = None, say: Callable[[str], None] | None = None,
+             warn: Callable[[str], None] = warn_stderr) -> LiveResult:
+    """Decode live streams as ``options`` say (``bci live``): assemble, record, run, report.
+
+    Parameters
+    ----------
+    options : LiveOptions
+        The run.
+    loop : RunLoop, optional
+        How to drive the runtime (default: headless, :meth:`LiveRuntime.run`).
+    say : callable, optional
+        Progress lines (default: print, flushed).
+    warn : callable
+        What is skipped, e.g. a missing extra (default: stderr).
+    """
+    check_type("options", options, LiveOptions)
+    loop = RunLoop() if loop is None else check_type("loop", loop, RunLoop)
+    say = say or _say
+    decoder = assemble(options.decode, warn=warn)
+    runtime = LiveRuntime(options.data_stream, options.markers, decoder.make_pipeline,
+                          resolve_timeout=options.resolve_timeout)
+    recorder = _start_recorder(options) if options.record is not None else None  # first: it sees every result
+    runtime.start()
+    duration = options.duration
+    say(f"decoding {runtime.data_receiver.desc.name!r}"
+        + (f" at markers of {runtime.marker_receiver.desc.name!r}" if runtime.marker_receiver else "")
+        + f" with {decoder.encoder.config.name} on {decoder.encoder.device}"
+        + (f", recording to {options.record}" if recorder else "")
+        + loop.note
+        + (f" for {duration:g} s" if duration else loop.until if loop.until is not None else "; Ctrl-C stops"))
+    try:
+        loop.run(runtime, duration, recorder.drain if recorder else None)
+    finally:
+        if recorder is not None:
+            time.sleep(0.3)  # let the last results reach the recorder's inlet
+            recorder.stop()
+    recorded = [s.name for s in recorder.status()] if recorder is not None else []
+    say(runtime.pipeline.stats.summary())
+    if loop.done is not None:
+        say(loop.done)
+    if recorder is not None:
+        say(f"recorded {', '.join(recorded)} to {options.record}")
+    return LiveResult(runtime, recorded)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _start_recorder(options: LiveOptions):
+    """Record the data, marker and results streams into one Zarr session (``record``)."""
+    from streams.recorder import Recorder
+
+    streams = [options.data_stream] + ([options.markers] if options.markers else [])
+    streams.append(f"name={options.decode.results_stream},type=BCIResults")
+    return Recorder(streams, Path(options.record), overwrite=options.decode.overwrite,
+                    resolve_timeout=options.resolve_timeout).start()

@@ -2,7 +2,7 @@
 
 One :class:`Pipeline` object serves live LSL (driven by :mod:`bci.runtime.live`), replay
 over LSL, and replay at ``--speed max`` (driven straight from Zarr arrays by
-:func:`decode_session`). It is fed time-stamped chunks of data and markers and
+:func:`bci.runtime.replay.decode_session`). It is fed time-stamped chunks of data and markers and
 emits one record per decoded window (and one per marker that could not be served)
 to its sinks. It does no I/O of its own and never blocks on a clock, so feeding a
 recording chunk by chunk gives the same windows and embeddings as the live run.

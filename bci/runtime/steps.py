@@ -19,6 +19,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from streams._checks import check_int
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,8 +53,7 @@ class RetrievalStep:
     """
 
     def __init__(self, retriever: Any, k: int = 5, query: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k={k!r} must be a positive integer (number of retrieved items per window)")
+        k = check_int("k", k, low=1)  # items retrieved per window
         self.retriever = retriever
         self.k = min(k, len(retriever.gallery.ids))
         self._ids = retriever.gallery.ids
@@ -155,10 +156,8 @@ class PatternStep:
     """
 
     def __init__(self, grid: int, writer: ImageWriter | None = None, scale: int = 6) -> None:
-        for name, value in (("grid", grid), ("scale", scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
-        self.grid, self.scale, self.writer = int(grid), int(scale), writer
+        self.grid, self.scale = check_int("grid", grid, low=1), check_int("scale", scale, low=1)
+        self.writer = writer
 
     def images(self, logits: np.ndarray) -> np.ndarray:
         """``(B, grid²)`` logits → ``(B, grid·scale, grid·scale, 3)`` uint8 grey images."""
@@ -174,7 +173,7 @@ class PatternStep:
         return np.repeat(big[..., None], 3, axis=3)
 
     def __call__(self, batch: np.ndarray, outputs: dict[str, np.ndarray], records: list[dict[str, Any]]) -> None:
-        from bci.viewer.images import encode_png_data_uri  # Qt-free
+        from bci.images import encode_png_data_uri
 
         for rec, image in zip(records, self.images(outputs["embedding"])):
             ref = (self.writer.write("reconstruction", int(rec["window_index"]), image) if self.writer is not None

@@ -20,7 +20,8 @@ import numpy as np
 
 from bci.runtime.assemble import load_encoder, make_sinks, pipeline_factory
 from bci.runtime.sinks import ListSink
-from bci.runtime.live import LiveRuntime, decode_session
+from bci.runtime.live import LiveRuntime
+from bci.runtime.replay import decode_session
 from streams.recorder import Recorder
 from streams.replay import SessionReplayer
 from streams.session import SessionReader

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streams._checks import check_float, check_int
 from streams.errors import BufferOverflowError
 from streams.ringbuffer import RingBuffer
 
@@ -44,10 +45,8 @@ class WindowSpec:
     offset: float = 0.020
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_times, (int, np.integer)) or self.n_times < 1:
-            raise ValueError(f"n_times={self.n_times!r} must be a positive number of samples")
-        if not np.isfinite(self.offset):
-            raise ValueError(f"offset={self.offset!r} must be a finite number of seconds")
+        check_int("n_times", self.n_times, low=1)  # samples
+        check_float("offset", self.offset)  # seconds, finite
 
 
 @dataclass

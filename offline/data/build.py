@@ -1,7 +1,7 @@
 """Build epoch datasets from recorded Zarr sessions (or straight from the simulator).
 
 Offline equals online: the windows are cut by the **runtime's own code path**. Each
-session is fed through :func:`bci.runtime.live.decode_session` into a
+session is fed through :func:`bci.runtime.replay.decode_session` into a
 :class:`bci.runtime.pipeline.Pipeline` — the same preprocessing (:class:`OnlinePreprocessor`,
 chunk by chunk, decimation timing), the same ring buffer and :class:`EventWindower`
 (nearest-sample rule, offset counted in samples, gap/late-marker handling) and the same
@@ -35,7 +35,7 @@ import numpy as np
 
 from bci.runtime.pipeline import Pipeline
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
-from bci.runtime.live import decode_session
+from bci.runtime.replay import decode_session
 from bci.runtime.windowing import WindowSpec
 from offline.data.epochs import EpochDataset, EpochDatasetWriter
 from offline.data.splits import block_split, session_split, subject_split, zero_shot_split

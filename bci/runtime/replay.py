@@ -1,0 +1,155 @@
+"""Decode a recorded Zarr session (``bci replay --decode``): straight from Zarr, or replayed over LSL.
+
+At ``speed=max``, :func:`decode_session` feeds the pipeline straight from the Zarr arrays
+in the order a live run saw them (markers up to each chunk's last timestamp, then the
+chunk), without LSL. At any other speed, :func:`replay_decode` plays the session back as
+LSL streams and decodes them with a :class:`~bci.runtime.live.LiveRuntime`, as a live run would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from bci.runtime.assemble import DecodeOptions, warn_stderr, assemble
+from bci.runtime.live import LiveRuntime
+from bci.runtime.pipeline import Pipeline
+from streams._checks import check_float, check_type, ensure_path
+from streams.lsl import local_clock
+from streams.session import SessionReader
+
+
+@dataclass
+class ReplayOptions:
+    """A ``bci replay --decode`` run; checked when made.
+
+    Parameters
+    ----------
+    session : path
+        The Zarr session directory.
+    decode : DecodeOptions
+        Model, sinks and result steps.
+    data_stream : str, optional
+        The EEG/fMRI stream to decode (None: the first regular EEG/fMRI stream).
+    speed : float
+        Playback speed factor (> 0); ``inf`` (``--speed max``) decodes straight from Zarr, without LSL.
+    suffix : str
+        Appended to the replayed streams' names (default ``-replay``).
+    """
+
+    session: str | os.PathLike
+    decode: DecodeOptions
+    data_stream: str | None = None
+    speed: float = 1.0
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        self.session = ensure_path("session", self.session)
+        check_type("decode", self.decode, DecodeOptions)
+        if self.data_stream is not None:
+            check_type("data_stream", self.data_stream, str)
+        self.speed = check_float("speed", self.speed, positive=True, finite=False)
+        check_type("suffix", self.suffix, str)
+
+
+def replay_decode(options: ReplayOptions, *, say: Callable[[str], None] = print,
+                  warn: Callable[[str], None] = warn_stderr) -> Pipeline:
+    """Decode a recording as ``options`` say; returns the (closed) pipeline, whose ``stats`` sum the run.
+
+    Parameters
+    ----------
+    options : ReplayOptions
+        The run.
+    say : callable
+        Progress lines (default: print).
+    warn : callable
+        What is skipped, e.g. a missing extra (default: stderr).
+    """
+    check_type("options", options, ReplayOptions)
+    reader = SessionReader(options.session)
+    data_key = reader.find(options.data_stream) if options.data_stream else data_key_of(reader)
+    marker_keys = reader.marker_keys()
+    marker_key = marker_keys[0] if marker_keys else None
+    decoder = assemble(options.decode, warn=warn)
+    if math.isinf(options.speed):
+        pipeline = decoder.make_pipeline(reader.description(data_key))
+        decode_session(reader, pipeline, data_key=data_key, marker_key=marker_key)
+        pipeline.close()
+        say(f"decoded {options.session} at --speed max (no LSL)")
+        say(pipeline.stats.summary())
+        return pipeline
+    from streams.replay import SessionReplayer
+
+    keys = [data_key] + ([marker_key] if marker_key else [])
+    replayer = SessionReplayer(reader, speed=options.speed, streams=keys, name_suffix=options.suffix or "-replay")
+    replayer.open()
+    names = [d.name for d in replayer.descs]
+    runtime = LiveRuntime(f"name={names[0]}", f"name={names[1]}" if len(names) > 1 else None,
+                          decoder.make_pipeline, dejitter=options.speed == 1.0)
+    runtime.start()
+    thread = threading.Thread(target=replayer.play, daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+        runtime.run(0.5)  # let the last windows complete
+    except KeyboardInterrupt:
+        replayer.stop()
+        runtime.stop()
+    finally:
+        replayer.close()
+    say(runtime.pipeline.stats.summary())
+    return runtime.pipeline
+
+
+def data_key_of(reader: SessionReader) -> str:
+    """The key of the first regular EEG/fMRI stream of a session (:class:`ValueError` if none)."""
+    for key in reader.streams:
+        d = reader.description(key)
+        if d.is_regular and d.type.lower() in ("eeg", "fmri"):
+            return key
+    raise ValueError(f"session {reader.path} has no regular EEG/fMRI stream; pass --data-stream NAME")
+
+
+def decode_session(
+    session: SessionReader,
+    pipeline: Pipeline,
+    *,
+    data_key: str,
+    marker_key: str | None,
+    chunk_size: int | None = None,
+    clock: Callable[[], float] = local_clock,
+) -> None:
+    """Feed a recorded session through ``pipeline`` as fast as possible (``--speed max``).
+
+    Data are fed in ``chunk_size`` chunks (default: one second of samples; the
+    results do not depend on it); before each chunk, every marker with a timestamp
+    up to that chunk's last sample is fed, as a live run would have seen it.
+    ``arrival`` is the time the chunk is handed over, so ``latency_ms`` measures
+    processing time.
+    """
+    data = session.data(data_key)
+    times = session.times(data_key)
+    if chunk_size is None:
+        chunk_size = max(1, int(round(session.description(data_key).nominal_rate)))
+    if marker_key is not None:
+        m_times, m_values = session.markers(marker_key)
+    else:
+        m_times, m_values = np.empty(0), np.empty(0, dtype=object)
+    next_marker = 0
+    for start in range(0, len(times), chunk_size):
+        stop = min(start + chunk_size, len(times))
+        t_last = times[stop - 1]
+        end_m = int(np.searchsorted(m_times, t_last, side="right"))
+        if end_m > next_marker:
+            pipeline.push_markers(list(m_values[next_marker:end_m]), m_times[next_marker:end_m], arrival=clock())
+            next_marker = end_m
+        pipeline.push_data(data[start:stop], times[start:stop], arrival=clock())
+    if next_marker < len(m_times):
+        pipeline.push_markers(list(m_values[next_marker:]), m_times[next_marker:], arrival=clock())
+    pipeline.finish()
