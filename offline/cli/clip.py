@@ -8,8 +8,11 @@ from typing import Callable
 
 from bci.cli.types import non_negative_int as _non_negative_int
 from bci.cli.types import positive_int as _positive_int
+from offline.cli.defaults import Default, given
 
 __all__ = ["register_train_clip"]
+
+_TRAINER = "offline.training.tasks.clip:train_tiny_clip"  # its parameters' defaults are TinyClipSettings'
 
 AddParser = Callable[[argparse._SubParsersAction, str, str, str], argparse.ArgumentParser]
 
@@ -32,30 +35,23 @@ def register_train_clip(train_sub: argparse._SubParsersAction, add_parser: AddPa
         "bci train clip --out models/clip-tiny     # 200 steps: 1.5-3 minutes on 2 CPU cores",
     )
     p.add_argument("--out", type=Path, required=True, help="folder for config.json + model.safetensors")
-    # defaults resolved in the handler: importing the trainer (torch, open_clip) here would slow every `bci` command
-    p.add_argument("--steps", type=_positive_int, default=None, help="optimisation steps [200]")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per step [128]")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of initialisation and data [0]")
-    p.add_argument("--image-size", type=_positive_int, default=64, help="input side in pixels, multiple of 32 [64]")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads [1]")
+    # defaults read (lazily: no torch or open_clip while building the parser) from the trainer
+    for flag, text in (("--steps", "optimisation steps"), ("--batch-size", "pairs per step"),
+                       ("--seed", "seed of initialisation and data"),
+                       ("--image-size", "input side in pixels, multiple of 32"), ("--threads", "torch CPU threads")):
+        kind = _non_negative_int if flag == "--seed" else _positive_int
+        p.add_argument(flag, type=kind, default=Default.of(_TRAINER, flag[2:].replace("-", "_")),
+                       help=f"{text} [%(default)s]")
     p.add_argument("--force", action="store_true", help="retrain even if --out holds a model trained the same way")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_clip)
 
 
 def _cmd_train_clip(args: argparse.Namespace) -> int:
-    from offline.training.tasks.clip import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_tiny_clip
+    from offline.training.tasks.clip import train_tiny_clip
 
-    metrics = train_tiny_clip(
-        args.out,
-        steps=DEFAULT_STEPS if args.steps is None else args.steps,
-        batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
-        seed=args.seed,
-        image_size=args.image_size,
-        threads=args.threads,
-        force=args.force,
-        progress=not args.quiet,
-    )
+    chosen = given({k: getattr(args, k) for k in ("steps", "batch_size", "seed", "image_size", "threads")})
+    metrics = train_tiny_clip(args.out, **chosen, force=args.force, progress=not args.quiet)
     print(_summary(metrics))
     return 0
 
@@ -69,10 +65,3 @@ def _summary(metrics: dict) -> str:
         f"top-5 {100 * metrics['zero_shot_top5']:.1f}% (chance {100 * metrics['chance_top5']:.1f}%)\n"
         f"use it with: load_clip('tiny', weights={str(metrics['out_dir'])!r})"
     )
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None

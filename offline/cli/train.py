@@ -6,7 +6,10 @@ Wiring (the lead, in ``bci/cli/offline.py``)::
     register_train(train_sub, add_parser)   # train_sub: the subparsers of ``bci train``
     register_evaluate(sub, add_parser)      # sub: the top-level ``bci`` subparsers
 
-Hyper-parameters come from, in increasing priority: the subcommand's defaults, a
+Hyper-parameters come from, in increasing priority: the subcommand's defaults (those of its
+trainer's settings and options dataclasses, e.g. :class:`~offline.training.tasks.sample.SampleSettings`
+and :class:`~offline.training.tasks.sample.SampleOptions`: ``train_sample(ds, out)`` from Python
+trains what ``bci train sample`` trains), a
 ``--config FILE.toml|.json`` (a flat table whose keys are the long option names with
 ``_`` or ``-``, e.g. ``lr = 3e-4``, ``batch_size = 32``; ``[model_params]`` sets architecture
 parameters such as ``n_spatial``), and the flags given. ``--search N``
@@ -18,41 +21,79 @@ library code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from typing import TYPE_CHECKING
+from offline.cli.defaults import Default, field_defaults, given, load
 
 if TYPE_CHECKING:  # the trainers import torch: only inside the handlers, so `bci --help` stays quick
     from offline.training.loop import TrainResult, TrainSettings
 
-__all__ = ["DEFAULTS", "SEARCH_SPACES", "register_evaluate", "register_fmri_dataset", "register_train", "resolve_params"]
+__all__ = ["SEARCH_SPACES", "command_defaults", "register_evaluate", "register_fmri_dataset", "register_train",
+           "resolve_params"]
 
 AddParser = Callable[[Any, str, str, str], argparse.ArgumentParser]
 
 _SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "min_delta", "grad_clip", "seed", "device")
+_TASKS = "offline.training.tasks."
 
-#: Per-subcommand defaults (settings and options); a config file and flags override them.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "sample": {"epochs": 40, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-2, "patience": 10, "model": None,
-               "target": "template", "loss": "infonce", "temperature": 0.07, "infonce_weight": 1.0,
-               "dropout": None, "model_params": {}, "max_shift": 0, "noise": 0.0, "scale": 0.0, "backbone": None,
-               "head_hidden": 256},
-    "pixel": {"epochs": 40, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-2, "patience": 10, "model": None,
-              "embed_dim": 128, "margin": 0.2, "per_class": 4, "dropout": None, "model_params": {}, "max_shift": 0,
-              "noise": 0.0, "scale": 0.0},
-    # the configuration of docs/results.md (SSIM above the ridge reconstruction): ~100 epochs, no early stopping
-    # (the GAN's validation gain is noisy; the best epoch is kept anyway), 16 base channels (5x faster than 32)
-    "saliency-gan": {"epochs": 100, "batch_size": 32, "lr": 2e-4, "weight_decay": 0.0, "patience": 0,
-                     "image_size": 64, "ssim_weight": 3.0, "adv_weight": 1.0, "gan_loss": "hinge",
-                     "augment": "color,translation,cutout", "noise_dim": 0, "g_channels": 16, "d_channels": 16},
-    "fmri": {"epochs": 80, "batch_size": 32, "lr": 3e-4, "weight_decay": 1e-2, "patience": 20, "model": "fmri_mlp",
-             "target": "image", "loss": "infonce", "temperature": 0.07, "infonce_weight": 1.0, "dropout": None,
-             "top_voxels": None, "model_params": {}, "max_shift": 0, "noise": 0.0, "scale": 0.0,
-             "objective": None, "embed_dim": 256, "hidden": [1024, 768], "grid": None, "stimulus_size": 20,
-             "stimulus_channels": [32, 64]},
+
+@dataclass(frozen=True)
+class _Trainer:
+    """Where a subcommand's defaults live (``"module:Class"``, imported only when they are needed).
+
+    Attributes
+    ----------
+    settings : str
+        Its :class:`~offline.training.loop.TrainSettings` class (the keys of ``_SETTINGS`` are flags).
+    options : tuple of str
+        Its options dataclasses; where two share a field, the first one's default is used.
+    no_flag : tuple of str
+        Option fields that have neither a flag nor a config key.
+    unset : tuple of str
+        Keys the handler resolves itself (None: not given).
+    """
+
+    settings: str
+    options: tuple[str, ...]
+    no_flag: tuple[str, ...] = ()
+    unset: tuple[str, ...] = ()
+
+
+_TRAINERS: dict[str, _Trainer] = {
+    "sample": _Trainer(_TASKS + "sample:SampleSettings", (_TASKS + "sample:SampleOptions",)),
+    "pixel": _Trainer(_TASKS + "pixel:PixelSettings", (_TASKS + "pixel:PixelOptions",), no_flag=("squared",)),
+    "saliency-gan": _Trainer(_TASKS + "saliency_gan:GanSettings", (_TASKS + "saliency_gan:GanOptions",),
+                             no_flag=("d_lr_ratio",)),
+    # one subcommand, two trainers: train_fmri (objective clip, FMRIOptions) and train_fmri_joint
+    "fmri": _Trainer(_TASKS + "fmri:FMRISettings", (_TASKS + "fmri:FMRIOptions", _TASKS + "fmri_joint:FMRIJointOptions"),
+                     no_flag=("backbone", "head_hidden"), unset=("objective", "top_voxels")),
 }
+
+
+def command_defaults(command: str) -> dict[str, Any]:
+    """Every key of ``bci train COMMAND`` with its default, read from the trainer's settings and options classes.
+
+    Parameters
+    ----------
+    command : str
+        ``sample``, ``pixel``, ``saliency-gan`` or ``fmri``.
+    """
+    spec = _TRAINERS[command]
+    settings = field_defaults(load(spec.settings))
+    out = {k: settings[k] for k in _SETTINGS}
+    for ref in reversed(spec.options):
+        out.update({k: v for k, v in field_defaults(load(ref)).items() if k not in spec.no_flag})
+    out.update(dict.fromkeys(spec.unset))
+    return out
+
+
+def _default(command: str, key: str, none: str | None = None) -> Default:
+    return Default(lambda: command_defaults(command)[key], none)
+
 
 #: Random-search spaces: a list is a choice, ``("loguniform", lo, hi)`` a log-uniform draw.
 SEARCH_SPACES: dict[str, dict[str, Any]] = {
@@ -67,10 +108,6 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
              "temperature": [0.03, 0.07, 0.1], "top_voxels": [None, 200, 500]},
 }
 
-_OPTION_CLASSES = {"sample": "SampleOptions", "pixel": "PixelOptions", "saliency-gan": "GanOptions",
-                   "fmri": "SampleOptions"}
-
-
 # ============================================================================ parameters
 def resolve_params(command: str, config_file: str | None, flags: dict[str, Any]) -> dict[str, Any]:
     """Defaults ← config file ← flags (``None`` flags are not given).
@@ -82,7 +119,7 @@ def resolve_params(command: str, config_file: str | None, flags: dict[str, Any])
     config_file : str or None
         ``.toml`` or ``.json`` with a flat table of keys.
     flags : dict
-        Values of the command-line flags (None when not given).
+        Values of the command-line flags (None or a :class:`~offline.cli.defaults.Default` when not given).
 
     Returns
     -------
@@ -91,8 +128,8 @@ def resolve_params(command: str, config_file: str | None, flags: dict[str, Any])
     """
     from offline.training.loop import load_config_file
 
-    valid = set(DEFAULTS[command]) | set(_SETTINGS)
-    params: dict[str, Any] = {"seed": 0, "device": "cpu", "min_delta": 0.0, "grad_clip": 5.0, **DEFAULTS[command]}
+    params = command_defaults(command)
+    valid = set(params)
     if config_file is not None:
         data = {str(k).replace("-", "_"): v for k, v in load_config_file(config_file).items()}
         unknown = sorted(set(data) - valid)
@@ -100,33 +137,23 @@ def resolve_params(command: str, config_file: str | None, flags: dict[str, Any])
             raise ValueError(f"config file {config_file}: unknown keys {unknown} for 'bci train {command}'; "
                              f"valid keys are {sorted(valid)}")
         params.update(data)
-    params.update({k: v for k, v in flags.items() if v is not None and k in valid})
+    params.update({k: v for k, v in given(flags).items() if k in valid})
     return params
 
 
-def _settings(params: dict[str, Any], progress: bool) -> TrainSettings:
-    from offline.training.loop import TrainSettings
-
-    kw = {k: params[k] for k in _SETTINGS if k in params}
-    return TrainSettings(progress=progress, **kw)
+def _settings(command: str, params: dict[str, Any], progress: bool) -> TrainSettings:
+    return load(_TRAINERS[command].settings)(progress=progress, **{k: params[k] for k in _SETTINGS})
 
 
 def _options(command: str, params: dict[str, Any]) -> Any:
-    if command == "pixel":
-        from offline.training.tasks.pixel import PixelOptions as cls
-    elif command == "saliency-gan":
-        from offline.training.tasks.saliency_gan import GanOptions as cls
-    else:
-        from offline.training.tasks.sample import SampleOptions as cls
-    import dataclasses
-
+    cls = load(_TRAINERS[command].options[0])
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in params.items() if k in names})
 
 
 def _train_once(command: str, args: argparse.Namespace, params: dict[str, Any], out: Path,
                 resume: bool) -> TrainResult:
-    settings = _settings(params, progress=not args.quiet)
+    settings = _settings(command, params, progress=not args.quiet)
     options = _options(command, params)
     common = {"split": args.split, "settings": settings, "resume": resume, "overwrite": args.overwrite}
     if command == "sample":
@@ -170,10 +197,8 @@ def _train_fmri(args: argparse.Namespace, params: dict[str, Any], options: Any, 
                          f"dataset; here the objective is {objective!r} with {len(data)} dataset(s)")
     from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
 
-    import dataclasses
-
-    given = {f.name: params[f.name] for f in dataclasses.fields(FMRIJointOptions) if params.get(f.name) is not None}
-    joint = FMRIJointOptions(**{**given, "objective": objective})  # dropout None: the options' default
+    chosen = {f.name: params[f.name] for f in dataclasses.fields(FMRIJointOptions) if params.get(f.name) is not None}
+    joint = FMRIJointOptions(**{**chosen, "objective": objective})  # dropout None: the options' default
     print(f"bci train fmri: objective {objective!r}, {len(data)} subject(s)", file=sys.stderr)
     return train_fmri_joint(data, out, options=joint, clip_weights=args.clip_weights, clip_model=args.clip,
                             **common)
@@ -181,13 +206,13 @@ def _train_fmri(args: argparse.Namespace, params: dict[str, Any], options: Any, 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        flags = {k: v for k, v in vars(args).items() if k in set(DEFAULTS[command]) | set(_SETTINGS)}
+        flags = given(vars(args))
         params = resolve_params(command, args.config, flags)
         out = Path(args.out)
         if args.search:
             from offline.training.loop import random_search
 
-            space = {k: v for k, v in SEARCH_SPACES[command].items() if k not in _given(flags)}
+            space = {k: v for k, v in SEARCH_SPACES[command].items() if k not in flags}
             if command == "fmri" and (fmri_objective(params, args.clip_weights) != "clip" or len(args.data) > 1):
                 space.pop("top_voxels", None)
 
@@ -207,10 +232,6 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _given(flags: dict[str, Any]) -> set[str]:
-    return {k for k, v in flags.items() if v is not None}
-
-
 def _print_result(command: str, args: argparse.Namespace, result: TrainResult) -> None:
     last = result.history[-1] if result.history else {}
     metric = next((k for k in last if k.startswith("val_") and k not in ("val_n_way", "val_mse")), "val")
@@ -227,8 +248,15 @@ def _print_result(command: str, args: argparse.Namespace, result: TrainResult) -
 
 
 # ============================================================================ parsers
+def _flags(p: argparse.ArgumentParser, command: str, flags: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Add ``(flag, help, argparse keywords)``; each default is the trainer's, shown as ``[default]`` in the help."""
+    for flag, text, kw in flags:
+        key = flag.lstrip("-").replace("-", "_")
+        none = kw.pop("none", None)
+        p.add_argument(flag, default=_default(command, key, none), help=f"{text} [%(default)s]", **kw)
+
+
 def _common(p: argparse.ArgumentParser, command: str) -> None:
-    d = DEFAULTS[command]
     if command == "fmri":
         p.add_argument("--data", required=True, nargs="+", metavar="DS",
                        help="fMRI epoch dataset(s); several (one per subject) train the multi-subject model")
@@ -236,15 +264,17 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--data", required=True, metavar="DS", help="epoch dataset (bci epochs / bci dataset simulate)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
     p.add_argument("--split", metavar="NAME", help="stored split (default: 'block'); leaking splits are refused")
-    p.add_argument("--epochs", type=int, metavar="N", help=f"maximum epochs [{d['epochs']}]")
-    p.add_argument("--batch-size", type=int, metavar="N", help=f"batch size [{d['batch_size']}]")
-    p.add_argument("--lr", type=float, metavar="X", help=f"AdamW learning rate [{d['lr']:g}]")
-    p.add_argument("--weight-decay", type=float, metavar="X", help=f"AdamW weight decay [{d['weight_decay']:g}]")
-    p.add_argument("--patience", type=int, metavar="N",
-                   help=f"early stopping: epochs without validation improvement [{d['patience']}]; 0 disables")
-    p.add_argument("--grad-clip", type=float, metavar="X", help="clip the gradient norm [5]")
-    p.add_argument("--seed", type=int, metavar="S", help="seed of every random draw [0]")
-    p.add_argument("--device", metavar="DEV", help="cpu (deterministic, default), auto, cuda, cuda:N")
+    _flags(p, command, [
+        ("--epochs", "maximum epochs", {"type": int, "metavar": "N"}),
+        ("--batch-size", "batch size", {"type": int, "metavar": "N"}),
+        ("--lr", "AdamW learning rate", {"type": float, "metavar": "X"}),
+        ("--weight-decay", "AdamW weight decay", {"type": float, "metavar": "X"}),
+        ("--patience", "early stopping: epochs without validation improvement (0 disables)",
+         {"type": int, "metavar": "N"}),
+        ("--grad-clip", "clip the gradient norm", {"type": float, "metavar": "X"}),
+        ("--seed", "seed of every random draw", {"type": int, "metavar": "S"}),
+        ("--device", "cpu (deterministic), auto, cuda, cuda:N", {"metavar": "DEV"}),
+    ])
     p.add_argument("--config", metavar="FILE", help="hyper-parameters from a .toml or .json file (flags override)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last (same data, split and seed)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a non-empty DIR")
@@ -253,27 +283,30 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
-def _augment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-shift", type=int, metavar="N", help="augmentation: random time shift up to N samples [0]")
-    p.add_argument("--noise", type=float, metavar="X", help="augmentation: Gaussian noise, standardised units [0]")
-    p.add_argument("--scale", type=float, metavar="X", help="augmentation: random amplitude scale 1 +- X [0]")
+def _augment_args(p: argparse.ArgumentParser, command: str) -> None:
+    _flags(p, command, [
+        ("--max-shift", "augmentation: random time shift up to N samples", {"type": int, "metavar": "N"}),
+        ("--noise", "augmentation: Gaussian noise, standardised units", {"type": float, "metavar": "X"}),
+        ("--scale", "augmentation: random amplitude scale 1 +- X", {"type": float, "metavar": "X"}),
+    ])
 
 
 def _alignment_args(p: argparse.ArgumentParser, command: str) -> None:
-    d = DEFAULTS[command]
     p.add_argument("--clip", default="tiny", metavar="NAME",
                    help="CLIP architecture: tiny (bci train clip) or an open_clip name, e.g. ViT-B-32 [tiny]")
     p.add_argument("--clip-weights", required=command != "fmri", metavar="DIR",
                    help="weights of the frozen CLIP model (a 'bci train clip' folder or a local weights file)"
                    + ("; needed by --objective clip only" if command == "fmri" else ""))
-    p.add_argument("--model", help=f"registry model [{d['model'] or 'eeg_convnet / fmri_mlp by modality'}]")
-    p.add_argument("--target", choices=("template", "caption", "image"),
-                   help=f"CLIP target: class template caption, detailed caption or image [{d['target']}]")
-    p.add_argument("--loss", choices=("mse", "infonce", "mse+infonce"), help=f"alignment loss [{d['loss']}]")
-    p.add_argument("--temperature", type=float, help=f"InfoNCE temperature [{d['temperature']}]")
-    p.add_argument("--infonce-weight", type=float, help="weight of InfoNCE in mse+infonce [1]")
-    p.add_argument("--dropout", type=float, help="model dropout [model default]")
-    _augment_args(p)
+    _flags(p, command, [
+        ("--model", "registry model", {"none": "eeg_convnet / fmri_mlp by modality"}),
+        ("--target", "CLIP target: class template caption, detailed caption or image",
+         {"choices": ("template", "caption", "image")}),
+        ("--loss", "alignment loss", {"choices": ("mse", "infonce", "mse+infonce")}),
+        ("--temperature", "InfoNCE temperature", {"type": float}),
+        ("--infonce-weight", "weight of InfoNCE in mse+infonce", {"type": float}),
+        ("--dropout", "model dropout", {"type": float, "none": "model default"}),
+    ])
+    _augment_args(p, command)
 
 
 def _add_sample(sub: Any, add_parser: AddParser) -> None:
@@ -284,12 +317,11 @@ def _add_sample(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--backbone", metavar="CKPT",
                    help="two-stage extractor: build on this pixel-level checkpoint (bci train pixel, same dataset "
                         "and split or another dataset), frozen, and train only an MLP head into CLIP space")
-    p.add_argument("--head-hidden", type=int, metavar="N", help="hidden units of the --backbone head [256]")
+    _flags(p, "sample", [("--head-hidden", "hidden units of the --backbone head", {"type": int, "metavar": "N"})])
     p.set_defaults(func=_handler("sample"))
 
 
 def _add_fmri(sub: Any, add_parser: AddParser) -> None:
-    d = DEFAULTS["fmri"]
     p = add_parser(sub, "fmri", "train fMRI encoders: dual encoder with a stimulus CNN, decoder to the pattern, "
                    "or alignment to CLIP image embeddings; one subject or several",
                    "bci train fmri --data fmri.zarr --out models/fmri --objective dual")
@@ -297,9 +329,11 @@ def _add_fmri(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--objective", choices=("dual", "pattern", "clip"),
                    help="dual: fMRI MLP + stimulus CNN, InfoNCE; pattern: decode the grid x grid stimulus (BCE); "
                         "clip: InfoNCE to frozen CLIP image embeddings [clip with --clip-weights, else dual]")
-    p.add_argument("--embed-dim", type=int, help=f"dual encoder embedding size [{d['embed_dim']}]")
-    p.add_argument("--grid", type=int, help="pattern objective: decoded grid side [the dataset's, else 10]")
-    p.add_argument("--stimulus-size", type=int, help=f"dual: side the stimulus is resized to [{d['stimulus_size']}]")
+    _flags(p, "fmri", [
+        ("--embed-dim", "dual encoder embedding size", {"type": int}),
+        ("--grid", "pattern objective: decoded grid side", {"type": int, "none": "the dataset's, else 10"}),
+        ("--stimulus-size", "dual: side the stimulus is resized to", {"type": int}),
+    ])
     _alignment_args(p, "fmri")
     p.add_argument("--top-voxels", type=int, metavar="N",
                    help="keep the N voxels best predicted by a ridge encoding model (CLIP -> voxel) on train")
@@ -307,33 +341,35 @@ def _add_fmri(sub: Any, add_parser: AddParser) -> None:
 
 
 def _add_pixel(sub: Any, add_parser: AddParser) -> None:
-    d = DEFAULTS["pixel"]
     p = add_parser(sub, "pixel", "train the pixel-level extractor f_theta (triplet loss, semi-hard mining)",
                    "bci train pixel --data ds.zarr --out models/pixel --margin 0.2 --epochs 30")
     _common(p, "pixel")
-    p.add_argument("--model", help="registry model [eeg_convnet]")
-    p.add_argument("--embed-dim", type=int, help=f"feature size [{d['embed_dim']}]")
-    p.add_argument("--margin", type=float, help=f"triplet margin beta on the unit sphere [{d['margin']}]")
-    p.add_argument("--per-class", type=int, help=f"K windows per class in a batch (P = batch/K) [{d['per_class']}]")
-    p.add_argument("--dropout", type=float, help="model dropout [model default]")
-    _augment_args(p)
+    _flags(p, "pixel", [
+        ("--model", "registry model", {"none": "eeg_convnet"}),
+        ("--embed-dim", "feature size", {"type": int}),
+        ("--margin", "triplet margin beta on the unit sphere", {"type": float}),
+        ("--per-class", "K windows per class in a batch (P = batch/K)", {"type": int}),
+        ("--dropout", "model dropout", {"type": float, "none": "model default"}),
+    ])
+    _augment_args(p, "pixel")
     p.set_defaults(func=_handler("pixel"))
 
 
 def _add_gan(sub: Any, add_parser: AddParser) -> None:
-    d = DEFAULTS["saliency-gan"]
     p = add_parser(sub, "saliency-gan", "train the saliency GAN G(f_theta(x)) on a frozen pixel-level encoder",
                    "bci train saliency-gan --data ds.zarr --encoder models/pixel --out models/gan --image-size 64")
     _common(p, "saliency-gan")
     p.add_argument("--encoder", required=True, metavar="CKPT", help="pixel-level checkpoint (bci train pixel)")
-    p.add_argument("--image-size", type=int, help=f"generated image size, a power of two [{d['image_size']}]")
-    p.add_argument("--ssim-weight", type=float, help=f"lambda of lambda*(1 - SSIM) [{d['ssim_weight']}]")
-    p.add_argument("--adv-weight", type=float, help="weight of the adversarial term [1]")
-    p.add_argument("--gan-loss", choices=("hinge", "non-saturating"), help="adversarial loss [hinge]")
-    p.add_argument("--augment", help=f"DiffAugment policy ('' disables) [{d['augment']}]")
-    p.add_argument("--noise-dim", type=int, help="noise size concatenated to the features [0]")
-    p.add_argument("--g-channels", type=int, help=f"generator base channels [{d['g_channels']}]")
-    p.add_argument("--d-channels", type=int, help=f"discriminator base channels [{d['d_channels']}]")
+    _flags(p, "saliency-gan", [
+        ("--image-size", "generated image size, a power of two", {"type": int}),
+        ("--ssim-weight", "lambda of lambda*(1 - SSIM)", {"type": float}),
+        ("--adv-weight", "weight of the adversarial term", {"type": float}),
+        ("--gan-loss", "adversarial loss", {"choices": ("hinge", "non-saturating")}),
+        ("--augment", "DiffAugment policy ('' disables)", {}),
+        ("--noise-dim", "noise size concatenated to the features", {"type": int}),
+        ("--g-channels", "generator base channels", {"type": int}),
+        ("--d-channels", "discriminator base channels", {"type": int}),
+    ])
     p.set_defaults(func=_handler("saliency-gan"))
 
 

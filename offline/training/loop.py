@@ -53,6 +53,7 @@ from torch import nn
 
 from bci.preprocessing import ChannelScaler
 from bci.safe_io import atomic_write
+from streams._checks import check_bool, check_float, check_int, check_type
 
 __all__ = [
     "LAST_DIR",
@@ -133,19 +134,16 @@ class TrainSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for key, low in (("epochs", 1), ("batch_size", 2), ("patience", 0)):
-            _check_int(key, getattr(self, key), low)
-        _check_int("seed", self.seed, 0)
-        _check_float("lr", self.lr, positive=True)
-        _check_float("weight_decay", self.weight_decay, positive=False)
-        _check_float("min_delta", self.min_delta, positive=False)
+        for key, low in (("epochs", 1), ("batch_size", 2), ("patience", 0), ("seed", 0)):
+            check_int(key, getattr(self, key), low=low)
+        check_float("lr", self.lr, positive=True)
+        check_float("weight_decay", self.weight_decay, low=0)
+        check_float("min_delta", self.min_delta, low=0)
         if self.grad_clip is not None:
-            _check_float("grad_clip", self.grad_clip, positive=True)
-        if not isinstance(self.device, str):
-            raise TypeError(f"device={self.device!r} must be a string such as 'cpu' or 'cuda'")
+            check_float("grad_clip", self.grad_clip, positive=True)
+        check_type("device", self.device, str, "a string such as 'cpu' or 'cuda'")
         for key in ("deterministic", "progress"):
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"{key}={getattr(self, key)!r} must be True or False")
+            check_bool(key, getattr(self, key))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -155,20 +153,6 @@ class TrainSettings:
     def field_names(cls) -> set[str]:
         """Names of the settings (keys accepted from config files)."""
         return {f.name for f in dataclasses.fields(cls)}
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name}={value!r} must be a finite number")
-    if (positive and value <= 0) or (not positive and value < 0):
-        raise ValueError(f"{name}={value!r} must be {'> 0' if positive else '>= 0'}")
-    return float(value)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -1084,7 +1068,7 @@ def random_search(train_trial: Any, space: SearchSpace, n_trials: int, out_dir: 
     dict
         ``{"best": index, "best_metric": value, "trials": [...]}`` (also in ``search.json``).
     """
-    _check_int("n_trials", n_trials, 1)
+    check_int("n_trials", n_trials, low=1)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not resume:
         if not overwrite:

@@ -47,6 +47,7 @@ from bci.clip import (
     tiny_config,
 )
 from bci.clip.configs import config_hash
+from streams._checks import check_bool, check_float, check_int
 from streams.synthetic.stimuli import BACKGROUND, N_LAYOUTS, StimulusSet, make_stimuli
 
 __all__ = [
@@ -111,8 +112,8 @@ class TinyClipSettings:
 
     def __post_init__(self) -> None:
         for name, minimum in (("steps", 1), ("batch_size", 2), ("seed", 0), ("n_train_sets", 1), ("eval_per_class", 1)):
-            _check_int(name, getattr(self, name), minimum)
-        _check_int("image_size", self.image_size, 32)
+            check_int(name, getattr(self, name), low=minimum)
+        check_int("image_size", self.image_size, low=32)
         if self.image_size % 32:
             raise ValueError(f"image_size={self.image_size!r} must be a multiple of 32 (e.g. 32, 64, 96)")
         for name, low, high in (
@@ -124,9 +125,7 @@ class TinyClipSettings:
             ("brightness", 0.0, 0.5),
             ("noise", 0.0, 0.5),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise ValueError(f"{name}={value!r} must be a number in [{low}, {high}]")
+            check_float(name, getattr(self, name), low=low, high=high)
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr!r} must be > 0")
         if EVAL_SEED in self.train_seeds:
@@ -142,12 +141,12 @@ class TinyClipSettings:
 def train_tiny_clip(
     out_dir: str | os.PathLike,
     *,
-    steps: int = DEFAULT_STEPS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    seed: int = 0,
-    image_size: int = 64,
-    lr: float = 2e-3,
-    n_train_sets: int = 2,
+    steps: int = TinyClipSettings.steps,
+    batch_size: int = TinyClipSettings.batch_size,
+    seed: int = TinyClipSettings.seed,
+    image_size: int = TinyClipSettings.image_size,
+    lr: float = TinyClipSettings.lr,
+    n_train_sets: int = TinyClipSettings.n_train_sets,
     threads: int = 1,
     force: bool = False,
     progress: bool = True,
@@ -202,9 +201,8 @@ def train_tiny_clip(
     settings = TinyClipSettings(
         steps=steps, batch_size=batch_size, seed=seed, image_size=image_size, lr=lr, n_train_sets=n_train_sets
     )
-    if not isinstance(force, bool):
-        raise TypeError(f"force={force!r} must be a bool")
-    _check_int("threads", threads, 1)
+    check_bool("force", force)
+    check_int("threads", threads, low=1)
     with _threads(threads):
         return _train_and_save(Path(out_dir), settings, force, progress)
 
@@ -492,10 +490,3 @@ def _printer(enabled: bool) -> Any:
             print(text, file=sys.stderr, flush=True)
 
     return say
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < minimum:
-        raise ValueError(f"{name}={value!r} must be >= {minimum}")

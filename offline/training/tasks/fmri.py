@@ -21,14 +21,38 @@ model are in :mod:`offline.training.tasks.fmri_joint` (``bci train fmri --object
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from offline.training.tasks.sample import SampleOptions, open_dataset, resolve_clip, target_table, train_sample
 from offline.training.loop import TrainResult, TrainSettings, fit_scaler, prepare_split
+from streams._checks import check_int
 
-__all__ = ["select_voxels", "train_fmri"]
+__all__ = ["FMRIOptions", "FMRISettings", "select_voxels", "train_fmri"]
+
+
+@dataclass
+class FMRISettings(TrainSettings):
+    """Optimisation settings of the fMRI trainers (``bci train fmri``, :func:`train_fmri` and
+    :func:`offline.training.tasks.fmri_joint.train_fmri_joint`): 80 epochs, batch 32, lr 3e-4, patience 20.
+    """
+
+    epochs: int = 80
+    batch_size: int = 32
+    lr: float = 3e-4
+    patience: int = 20
+
+
+@dataclass
+class FMRIOptions(SampleOptions):
+    """:class:`~offline.training.tasks.sample.SampleOptions` with the fMRI defaults: model ``fmri_mlp``,
+    aligned to the CLIP **image** embeddings (InfoNCE).
+    """
+
+    model: str | None = "fmri_mlp"
+    target: str = "image"
 
 
 def select_voxels(dataset: Any, train: np.ndarray, clip_targets: np.ndarray, rows: np.ndarray,
@@ -91,13 +115,15 @@ def train_fmri(data: Any, out: str | os.PathLike, *, split: str | None = None, c
     clip, clip_weights, clip_model
         The frozen CLIP model (see :func:`offline.training.tasks.sample.train_sample`).
     options : SampleOptions, optional
-        Defaults here: model ``fmri_mlp``, target ``image``, loss ``infonce``.
+        Default: :class:`FMRIOptions` (model ``fmri_mlp``, target ``image``, loss ``infonce``).
     settings : TrainSettings, optional
+        Default: :class:`FMRISettings` (the settings of ``bci train fmri``).
     top_voxels : int, optional
         Keep only this many voxels, chosen by the encoding model on the training part.
     resume, overwrite : bool
     """
-    options = options or SampleOptions(model="fmri_mlp", target="image", loss="infonce")
+    options = options or FMRIOptions()
+    settings = settings or FMRISettings()
     dataset = open_dataset(data)
     if str(getattr(dataset, "modality", "eeg")).lower() != "fmri":
         raise ValueError(f"dataset {getattr(dataset, 'path', '')} has modality {dataset.modality!r}; "
@@ -106,8 +132,7 @@ def train_fmri(data: Any, out: str | os.PathLike, *, split: str | None = None, c
     channels, extra = None, {}
     if top_voxels is not None:
         n_vox = int(dataset.data.shape[1])
-        if isinstance(top_voxels, bool) or not isinstance(top_voxels, int) or not 1 <= top_voxels <= n_vox:
-            raise ValueError(f"top_voxels={top_voxels!r} must be an int in 1..{n_vox}")
+        check_int("top_voxels", top_voxels, low=1, high=n_vox)
         info = prepare_split(dataset, split)
         targets, rows = target_table(dataset, embedder, "image")
         channels, extra["voxel_selection"] = select_voxels(dataset, info.parts["train"], targets, rows, top_voxels)

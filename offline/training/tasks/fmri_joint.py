@@ -44,7 +44,9 @@ from bci.models import save_checkpoint
 from bci.models.registry import EncoderModel
 from bci.models.stimulus import StimulusCNN, StimulusConfig, images_to_grey, save_stimulus_encoder
 from bci.safe_io import atomic_write
+from streams._checks import check_float, check_int
 from offline.training.losses import info_nce
+from offline.training.tasks.fmri import FMRISettings
 from offline.training.tasks.sample import (build_encoder, dataset_record, embed_windows, open_dataset, resolve_clip,
                                   target_table)
 from offline.training.loop import (SplitInfo, Stage, TrainResult, TrainSettings, TrainTask, WindowSource, fitted_source,
@@ -97,22 +99,18 @@ class FMRIJointOptions:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective={self.objective!r} must be one of {', '.join(OBJECTIVES)}")
         for name in ("embed_dim", "stimulus_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive int")
-        if self.grid is not None and (isinstance(self.grid, bool) or not isinstance(self.grid, int)
-                                      or self.grid < 2):
-            raise ValueError(f"grid={self.grid!r} must be an int >= 2 (or None)")
+            check_int(name, getattr(self, name), low=1)
+        if self.grid is not None:
+            check_int("grid", self.grid, low=2)
         hidden = self.hidden
         if not isinstance(hidden, (list, tuple)) or not hidden or not all(
                 isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
             raise ValueError(f"hidden={hidden!r} must be a non-empty list of positive ints (the first hidden layer "
                              "is the subject-specific one)")
         self.hidden = list(hidden)
-        if not 0.0 <= float(self.dropout) < 1.0:
+        if not 0.0 <= check_float("dropout", self.dropout, finite=False) < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
-        if not float(self.temperature) > 0:
-            raise ValueError(f"temperature={self.temperature!r} must be > 0")
+        check_float("temperature", self.temperature, positive=True, finite=False)
         StimulusConfig(self.stimulus_size, tuple(self.stimulus_channels), self.embed_dim)  # validates channels
 
     def to_dict(self) -> dict[str, Any]:
@@ -377,6 +375,7 @@ def train_fmri_joint(data: Any | Sequence[Any], out: str | os.PathLike, *, optio
     split : str, optional
         Stored split of every dataset (default ``"block"``); leaking splits are refused.
     settings : TrainSettings, optional
+        Default: :class:`offline.training.tasks.fmri.FMRISettings` (the settings of ``bci train fmri``).
     clip, clip_weights, clip_model
         The frozen CLIP model, for ``objective="clip"`` only.
     resume, overwrite : bool
@@ -386,7 +385,7 @@ def train_fmri_joint(data: Any | Sequence[Any], out: str | os.PathLike, *, optio
     TrainResult
     """
     options = dataclasses.replace(options) if options is not None else FMRIJointOptions()  # grid is filled in
-    settings = settings or TrainSettings()
+    settings = settings or FMRISettings()
     items = list(data) if isinstance(data, (list, tuple)) else [data]
     if not items:
         raise ValueError("data: give at least one fMRI epoch dataset")

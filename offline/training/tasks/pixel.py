@@ -28,9 +28,11 @@ from torch import nn
 from bci.models import EncoderModel, save_checkpoint
 from bci.preprocessing import ChannelScaler
 from offline.training.losses import triplet_semihard_loss
+from streams._checks import check_float, check_int
 from offline.training.tasks.sample import (
     build_encoder,
     check_augmentation,
+    check_dropout,
     dataset_preprocessing,
     dataset_record,
     embed_windows,
@@ -52,7 +54,7 @@ from offline.training.loop import (
     run_training,
 )
 
-__all__ = ["PixelOptions", "TripletTask", "class_centroids", "centroid_accuracy", "train_pixel"]
+__all__ = ["PixelOptions", "PixelSettings", "TripletTask", "class_centroids", "centroid_accuracy", "train_pixel"]
 
 
 @dataclass
@@ -91,14 +93,12 @@ class PixelOptions:
     scale: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.embed_dim, bool) or not isinstance(self.embed_dim, int) or self.embed_dim < 2:
-            raise ValueError(f"embed_dim={self.embed_dim!r} must be an integer >= 2")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 < self.margin <= 2:
+        check_int("embed_dim", self.embed_dim, low=2)
+        if not 0 < check_float("margin", self.margin) <= 2:
             raise ValueError(f"margin={self.margin!r} must be in (0, 2] (distances of unit vectors)")
-        if isinstance(self.per_class, bool) or not isinstance(self.per_class, int) or self.per_class < 2:
+        if check_int("per_class", self.per_class) < 2:
             raise ValueError(f"per_class={self.per_class!r} must be an integer >= 2 (positives are needed)")
-        if self.dropout is not None and not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
-            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
+        check_dropout(self.dropout)
         check_augmentation(self.max_shift, self.noise, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +106,17 @@ class PixelOptions:
         return {"model": self.model, "embed_dim": self.embed_dim, "margin": self.margin, "per_class": self.per_class,
                 "squared": self.squared, "dropout": self.dropout, "model_params": dict(self.model_params),
                 "max_shift": self.max_shift, "noise": self.noise, "scale": self.scale}
+
+
+@dataclass
+class PixelSettings(TrainSettings):
+    """Optimisation settings of the pixel-level trainer (``bci train pixel`` and :func:`train_pixel`).
+
+    :class:`~offline.training.loop.TrainSettings` with this trainer's defaults: 40 epochs, patience 10.
+    """
+
+    epochs: int = 40
+    patience: int = 10
 
 
 def class_centroids(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,6 +219,7 @@ def train_pixel(data: Any, out: str | os.PathLike, *, split: str | None = None, 
         Stored split (default ``"block"``); a leaking split is refused.
     options : PixelOptions, optional
     settings : TrainSettings, optional
+        Default: :class:`PixelSettings` (the settings of ``bci train pixel``).
     resume, overwrite : bool
         See :func:`offline.training.loop.run_training`.
 
@@ -216,7 +228,7 @@ def train_pixel(data: Any, out: str | os.PathLike, *, split: str | None = None, 
     TrainResult
     """
     options = options or PixelOptions()
-    settings = settings or TrainSettings()
+    settings = settings or PixelSettings()
     dataset = open_dataset(data)
     info = prepare_split(dataset, split)
     scaler, source = fitted_source(dataset, info)

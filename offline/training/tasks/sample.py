@@ -38,6 +38,7 @@ from torch import nn
 from bci.models import EncoderModel, build_model, default_config, save_checkpoint
 from bci.preprocessing import ChannelScaler
 from offline.training.losses import clip_alignment_loss
+from streams._checks import check_float, check_int, check_type, check_value
 from offline.training.loop import (
     SplitInfo,
     Stage,
@@ -61,6 +62,7 @@ __all__ = [
     "TARGETS",
     "AlignmentTask",
     "SampleOptions",
+    "SampleSettings",
     "build_encoder",
     "class_gallery",
     "class_template_texts",
@@ -124,24 +126,16 @@ class SampleOptions:
     head_hidden: int = 256
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise ValueError(f"target={self.target!r} must be one of {list(TARGETS)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r} must be one of {list(LOSSES)}")
+        check_value("target", self.target, TARGETS)
+        check_value("loss", self.loss, LOSSES)
         for key in ("temperature", "infonce_weight"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{key}={value!r} must be a number > 0")
-        if self.dropout is not None and not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
-            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
-        if not isinstance(self.model_params, dict):
-            raise TypeError(f"model_params={self.model_params!r} must be a dict")
+            check_float(key, getattr(self, key), positive=True, finite=False)
+        check_dropout(self.dropout)
+        check_type("model_params", self.model_params, dict)
         check_augmentation(self.max_shift, self.noise, self.scale)
         if self.backbone is not None:
             self.backbone = str(self.backbone)
-        h = self.head_hidden
-        if isinstance(h, bool) or not isinstance(h, int) or h < 1:
-            raise ValueError(f"head_hidden={h!r} must be a positive int")
+        check_int("head_hidden", self.head_hidden, low=1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -151,12 +145,28 @@ class SampleOptions:
                 "head_hidden": self.head_hidden}
 
 
+@dataclass
+class SampleSettings(TrainSettings):
+    """Optimisation settings of the sample-level trainer (``bci train sample`` and :func:`train_sample`).
+
+    :class:`~offline.training.loop.TrainSettings` with this trainer's defaults: 40 epochs, patience 10.
+    """
+
+    epochs: int = 40
+    patience: int = 10
+
+
+def check_dropout(dropout: Any) -> None:
+    """Validate a model dropout: None (the model's default) or a number in [0, 1)."""
+    if dropout is not None and check_float("dropout", dropout, low=0) >= 1:
+        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+
+
 def check_augmentation(max_shift: Any, noise: Any, scale: Any) -> None:
     """Validate the augmentation options (see :func:`offline.training.loop.augment_windows`)."""
-    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-        raise ValueError(f"max_shift={max_shift!r} must be an integer >= 0 (samples)")
+    check_int("max_shift", max_shift, low=0)
     for key, value in (("noise", noise), ("scale", scale)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10:
+        if check_float(key, value, low=0) >= 10:
             raise ValueError(f"{key}={value!r} must be a number in [0, 10)")
 
 
@@ -524,6 +534,7 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
         CLIP architecture (``"tiny"``, or an open_clip name such as ``"ViT-B-32"``).
     options : SampleOptions, optional
     settings : TrainSettings, optional
+        Default: :class:`SampleSettings` (the settings of ``bci train sample``).
     resume, overwrite : bool
         See :func:`offline.training.loop.run_training`.
     kind : str
@@ -541,7 +552,7 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
     TrainResult
     """
     options = options or SampleOptions()
-    settings = settings or TrainSettings()
+    settings = settings or SampleSettings()
     dataset = open_dataset(data)
     info = prepare_split(dataset, split)
     embedder = resolve_clip(clip, clip_weights, model=clip_model)
