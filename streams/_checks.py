@@ -64,7 +64,7 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     name : str
         Name of the argument, for the message.
     value : object
-        The value to check.
+        An integer (Python or numpy; not a bool).
     low, high : int or None
         Inclusive bounds (``None``: unbounded).
 
@@ -130,16 +130,8 @@ def check_bool(name: str, value: Any) -> bool:
 def check_type(name: str, value: Any, types: type | tuple[type, ...], what: str | None = None) -> Any:
     """Return ``value`` if it is an instance of ``types``, else :class:`TypeError`.
 
-    Parameters
-    ----------
-    name : str
-        Name of the argument, for the message.
-    value : object
-        The value to check.
-    types : type or tuple of type
-        Accepted types.
-    what : str or None
-        How to describe the accepted types in the message (default: their names).
+    ``types`` is a type or a tuple of types; ``what`` describes them in the message (default: their
+    names, joined by "or"); ``name`` is the argument's name.
     """
     if not isinstance(value, types):
         if what is None:

@@ -196,6 +196,12 @@ def _add_raw(isub: Any) -> None:
     p.set_defaults(func=_cmd_raw)
 
 
+def _image_options(p: Any, what: str) -> None:
+    """``--images DIR`` and ``--image-size N`` of the dataset importers that store stimulus images."""
+    p.add_argument("--images", type=Path, default=None, metavar="DIR", help=f"folder with {what}")
+    p.add_argument("--image-size", type=_positive_int, default=64, metavar="N", help="stored image side [64]")
+
+
 def _add_xdf(isub: Any) -> None:
     p = _sub(isub, "xdf", "An XDF recording (LabRecorder) -> Zarr session: every stream, clock-corrected.",
              "bci import xdf sub01_task.xdf sessions/sub01.zarr")
@@ -222,8 +228,7 @@ def _add_eeg_imagenet(isub: Any) -> None:
                    help="channel names: a file (JSON list or one per line) or an mne montage name [EEG001...]")
     p.add_argument("--class-names", type=Path, default=None, metavar="FILE",
                    help="JSON or CSV mapping class ids (WordNet ids) to readable names")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="folder with the stimulus images")
-    p.add_argument("--image-size", type=_positive_int, default=64, metavar="N", help="stored image side [64]")
+    _image_options(p, "the stimulus images")
     p.add_argument("--blocks", choices=("subject-label", "consecutive"), default="subject-label",
                    help="how blocks are reconstructed [subject-label]")
     p.add_argument("--seed", type=int, default=0, help="seed of the block-aware splits [0]")
@@ -245,8 +250,7 @@ def _add_things(isub: Any) -> None:
     p.add_argument("--subject", type=int, default=None, help="subject number [from sub-XX in the path, else 1]")
     p.add_argument("--metadata", type=Path, default=None, metavar="FILE",
                    help="image_metadata.npy (pickled: needs --trust-pickle) or JSON with the same keys")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="folder with the THINGS images")
-    p.add_argument("--image-size", type=_positive_int, default=64, metavar="N", help="stored image side [64]")
+    _image_options(p, "the THINGS images")
     p.add_argument("--images-per-concept", type=_positive_int, default=10,
                    help="training images per concept without --metadata [10]")
     p.add_argument("--val", type=float, default=0.1, help="fraction of training images for validation [0.1]")
