@@ -149,7 +149,7 @@ def _resolve_split(ds: Any, split: str | None, recorded: dict[str, Any], ckpt: s
     name = split or recorded.get("name")
     info = prepare_split(ds, name)
     same_data = recorded.get("dataset_fingerprint") == info.dataset_fingerprint
-    if same_data and recorded.get("hash") and recorded.get("hash") != info.split_hash:
+    if same_data and recorded.get("hash") and recorded.get("hash") != info.checkpoint_hash:
         raise ValueError(
             f"checkpoint {ckpt} was trained on split {recorded.get('name')!r} of this dataset; evaluating it on split "
             f"{info.name!r} would score windows it was trained on. Use --split {recorded.get('name')}"

@@ -53,6 +53,7 @@ from torch import nn
 
 from bci.preprocessing import ChannelScaler
 from bci.safe_io import atomic_write
+from offline.data.splits import SplitInfo, prepare_split
 
 __all__ = [
     "LAST_DIR",
@@ -234,118 +235,6 @@ def deterministic_mode(enabled: bool = True, device: torch.device | None = None)
         yield
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-
-
-# ============================================================================ splits
-@dataclass(frozen=True)
-class SplitInfo:
-    """A checked split of an epoch dataset, as recorded in checkpoints.
-
-    Attributes
-    ----------
-    name : str
-        Split name in the dataset.
-    parts : dict
-        ``{"train": idx, "val": idx, "test": idx}`` sorted int64 epoch indices.
-    split_hash : str
-        sha256 (16 hex digits) of the three index arrays.
-    dataset_fingerprint : str
-        The dataset's fingerprint.
-    kind : str or None
-        Split kind when the dataset records it (``"block"``, ``"zero_shot"``, ...).
-    """
-
-    name: str
-    parts: dict[str, np.ndarray]
-    split_hash: str
-    dataset_fingerprint: str
-    kind: str | None = None
-
-    def record(self) -> dict[str, Any]:
-        """JSON summary for checkpoints and reports."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "hash": self.split_hash,
-            "dataset_fingerprint": self.dataset_fingerprint,
-            "sizes": {k: int(len(v)) for k, v in self.parts.items()},
-        }
-
-
-def split_hash(parts: Mapping[str, np.ndarray]) -> str:
-    """sha256 (16 hex digits) of the train/val/test index arrays."""
-    h = hashlib.sha256()
-    for key in ("train", "val", "test"):
-        h.update(key.encode())
-        h.update(np.sort(np.asarray(parts.get(key, []), dtype=np.int64)).tobytes())
-    return h.hexdigest()[:16]
-
-
-def prepare_split(dataset: Any, name: str | None = None, *, check_leaks: bool = True) -> SplitInfo:
-    """Pick a stored split, check it for leaks and describe it.
-
-    Parameters
-    ----------
-    dataset : EpochDataset
-        An open epoch dataset.
-    name : str or None
-        Split name; None takes ``"block"`` when stored, else the only split.
-    check_leaks : bool
-        Refuse (``ValueError``) a split stored as leaking (``allow_leak=True``) or that
-        ``offline.data.splits.check_splits`` reports as leaking (windows of one block, run or
-        session in two parts, overlapping windows, ...).
-
-    Returns
-    -------
-    SplitInfo
-    """
-    splits = dict(getattr(dataset, "splits", {}) or {})
-    if name is None:
-        if not splits:
-            raise ValueError(
-                f"dataset {_ds_path(dataset)} stores no split; add one (offline.data.splits, e.g. block_split) "
-                "or pass --split"
-            )
-        name = "block" if "block" in splits else sorted(splits)[0] if len(splits) == 1 else None
-        if name is None:
-            raise ValueError(f"dataset {_ds_path(dataset)} stores several splits {sorted(splits)}; choose one with --split")
-    if not isinstance(name, str) or name not in splits:
-        raise ValueError(f"dataset {_ds_path(dataset)} has no split {name!r}; stored splits are {sorted(splits)}")
-    parts = {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in dataset.split(name).items()}
-    for key in ("train", "val"):
-        if len(parts.get(key, ())) == 0:
-            raise ValueError(f"split {name!r} of {_ds_path(dataset)} has an empty {key!r} part; it needs train and val")
-    parts.setdefault("test", np.zeros(0, np.int64))
-    kind, digest, leaks = None, split_hash(parts), []
-    if callable(getattr(dataset, "split_info", None)):
-        stored = dataset.split_info(name)
-        kind, digest, leaks = str(stored.kind), str(stored.sha256)[:16], list(stored.leaks)
-    if check_leaks:
-        if leaks:
-            raise ValueError(_leak_message(dataset, name, leaks))
-        _refuse_leaks(dataset, name)
-    return SplitInfo(name, parts, digest, str(dataset.fingerprint()), kind)
-
-
-def _leak_message(dataset: Any, name: str, leaks: Sequence[str]) -> str:
-    return (f"split {name!r} of {_ds_path(dataset)} leaks: {'; '.join(str(x) for x in leaks)}. Training on it "
-            "would inflate the scores; rebuild the split by block/run/session/class (offline.data.splits)")
-
-
-def _refuse_leaks(dataset: Any, name: str) -> None:
-    from offline.data.epochs import EpochDataset
-    from offline.data.splits import check_splits
-
-    if not isinstance(dataset, EpochDataset):
-        return
-    report = check_splits(dataset, name)
-    problems = [str(p) for check in report.splits if check.name == name for p in check.leaks]
-    if problems:
-        raise ValueError(_leak_message(dataset, name, problems))
-
-
-def _ds_path(dataset: Any) -> str:
-    return str(getattr(dataset, "path", "the dataset"))
 
 
 # ============================================================================ data

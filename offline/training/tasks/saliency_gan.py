@@ -337,7 +337,7 @@ def _check_same_split(encoder: str | os.PathLike, enc_split: dict[str, Any], inf
     if enc_split.get("dataset_fingerprint") != info.dataset_fingerprint:
         raise ValueError(f"encoder {encoder} was trained on dataset {enc_split.get('dataset_fingerprint')}, "
                          f"not on this one ({info.dataset_fingerprint}); use the same --data")
-    if enc_split.get("hash") != info.split_hash:
+    if enc_split.get("hash") != info.checkpoint_hash:
         raise ValueError(f"encoder {encoder} was trained on split {enc_split.get('name')!r} ({enc_split.get('hash')}), "
-                         f"not {info.name!r} ({info.split_hash}); its training windows would leak into this split's "
+                         f"not {info.name!r} ({info.checkpoint_hash}); its training windows would leak into this split's "
                          "validation/test parts. Use --split " + str(enc_split.get("name")))
