@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from bci.models import load_checkpoint, read_config
 from offline.data.epochs import EpochDataset, write_epoch_dataset
 from offline.data.splits import block_split, zero_shot_split
-from offline.training.tasks.pixel import PixelOptions, centroid_accuracy, train_pixel
-from offline.training.tasks.sample import build_encoder, embed_windows
+from offline.scoring.centroids import centroid_accuracy
+from offline.training.tasks.pixel import PixelOptions, train_pixel
+from offline.training.encoders import build_encoder, embed_windows
 from offline.training.loop import (
     NonFiniteLossError,
     TrainSettings,
@@ -272,7 +273,9 @@ SMALL_NET = {"n_spatial": 8, "n_separable": 16}
 
 def test_sample_training_aligns_to_clip_templates(dataset: EpochDataset, clip_dir: Path, tmp_path: Path) -> None:
     from bci.clip import load_clip
-    from offline.training.tasks.sample import SampleOptions, class_gallery, retrieval_top, train_sample
+    from offline.data.targets import class_gallery
+    from offline.scoring.metrics import retrieval_top
+    from offline.training.tasks.sample import SampleOptions, train_sample
 
     out = tmp_path / "sample"
     opts = SampleOptions(loss="infonce", model_params=SMALL_NET)

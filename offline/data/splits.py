@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from offline.data.epochs import EpochDataset
-from offline.data.leaks import LEAK_RULES, SplitCheck, _codes, _table, _unit_codes, analyse_split
+from offline.data.leaks import LEAK_RULES, SplitCheck, _table, _unit_codes, analyse_split
 from offline.data.table import EpochTable, SplitInfo, split_hash
 
 __all__ = [

@@ -53,6 +53,7 @@ from torch import nn
 
 from bci.preprocessing import ChannelScaler
 from bci.safe_io import atomic_write
+from offline.data.records import jsonable as _jsonable
 from offline.data.splits import SplitInfo, prepare_split
 
 __all__ = [
@@ -897,28 +898,6 @@ def _optimizer_from_safe(opt: torch.optim.Optimizer, tensor_path: Path, meta_pat
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:
         raise ValueError(f"cannot resume: the optimizer state in {tensor_path.parent} does not fit this model ({exc})") from None
-
-
-def _jsonable(value: Any) -> Any:
-    """Numbers, strings, lists and dicts only (numpy scalars/arrays converted; non-finite floats to None)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 # ============================================================================ search

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from offline.training.tasks.sample import SampleOptions, open_dataset, resolve_clip, target_table, train_sample
+from bci.clip.resolve import resolve_clip
+from offline.data.targets import open_dataset, target_table
+from offline.training.tasks.sample import SampleOptions, train_sample
 from offline.training.loop import TrainResult, TrainSettings, fit_scaler, prepare_split
 
 __all__ = ["select_voxels", "train_fmri"]

@@ -45,12 +45,13 @@ from bci.models.registry import EncoderModel
 from bci.models.stimulus import StimulusCNN, StimulusConfig, images_to_grey, save_stimulus_encoder
 from bci.safe_io import atomic_write
 from offline.training.losses import info_nce
-from offline.training.tasks.sample import (build_encoder, dataset_record, embed_windows, open_dataset, resolve_clip,
-                                  target_table)
+from bci.clip.resolve import clip_record, resolve_clip
+from offline.data.targets import dataset_record, open_dataset, pattern_targets, target_table
+from offline.training.encoders import build_encoder, embed_windows
 from offline.training.loop import (SplitInfo, Stage, TrainResult, TrainSettings, TrainTask, WindowSource, fitted_source,
                               make_adamw, prepare_split, resolve_device, run_training, shuffled_batches)
 
-__all__ = ["OBJECTIVES", "FMRIJointOptions", "MULTI_MANIFEST", "STIMULUS_DIR", "SUBJECTS_DIR", "pattern_targets",
+__all__ = ["OBJECTIVES", "FMRIJointOptions", "MULTI_MANIFEST", "STIMULUS_DIR", "SUBJECTS_DIR",
            "train_fmri_joint"]
 
 OBJECTIVES = ("dual", "pattern", "clip")
@@ -118,11 +119,6 @@ class FMRIJointOptions:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         return dataclasses.asdict(self)
-
-
-def pattern_targets(images: np.ndarray, grid: int) -> np.ndarray:
-    """Stimulus images ``(n, H, W[, 3])`` uint8 → ``(n, grid²)`` float32 grey in [0, 1] (area resize)."""
-    return images_to_grey(images, grid).reshape(len(images), grid * grid).numpy()
 
 
 def _default_grid(dataset: Any) -> int:
@@ -405,7 +401,5 @@ def train_fmri_joint(data: Any | Sequence[Any], out: str | os.PathLike, *, optio
                         "dataset_fingerprint": ",".join(fingerprints)},
               "subjects": [{"name": s.name, "data": dataset_record(s.dataset)} for s in subjects]}
     if embedder is not None:
-        from offline.training.tasks.sample import clip_record
-
         record["clip"] = clip_record(embedder, clip_weights)
     return run_training(task, settings, out, resume=resume, overwrite=overwrite, record=record)

@@ -24,7 +24,6 @@ the encoder checkpoint, its fingerprint, the split and the metrics.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bci.generation import (
@@ -47,7 +45,8 @@ from bci.generation import (
 from bci.runtime.inference import Encoder
 from bci.models import load_checkpoint, read_config
 from offline.training.losses import diff_augment, discriminator_loss, generator_loss, ssim
-from offline.training.tasks.sample import dataset_record, open_dataset
+from offline.data.records import encoder_fingerprint
+from offline.data.targets import dataset_record, open_dataset, stimulus_tensor
 from offline.training.loop import (
     SplitInfo,
     Stage,
@@ -61,8 +60,8 @@ from offline.training.loop import (
     shuffled_batches,
 )
 
-__all__ = ["GanOptions", "SaliencyGanTask", "encode_dataset", "encoder_fingerprint", "image_grid", "save_png",
-           "stimulus_tensor", "train_saliency_gan"]
+__all__ = ["GanOptions", "SaliencyGanTask", "encode_dataset", "image_grid", "save_png",
+           "train_saliency_gan"]
 
 
 @dataclass
@@ -116,14 +115,6 @@ class GanOptions:
 
 
 # ============================================================================ data
-def encoder_fingerprint(checkpoint: str | os.PathLike) -> str:
-    """sha256 (16 hex digits) of an encoder checkpoint's config and weights files."""
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        h.update((Path(checkpoint) / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def encode_dataset(checkpoint: str | os.PathLike, dataset: Any, indices: np.ndarray, *, batch: int = 256,
                    device: str = "cpu") -> np.ndarray:
     """Embeddings ``(len(indices), embed_dim)`` of dataset windows by a checkpoint, as at run time.
@@ -142,14 +133,6 @@ def encode_dataset(checkpoint: str | os.PathLike, dataset: Any, indices: np.ndar
     idx = np.asarray(indices, dtype=np.int64)
     out = [enc(dataset.get_batch(idx[i : i + batch]))["embedding"] for i in range(0, len(idx), batch)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, enc.config.embed_dim), np.float32)
-
-
-def stimulus_tensor(images: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` → float ``(N, 3, size, size)`` in ``[-1, 1]`` (antialiased resize)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(-1.0, 1.0)
 
 
 def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:

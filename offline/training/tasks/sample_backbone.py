@@ -96,7 +96,7 @@ def build_backbone_encoder(backbone: str | os.PathLike, dataset: Any, split: Spl
     record : dict
         What to store in the checkpoint under ``extra["backbone"]``.
     """
-    from offline.evaluation.evaluate import channel_selection
+    from offline.data.montage import channel_selection
 
     base = _load(backbone)
     cfg = base.get_config()
