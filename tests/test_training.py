@@ -124,6 +124,33 @@ def test_scaler_uses_training_windows_only(dataset: EpochDataset) -> None:
     assert not np.allclose(scaler.mean, everything.mean)
 
 
+class _Windows:
+    """Just enough of an epoch dataset for fit_scaler: ``get_batch``."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+
+    def get_batch(self, idx: np.ndarray) -> np.ndarray:
+        return self.x[np.asarray(idx)]
+
+
+def test_flat_channel_threshold_is_one_constant_at_its_boundary() -> None:
+    from bci.preprocessing import FLAT_STD_FRACTION, ChannelScaler, flat_channels
+
+    assert FLAT_STD_FRACTION == 1e-6  # the value the training path (fit_scaler) always used
+    assert flat_channels(np.array([1.0, 1e-6, 1.01e-6, 0.0])).tolist() == [False, True, False, True]
+    assert flat_channels(np.zeros(3)).all()
+    signs = np.where(np.arange(200) % 2 == 0, 1.0, -1.0)  # exact std 1 about mean 0
+    x = np.zeros((4, 4, 200))
+    x[:, 0] = signs
+    x[:, 1] = 2e-6 * signs        # 2e-6 of the largest std: kept
+    x[:, 2] = 5e-7 * signs        # 5e-7: flat (it was kept by the old 1e-8 of ChannelScaler.fit)
+    x[:, 3] = 3.0                 # constant: flat
+    for scaler in (fit_scaler(_Windows(x), np.arange(4)), ChannelScaler.fit(x)):
+        assert scaler.std[2] == 1.0 and scaler.std[3] == 1.0
+        np.testing.assert_allclose(scaler.std[:2], [1.0, 2e-6], rtol=1e-6)
+
+
 def test_class_balanced_batches_have_positives(dataset: EpochDataset) -> None:
     train = dataset.split("block")["train"]
     batches = class_balanced_batches(train, dataset.labels[train], 3, 4, np.random.default_rng(0))

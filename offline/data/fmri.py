@@ -20,7 +20,8 @@ and writes an epoch dataset (``offline.data.epochs.write_epoch_dataset``):
   among the 12 test patterns).
 
 ``source["fmri_simulation"]`` records everything needed to rebuild the simulator and
-its oracle (:class:`offline.evaluation.oracle.FMRIOracle`).
+its oracle (:func:`offline.evaluation.dataset_oracle.fmri_oracle_for_dataset`; the builder
+computes no oracle).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from offline.data.epochs import EpochDataset, write_epoch_dataset
 from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 from streams.synthetic.stimuli import geometric_patterns, pattern_images
 
-__all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "fmri_oracle_for_dataset", "pattern_images",
+__all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "pattern_images",
            "patterns_from_images"]
 
 GEOMETRIC_NAMES = ("large square frame", "small square frame", "plus", "X", "letter N", "letter E", "letter U",
@@ -171,19 +172,3 @@ def _trial_order(n_train: int, block_size: int, n_test: int, repeats: int,
     order = np.concatenate(sequence)
     blocks = np.concatenate([np.full(len(s), b, np.int64) for b, s in enumerate(sequence)])
     return order, blocks
-
-
-def fmri_oracle_for_dataset(ds: Any, train: np.ndarray) -> Any:
-    """A fitted :class:`offline.evaluation.oracle.FMRIOracle` over the dataset's image table (None if not simulated here)."""
-    from offline.evaluation.oracle import FMRIOracle
-
-    sim_meta = (getattr(ds, "source", None) or {}).get("fmri_simulation")
-    if not isinstance(sim_meta, dict) or ds.images is None:
-        return None
-    sim = FMRISimulator(FMRISimConfig(n_voxels=int(sim_meta["n_voxels"]), grid=int(sim_meta.get("grid", 10)),
-                                      snr=float(sim_meta["snr"]), seed=int(sim_meta["seed"])))
-    if [str(c) for c in sim.channel_names] != [str(c) for c in ds.ch_names]:
-        return None
-    oracle = FMRIOracle(sim, patterns_from_images(np.asarray(ds.images), sim.config.grid))
-    x = ds.get_batch(train).astype(np.float64).mean(axis=2)
-    return oracle.fit(x, ds.image_rows(train))

@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 
 from bci.preprocessing import PreprocessConfig
-from offline.evaluation.oracle import EEGOracle
+from offline.data.epochs import EpochDataset
+from offline.data.fmri import patterns_from_images
+from offline.evaluation.oracle import EEGOracle, FMRIOracle
 from streams.synthetic import EEGSimConfig, EEGSimulator, StimulusSet, make_stimuli
+from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 
-__all__ = ["oracle_for_dataset", "simulated_stimuli"]
+__all__ = ["fmri_oracle_for_dataset", "oracle_for_dataset", "simulated_stimuli"]
 
 
 def simulated_stimuli(ds: Any) -> StimulusSet | None:
@@ -73,3 +76,17 @@ def oracle_for_dataset(ds: Any, train: np.ndarray) -> EEGOracle | None:
                                       ch_names=list(ds.ch_names))
     rows = ds.image_rows(train)
     return oracle.fit(ds.get_batch(train).astype(np.float64), rows)
+
+
+def fmri_oracle_for_dataset(ds: EpochDataset, train: np.ndarray) -> FMRIOracle | None:
+    """A fitted :class:`offline.evaluation.oracle.FMRIOracle` over the dataset's image table (None if not simulated here)."""
+    sim_meta = (ds.source or {}).get("fmri_simulation")
+    if not isinstance(sim_meta, dict) or ds.images is None:
+        return None
+    sim = FMRISimulator(FMRISimConfig(n_voxels=int(sim_meta["n_voxels"]), grid=int(sim_meta.get("grid", 10)),
+                                      snr=float(sim_meta["snr"]), seed=int(sim_meta["seed"])))
+    if [str(c) for c in sim.channel_names] != [str(c) for c in ds.ch_names]:
+        return None
+    oracle = FMRIOracle(sim, patterns_from_images(np.asarray(ds.images), sim.config.grid))
+    x = ds.get_batch(train).astype(np.float64).mean(axis=2)
+    return oracle.fit(x, ds.image_rows(train))

@@ -182,8 +182,7 @@ def _ridge_fit_predict(run: _EncoderRun, ds: Any, train: np.ndarray, part: np.nd
 # ============================================================================ oracle
 def _oracle_metrics(ds: Any, info: SplitInfo, part: str, zero_shot: bool, level: str) -> dict[str, Any] | None:
     """Scores of the simulator's oracle on the same candidates as the model (synthetic data only)."""
-    from offline.evaluation.dataset_oracle import oracle_for_dataset
-    from offline.data.fmri import fmri_oracle_for_dataset
+    from offline.evaluation.dataset_oracle import fmri_oracle_for_dataset, oracle_for_dataset
 
     train, idx = info.parts["train"], info.parts[part]
     if str(getattr(ds, "modality", "eeg")) == "fmri":

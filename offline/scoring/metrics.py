@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy.special import gammaln
 
-from offline.training.losses import ssim as _ssim_torch
+from offline.scoring.ssim import ssim as _ssim_torch
 from offline.scoring.vectors import unit_rows
 
 __all__ = [

@@ -51,7 +51,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bci.preprocessing import ChannelScaler
+from bci.preprocessing import ChannelScaler, flat_channels
 from bci.safe_io import atomic_write
 from offline.data.records import jsonable as _jsonable
 from offline.data.splits import SplitInfo, prepare_split
@@ -277,8 +277,7 @@ def fit_scaler(dataset: Any, indices: np.ndarray, *, channels: np.ndarray | None
         x = _select(dataset.get_batch(idx[start : start + chunk]), channels).astype(np.float64)
         sq += np.einsum("nct,nct->c", x - mean[None, :, None], x - mean[None, :, None])
     std = np.sqrt(sq / count)
-    flat = std <= 1e-6 * max(float(std.max()), 1e-300)
-    std[flat] = 1.0
+    std[flat_channels(std)] = 1.0
     return ChannelScaler(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
 

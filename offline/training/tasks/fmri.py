@@ -7,7 +7,7 @@ patterns, with the per-voxel scaler fitted on the training part only. Optionally
 voxels are first selected BOLD5000/NSD-style by an **encoding model**: ridge
 regression from the CLIP image embedding of the pattern to every voxel, evaluated by
 grouped (block-wise) cross-validation on the training part, keeping the ``top_voxels``
-best-predicted voxels (:func:`offline.evaluation.baselines.voxel_selection`); the checkpoint's
+best-predicted voxels (:func:`offline.scoring.ridge.voxel_selection`); the checkpoint's
 ``ch_names`` are then the kept voxels in model order.
 
 Validation metric: image-level top-1 retrieval of each validation trial's own pattern
@@ -57,7 +57,7 @@ def select_voxels(dataset: Any, train: np.ndarray, clip_targets: np.ndarray, row
     record : dict
         ``alpha``, ``top_n``, the kept voxels' cross-validated correlations (summary).
     """
-    from offline.evaluation.baselines import voxel_selection
+    from offline.scoring.ridge import voxel_selection
 
     scaler = fit_scaler(dataset, train)
     x = (dataset.get_batch(train).astype(np.float32) - scaler.mean[None, :, None]) / scaler.std[None, :, None]
