@@ -39,7 +39,7 @@ import numpy as np
 
 from offline.data.epochs import EpochDataset
 from offline.data.leaks import LEAK_RULES, SplitCheck, _table, _unit_codes, analyse_split
-from offline.data.table import EpochTable, SplitInfo, split_hash
+from offline.data.table import EpochTable, SplitInfo
 
 __all__ = [
     "LEAK_RULES",
@@ -511,7 +511,7 @@ def prepare_split(dataset: EpochDataset, name: str | None = None, *, check_leaks
     -------
     SplitInfo
     """
-    splits = dict(getattr(dataset, "splits", {}) or {})
+    splits = dict(dataset.splits)
     if name is None:
         if not splits:
             raise ValueError(
@@ -528,10 +528,8 @@ def prepare_split(dataset: EpochDataset, name: str | None = None, *, check_leaks
         if len(parts.get(key, ())) == 0:
             raise ValueError(f"split {name!r} of {_ds_path(dataset)} has an empty {key!r} part; it needs train and val")
     parts.setdefault("test", np.zeros(0, np.int64))
-    kind, digest, leaks = None, split_hash(parts), []
-    if callable(getattr(dataset, "split_info", None)):
-        stored = dataset.split_info(name)
-        kind, digest, leaks = str(stored.kind), str(stored.sha256), list(stored.leaks)
+    stored = dataset.split_info(name)
+    kind, digest, leaks = str(stored.kind), str(stored.sha256), list(stored.leaks)
     if check_leaks:
         if leaks:
             raise ValueError(_leak_message(dataset, name, leaks))
@@ -555,4 +553,4 @@ def _refuse_leaks(dataset: EpochDataset, name: str) -> None:
 
 
 def _ds_path(dataset: EpochDataset) -> str:
-    return str(getattr(dataset, "path", "the dataset"))
+    return str(dataset.path)

@@ -42,6 +42,7 @@ from bci.models import ModelConfig, load_checkpoint
 from bci.models.checkpoint import CheckpointError
 from bci.models.stimulus import pattern_grid, pattern_probabilities
 from bci.safe_io import read_json_object
+from offline.data.epochs import EpochDataset
 from offline.scoring.centroids import class_centroids
 from offline.scoring.vectors import unit_rows
 from offline.scoring.metrics import (
@@ -96,7 +97,7 @@ def checkpoint_kind(checkpoint: str | os.PathLike) -> str:
 class _EncoderRun:
     """An encoder checkpoint applied to dataset windows exactly as at run time (scaler included)."""
 
-    def __init__(self, checkpoint: str | os.PathLike, ds: Any, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str | os.PathLike, ds: EpochDataset, device: str = "cpu") -> None:
         self.path = Path(checkpoint)
         self.model = load_checkpoint(checkpoint, device="cpu")
         self.config = self.model.get_config()
@@ -126,7 +127,7 @@ class _EncoderRun:
 
 
 # ============================================================================ split
-def _resolve_split(ds: Any, split: str | None, recorded: dict[str, Any], ckpt: str | os.PathLike) -> SplitInfo:
+def _resolve_split(ds: EpochDataset, split: str | None, recorded: dict[str, Any], ckpt: str | os.PathLike) -> SplitInfo:
     name = split or recorded.get("name")
     info = prepare_split(ds, name)
     same_data = recorded.get("dataset_fingerprint") == info.dataset_fingerprint
@@ -138,7 +139,7 @@ def _resolve_split(ds: Any, split: str | None, recorded: dict[str, Any], ckpt: s
     return info
 
 
-def _protocol(info: SplitInfo, ds: Any, part: str) -> dict[str, Any]:
+def _protocol(info: SplitInfo, ds: EpochDataset, part: str) -> dict[str, Any]:
     labels = np.asarray(ds.labels)
     train_classes = set(np.unique(labels[info.parts["train"]]).tolist())
     part_classes = set(np.unique(labels[info.parts[part]]).tolist())
@@ -166,7 +167,7 @@ def _ridge_features(run: _EncoderRun, indices: np.ndarray) -> np.ndarray:
     return downsample_features(x, factor)
 
 
-def _ridge_fit_predict(run: _EncoderRun, ds: Any, train: np.ndarray, part: np.ndarray,
+def _ridge_fit_predict(run: _EncoderRun, ds: EpochDataset, train: np.ndarray, part: np.ndarray,
                        y_train: np.ndarray) -> np.ndarray:
     from offline.evaluation.baselines import RidgeDecoder
 
@@ -180,12 +181,12 @@ def _ridge_fit_predict(run: _EncoderRun, ds: Any, train: np.ndarray, part: np.nd
 
 
 # ============================================================================ oracle
-def _oracle_metrics(ds: Any, info: SplitInfo, part: str, zero_shot: bool, level: str) -> dict[str, Any] | None:
+def _oracle_metrics(ds: EpochDataset, info: SplitInfo, part: str, zero_shot: bool, level: str) -> dict[str, Any] | None:
     """Scores of the simulator's oracle on the same candidates as the model (synthetic data only)."""
     from offline.evaluation.dataset_oracle import fmri_oracle_for_dataset, oracle_for_dataset
 
     train, idx = info.parts["train"], info.parts[part]
-    if str(getattr(ds, "modality", "eeg")) == "fmri":
+    if str(ds.modality) == "fmri":
         oracle = fmri_oracle_for_dataset(ds, train)
         if oracle is None:
             return None
@@ -212,7 +213,7 @@ def _oracle_metrics(ds: Any, info: SplitInfo, part: str, zero_shot: bool, level:
 
 
 # ============================================================================ evaluate
-def evaluate(checkpoint: str | os.PathLike, dataset: Any, split: str | None = None, part: str = "test", *,
+def evaluate(checkpoint: str | os.PathLike, dataset: EpochDataset, split: str | None = None, part: str = "test", *,
              clip: Any = None, clip_weights: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
              baseline: bool = True, oracle: bool = True, plots: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Score a checkpoint on one part of a split; write ``report.json`` and plots to ``out_dir``.
@@ -264,12 +265,12 @@ def evaluate(checkpoint: str | os.PathLike, dataset: Any, split: str | None = No
     return report
 
 
-def _base_report(checkpoint: str | os.PathLike, kind: str, ds: Any, info: SplitInfo, part: str) -> dict[str, Any]:
+def _base_report(checkpoint: str | os.PathLike, kind: str, ds: EpochDataset, info: SplitInfo, part: str) -> dict[str, Any]:
     return {"checkpoint": str(Path(checkpoint).resolve()), "kind": kind, "dataset": dataset_record(ds),
             "protocol": _protocol(info, ds, part), "synthetic_world": dataset_record(ds)["synthetic"]}
 
 
-def _evaluate_encoder(checkpoint: str | os.PathLike, ds: Any, split: str | None, part: str, clip: Any,
+def _evaluate_encoder(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | None, part: str, clip: Any,
                       clip_weights: Any, out: Path | None, baseline: bool, oracle: bool, plots: bool,
                       device: str) -> dict[str, Any]:
     run = _EncoderRun(checkpoint, ds, device)
@@ -372,7 +373,7 @@ def _embedding_space(extra: dict[str, Any], cfg: ModelConfig, clip: Any, clip_we
     return "clip", embedder
 
 
-def _clip_view(ds: Any, embedder: Any, target_kind: str, level: str, idx: np.ndarray, train: np.ndarray) -> _View:
+def _clip_view(ds: EpochDataset, embedder: Any, target_kind: str, level: str, idx: np.ndarray, train: np.ndarray) -> _View:
     labels = np.asarray(ds.labels)
     targets, rows = target_table(ds, embedder, target_kind)
     ridge_targets = targets[rows[train]]
@@ -387,7 +388,7 @@ def _clip_view(ds: Any, embedder: Any, target_kind: str, level: str, idx: np.nda
                  rows=_class_image_rows(ds, classes), level="class", metric_space=False)
 
 
-def _metric_view(ds: Any, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) -> _View:
+def _metric_view(ds: EpochDataset, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) -> _View:
 
     labels = np.asarray(ds.labels)
     centroids, present = class_centroids(run.embed(train), labels[train], len(ds.class_names))
@@ -401,16 +402,16 @@ def _metric_view(ds: Any, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) 
                  rows=_class_image_rows(ds, classes), level="class", metric_space=True)
 
 
-def _image_level(ds: Any, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _image_level(ds: EpochDataset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if ds.images is None or ds.image_table_ids is None:
-        raise ValueError(f"dataset {getattr(ds, 'path', '')} has no stimulus images; a pattern decoder or dual "
+        raise ValueError(f"dataset {ds.path} has no stimulus images; a pattern decoder or dual "
                          "encoder is scored against them")
     rows = ds.image_rows()
     uniq, true = np.unique(rows[idx], return_inverse=True)
     return uniq, true, [str(ds.image_table_ids[r]) for r in uniq]
 
 
-def _pattern_view(ds: Any, grid: int, idx: np.ndarray, train: np.ndarray) -> _View:
+def _pattern_view(ds: EpochDataset, grid: int, idx: np.ndarray, train: np.ndarray) -> _View:
 
     uniq, true, names = _image_level(ds, idx)
     table = pattern_targets(np.asarray(ds.images), grid)
@@ -439,14 +440,14 @@ def _stimulus_encoder(extra: dict[str, Any], checkpoint: str | os.PathLike) -> A
     return stimulus
 
 
-def _stimulus_view(ds: Any, stimulus: Any, idx: np.ndarray, train: np.ndarray) -> _View:
+def _stimulus_view(ds: EpochDataset, stimulus: Any, idx: np.ndarray, train: np.ndarray) -> _View:
     uniq, true, names = _image_level(ds, idx)
     table = stimulus.embed_images(np.asarray(ds.images))
     return _View(table[uniq], true, table[ds.image_rows()[train]], names=names, ids=uniq, rows=uniq, level="image",
                  metric_space=False)
 
 
-def _pattern_reconstruction(ds: Any, idx: np.ndarray, view: _View, prob: np.ndarray, ridge: np.ndarray | None,
+def _pattern_reconstruction(ds: EpochDataset, idx: np.ndarray, view: _View, prob: np.ndarray, ridge: np.ndarray | None,
                             out: Path | None) -> dict[str, Any]:
     """Pixel accuracy (binary stimuli), PixCorr and SSIM of the decoded patterns, model and ridge, + grid PNG."""
     stim = np.asarray(ds.images)[ds.image_rows()[idx]]
@@ -482,7 +483,7 @@ def _grid_images(p: np.ndarray, grid: int, size: int) -> np.ndarray:
     return np.repeat(big[..., None], 3, axis=3)
 
 
-def _class_image_rows(ds: Any, classes: np.ndarray) -> np.ndarray | None:
+def _class_image_rows(ds: EpochDataset, classes: np.ndarray) -> np.ndarray | None:
     """One image-table row per class (the first image of the class), or None without images."""
     if ds.images is None or ds.image_table_ids is None:
         return None
@@ -495,7 +496,7 @@ def _class_image_rows(ds: Any, classes: np.ndarray) -> np.ndarray | None:
     return np.asarray(out, dtype=np.int64)
 
 
-def _evaluate_gan(checkpoint: str | os.PathLike, ds: Any, split: str | None, part: str, clip: Any, clip_weights: Any,
+def _evaluate_gan(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | None, part: str, clip: Any, clip_weights: Any,
                   out: Path | None, baseline: bool, plots: bool, device: str) -> dict[str, Any]:
     from bci.generation import PixelImageStep, load_generator, read_gan_checkpoint
 
@@ -513,7 +514,7 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: Any, split: str | None, par
     if len(idx) == 0:
         raise ValueError(f"part {part!r} of split {info.name!r} is empty; choose another --part")
     if ds.images is None:
-        raise ValueError(f"dataset {getattr(ds, 'path', '')} has no stimulus images to compare with")
+        raise ValueError(f"dataset {ds.path} has no stimulus images to compare with")
     run = _EncoderRun(enc_path, ds, device)
     step = PixelImageStep(load_generator(checkpoint), device=device)
     generated = np.concatenate([step(run.embed(idx[i : i + 256])) for i in range(0, len(idx), 256)])
@@ -550,7 +551,7 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: Any, split: str | None, par
     return report
 
 
-def _generated_classification(embedder: Any, ds: Any, emb: np.ndarray, labels: np.ndarray) -> dict[str, Score]:
+def _generated_classification(embedder: Any, ds: EpochDataset, emb: np.ndarray, labels: np.ndarray) -> dict[str, Score]:
     """N-way classification of generated images by CLIP (image embedding vs class template texts)."""
     gallery = class_gallery(ds, embedder, "template")
     classes = np.unique(labels)
@@ -571,7 +572,7 @@ def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _ridge_reconstruction(run: _EncoderRun, ds: Any, train: np.ndarray, idx: np.ndarray, rows: np.ndarray,
+def _ridge_reconstruction(run: _EncoderRun, ds: EpochDataset, train: np.ndarray, idx: np.ndarray, rows: np.ndarray,
                           gen_size: int, size: int) -> np.ndarray:
     """Ridge from the (scaled, downsampled) windows to the stimulus pixels at ≤ 32 px, upsampled to ``size``."""
 
@@ -622,7 +623,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 # ============================================================================ export
-def export_embeddings(checkpoint: str | os.PathLike, dataset: Any, out: str | os.PathLike, *,
+def export_embeddings(checkpoint: str | os.PathLike, dataset: EpochDataset, out: str | os.PathLike, *,
                       split: str | None = None, part: str | None = None, device: str = "cpu") -> Path:
     """Write the embeddings of a checkpoint over a dataset as ``OUT.npz`` + ``OUT.json``.
 
@@ -666,7 +667,7 @@ def export_embeddings(checkpoint: str | os.PathLike, dataset: Any, out: str | os
              session=np.asarray(ds.session)[idx], block=np.asarray(ds.block)[idx], image_id=image_ids)
     meta = {"format": "bci-runtime.embeddings", "format_version": 1, "checkpoint": str(Path(checkpoint).resolve()),
             "model": run.config.name, "embed_dim": run.config.embed_dim,
-            "embedding_space": run.config.extra.get("embedding_space"), "dataset": str(getattr(ds, "path", "")),
+            "embedding_space": run.config.extra.get("embedding_space"), "dataset": str(ds.path),
             "dataset_fingerprint": str(ds.fingerprint()), "class_names": list(ds.class_names), "split": split_meta,
             "n": int(len(idx)), "arrays": ["embeddings", "index", "label", "subject", "session", "block", "image_id"],
             "load": "numpy.load(path, allow_pickle=False)"}

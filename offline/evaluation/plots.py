@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from offline.data.epochs import EpochDataset
+
 __all__ = ["encoder_plots", "gan_plots", "pca_2d", "tsne"]
 
 _MAX_GRID = 8
@@ -108,7 +110,7 @@ def _image_grid_plot(path: Path, columns: dict[str, np.ndarray], row_titles: lis
     return _save(fig, path)
 
 
-def encoder_plots(out: Path, ds: Any, idx: np.ndarray, pred: np.ndarray, sims: np.ndarray, true: np.ndarray,
+def encoder_plots(out: Path, ds: EpochDataset, idx: np.ndarray, pred: np.ndarray, sims: np.ndarray, true: np.ndarray,
                   names: list[str], candidate_rows: np.ndarray | None, *, tsne: bool = True) -> list[str]:
     """Similarity matrix, PCA (and t-SNE) maps and the retrieval grid of an encoder evaluation.
 

@@ -21,7 +21,7 @@ batches, loss stages, validation, how to save the best model) and hands it to
   naming the epoch, the step and the batch's dataset indices; no update is applied and
   the checkpoints of the last good epoch are kept.
 
-Data helpers: :func:`prepare_split` (refuses splits that leak), :func:`fit_scaler`
+Data helpers: :func:`prepare_split` (refuses splits that leak; from :mod:`offline.data.splits`), :func:`fit_scaler`
 (per-channel statistics on training windows only), :class:`WindowSource` (standardised
 windows, cached in memory when they fit), :func:`shuffled_batches` and
 :func:`class_balanced_batches`.
@@ -53,6 +53,7 @@ from torch import nn
 
 from bci.preprocessing import ChannelScaler, flat_channels
 from bci.safe_io import atomic_write
+from offline.data.epochs import EpochDataset
 from offline.data.records import jsonable as _jsonable
 from offline.data.splits import SplitInfo, prepare_split
 
@@ -239,7 +240,7 @@ def deterministic_mode(enabled: bool = True, device: torch.device | None = None)
 
 
 # ============================================================================ data
-def fit_scaler(dataset: Any, indices: np.ndarray, *, channels: np.ndarray | None = None,
+def fit_scaler(dataset: EpochDataset, indices: np.ndarray, *, channels: np.ndarray | None = None,
                chunk: int = 256) -> ChannelScaler:
     """Per-channel mean and std over the given (training) epochs, read in chunks.
 
@@ -304,7 +305,7 @@ class WindowSource:
         Memory limit of the cache.
     """
 
-    def __init__(self, dataset: Any, scaler: ChannelScaler, indices: np.ndarray, *,
+    def __init__(self, dataset: EpochDataset, scaler: ChannelScaler, indices: np.ndarray, *,
                  channels: np.ndarray | None = None, cache_bytes: int = _CACHE_BYTES) -> None:
         self.dataset = dataset
         self.channels = None if channels is None else np.asarray(channels, dtype=np.int64)
@@ -346,7 +347,7 @@ class WindowSource:
         return torch.from_numpy(np.ascontiguousarray(self.get(indices))).to(device)
 
 
-def fitted_source(dataset: Any, split: SplitInfo, *, channels: np.ndarray | None = None
+def fitted_source(dataset: EpochDataset, split: SplitInfo, *, channels: np.ndarray | None = None
                   ) -> tuple[ChannelScaler, WindowSource]:
     """The scaler fitted on the split's training part and the standardised train + val windows.
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bci.clip.resolve import resolve_clip
+from offline.data.epochs import EpochDataset
 from offline.data.targets import open_dataset, target_table
 from offline.training.tasks.sample import SampleOptions, train_sample
 from offline.training.loop import TrainResult, TrainSettings, fit_scaler, prepare_split
@@ -33,7 +34,7 @@ from offline.training.loop import TrainResult, TrainSettings, fit_scaler, prepar
 __all__ = ["select_voxels", "train_fmri"]
 
 
-def select_voxels(dataset: Any, train: np.ndarray, clip_targets: np.ndarray, rows: np.ndarray,
+def select_voxels(dataset: EpochDataset, train: np.ndarray, clip_targets: np.ndarray, rows: np.ndarray,
                   top_n: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Encoding-model voxel selection on the training part only.
 
@@ -101,8 +102,8 @@ def train_fmri(data: Any, out: str | os.PathLike, *, split: str | None = None, c
     """
     options = options or SampleOptions(model="fmri_mlp", target="image", loss="infonce")
     dataset = open_dataset(data)
-    if str(getattr(dataset, "modality", "eeg")).lower() != "fmri":
-        raise ValueError(f"dataset {getattr(dataset, 'path', '')} has modality {dataset.modality!r}; "
+    if str(dataset.modality).lower() != "fmri":
+        raise ValueError(f"dataset {dataset.path} has modality {dataset.modality!r}; "
                          "'bci train fmri' needs an fMRI epoch dataset (use 'bci train sample' for EEG)")
     embedder = resolve_clip(clip, clip_weights, model=clip_model)
     channels, extra = None, {}

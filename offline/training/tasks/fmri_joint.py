@@ -44,6 +44,7 @@ from bci.models import save_checkpoint
 from bci.models.registry import EncoderModel
 from bci.models.stimulus import StimulusCNN, StimulusConfig, images_to_grey, save_stimulus_encoder
 from bci.safe_io import atomic_write
+from offline.data.epochs import EpochDataset
 from offline.training.losses import info_nce
 from bci.clip.resolve import clip_record, resolve_clip
 from offline.data.targets import dataset_record, open_dataset, pattern_targets, target_table
@@ -121,8 +122,8 @@ class FMRIJointOptions:
         return dataclasses.asdict(self)
 
 
-def _default_grid(dataset: Any) -> int:
-    sim = (getattr(dataset, "source", None) or {}).get("fmri_simulation")
+def _default_grid(dataset: EpochDataset) -> int:
+    sim = (dataset.source or {}).get("fmri_simulation")
     if isinstance(sim, dict) and sim.get("grid"):
         return int(sim["grid"])
     return 10
@@ -134,7 +135,7 @@ class _Subject:
     """One subject's data and encoder inside a joint run."""
 
     name: str
-    dataset: Any
+    dataset: EpochDataset
     split: SplitInfo
     source: WindowSource
     scaler: Any
@@ -154,8 +155,8 @@ def _open_subjects(data: Sequence[Any], split: str | None, options: FMRIJointOpt
     grid = options.grid
     for k, item in enumerate(data):
         ds = open_dataset(item)
-        where = getattr(ds, "path", item)
-        if str(getattr(ds, "modality", "eeg")).lower() != "fmri":
+        where = ds.path
+        if str(ds.modality).lower() != "fmri":
             raise ValueError(f"dataset {where} has modality {ds.modality!r}; 'bci train fmri' needs fMRI epoch "
                              "datasets (use 'bci train sample' for EEG)")
         if ds.images is None or ds.image_table_ids is None:
@@ -214,7 +215,7 @@ def _refuse_cross_subject_leaks(subjects: list[_Subject]) -> None:
                 if shared:
                     raise ValueError(
                         f"{len(shared)} stimulus image(s) of the {part!r} part of {s.name} "
-                        f"({getattr(s.dataset, 'path', '')}) are in the training part of {other.name} "
+                        f"({s.dataset.path}) are in the training part of {other.name} "
                         f"({getattr(other.dataset, 'path', '')}): the shared layers would have trained on them, "
                         "which inflates the scores; hold the same stimuli out for every subject")
 
@@ -348,7 +349,7 @@ class JointFMRITask(TrainTask):
             manifest = {"format": "bci-runtime.fmri-multisubject", "format_version": 1,
                         "objective": self.options.objective, "metrics": record.get("metrics"),
                         "subjects": [{"name": s.name, "checkpoint": f"{SUBJECTS_DIR}/{s.name}",
-                                      "dataset": str(getattr(s.dataset, "path", "")),
+                                      "dataset": str(s.dataset.path),
                                       "fingerprint": str(s.dataset.fingerprint()),
                                       "n_voxels": int(s.dataset.data.shape[1])} for s in self.subjects],
                         "stimulus_encoder": STIMULUS_DIR if self.stimulus is not None else None}

@@ -44,6 +44,7 @@ from bci.generation import (
 )
 from bci.runtime.inference import Encoder
 from bci.models import load_checkpoint, read_config
+from offline.data.epochs import EpochDataset
 from offline.training.losses import diff_augment, discriminator_loss, generator_loss, ssim
 from offline.data.records import encoder_fingerprint
 from offline.data.targets import dataset_record, open_dataset, stimulus_tensor
@@ -115,7 +116,7 @@ class GanOptions:
 
 
 # ============================================================================ data
-def encode_dataset(checkpoint: str | os.PathLike, dataset: Any, indices: np.ndarray, *, batch: int = 256,
+def encode_dataset(checkpoint: str | os.PathLike, dataset: EpochDataset, indices: np.ndarray, *, batch: int = 256,
                    device: str = "cpu") -> np.ndarray:
     """Embeddings ``(len(indices), embed_dim)`` of dataset windows by a checkpoint, as at run time.
 
@@ -126,9 +127,9 @@ def encode_dataset(checkpoint: str | os.PathLike, dataset: Any, indices: np.ndar
     threads = torch.get_num_threads()
     enc = Encoder(model, device=device, warmup=0, threads=threads, compile=False, cuda_graph=False)
     enc.check_stream(int(dataset.data.shape[1]), float(dataset.sfreq), list(dataset.ch_names),
-                     stream_name=str(getattr(dataset, "path", "dataset")))
+                     stream_name=str(dataset.path))
     if int(dataset.data.shape[2]) != enc.n_times:
-        raise ValueError(f"dataset {getattr(dataset, 'path', '')} has windows of {dataset.data.shape[2]} samples "
+        raise ValueError(f"dataset {dataset.path} has windows of {dataset.data.shape[2]} samples "
                          f"but the model expects {enc.n_times}; rebuild the epochs with the model's window")
     idx = np.asarray(indices, dtype=np.int64)
     out = [enc(dataset.get_batch(idx[i : i + batch]))["embedding"] for i in range(0, len(idx), batch)]
@@ -299,7 +300,7 @@ def train_saliency_gan(data: Any, encoder: str | os.PathLike, out: str | os.Path
     info = prepare_split(dataset, split or enc_split.get("name"))
     _check_same_split(encoder, enc_split, info)
     if dataset.images is None or dataset.image_table_ids is None:
-        raise ValueError(f"dataset {getattr(dataset, 'path', '')} has no stimulus images; the GAN needs them")
+        raise ValueError(f"dataset {dataset.path} has no stimulus images; the GAN needs them")
     device = resolve_device(settings.device)
     used = np.concatenate([info.parts["train"], info.parts["val"], info.parts["test"]])
     features = np.zeros((int(dataset.data.shape[0]), enc_cfg.embed_dim), np.float32)
