@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from offline.data.epochs import EpochDataset, write_epoch_dataset
+from streams._checks import check_int
 from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 from streams.synthetic.stimuli import geometric_patterns, pattern_images
 
@@ -50,12 +50,6 @@ def patterns_from_images(images: np.ndarray, grid: int = 10) -> np.ndarray:
     s = h // grid
     cells = x[:, : s * grid, : s * grid].reshape(n, grid, s, grid, s).mean(axis=(2, 4))
     return (cells > 127).astype(np.float64)
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-    return int(value)
 
 
 def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, block_size: int = 20,
@@ -99,12 +93,12 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
     Path
         The dataset.
     """
-    n_train = _check_int("n_train", n_train, 4)
-    block_size = _check_int("block_size", block_size, 1)
-    val_blocks = _check_int("val_blocks", val_blocks, 1)
-    test_repeats = _check_int("test_repeats", test_repeats, 1)
-    n_times = _check_int("n_times", n_times, 1)
-    grid = _check_int("grid", grid, 5)
+    n_train = check_int("n_train", n_train, low=4)
+    block_size = check_int("block_size", block_size, low=1)
+    val_blocks = check_int("val_blocks", val_blocks, low=1)
+    test_repeats = check_int("test_repeats", test_repeats, low=1)
+    n_times = check_int("n_times", n_times, low=1)
+    grid = check_int("grid", grid, low=5)
     n_train_blocks = -(-n_train // block_size)
     if val_blocks >= n_train_blocks:
         raise ValueError(f"val_blocks={val_blocks} must leave training blocks (n_train={n_train} makes "

@@ -40,6 +40,7 @@ import numpy as np
 from offline.data.epochs import EpochDataset
 from offline.data.leaks import LEAK_RULES, SplitCheck, _table, _unit_codes, analyse_split
 from offline.data.table import EpochTable, SplitInfo
+from streams._checks import check_float, check_int
 
 __all__ = [
     "LEAK_RULES",
@@ -201,15 +202,13 @@ def check_splits(ds: EpochDataset, split_name: str | None = None) -> SplitReport
 
 # --------------------------------------------------------------------------- builders
 def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 <= value < 1:
+    if not 0 <= check_float(name, value) < 1:
         raise ValueError(f"{name}={value!r} must be a fraction in [0, 1)")
     return float(value)
 
 
 def _check_seed(seed: int) -> np.random.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative int")
-    return np.random.default_rng([int(seed), 0x5B17])
+    return np.random.default_rng([check_int("seed", seed, low=0), 0x5B17])
 
 
 def _largest_remainder(ideal: np.ndarray, cap: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:

@@ -33,7 +33,6 @@ from offline.scoring.ridge import (
     VoxelSelection,
     _alphas,
     _groups,
-    _int,
     _matrix,
     _mm,
     _spectral,
@@ -42,6 +41,7 @@ from offline.scoring.ridge import (
     grouped_folds,
     voxel_selection,
 )
+from streams._checks import check_int
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -77,7 +77,7 @@ def downsample_features(windows: np.ndarray, factor: int = 1) -> np.ndarray:
     """
     if not isinstance(windows, np.ndarray):
         raise TypeError(f"windows must be a numpy array, got {type(windows).__name__}")
-    f = _int("factor", factor, 1)
+    f = check_int("factor", factor, low=1)
     if windows.ndim == 2 and f == 1:
         return np.asarray(windows, dtype=np.float32)
     if windows.ndim != 3:
@@ -133,7 +133,7 @@ class RidgeDecoder:
         scoring: Scoring = "neg_mse",
     ) -> None:
         self.alphas = _alphas(alphas)
-        self.n_folds = _int("n_folds", n_folds, 2)
+        self.n_folds = check_int("n_folds", n_folds, low=2)
         self.standardize = bool(standardize)
         self.alpha_per_target = bool(alpha_per_target)
         if scoring not in ("neg_mse", "r2", "corr"):

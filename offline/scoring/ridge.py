@@ -12,13 +12,14 @@ the same pieces.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
+
+from streams._checks import check_int
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -68,12 +69,6 @@ def _alphas(alphas: object) -> np.ndarray:
     return a
 
 
-def _int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r} must be an int >= {low}")
-    return int(value)
-
-
 def grouped_folds(groups: Sequence | np.ndarray, n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cross-validation folds that keep every group (block, run) whole.
 
@@ -96,7 +91,7 @@ def grouped_folds(groups: Sequence | np.ndarray, n_folds: int = 5) -> list[tuple
     g = np.asarray(groups)
     if g.ndim != 1:
         raise ValueError(f"groups has shape {g.shape}; expected a 1-D array of group ids")
-    k = _int("n_folds", n_folds, 2)
+    k = check_int("n_folds", n_folds, low=2)
     uniq, inverse = np.unique(g, return_inverse=True)
     if len(uniq) < 2:
         raise ValueError(f"groups has {len(uniq)} distinct value(s); grouped cross-validation needs at least 2 "
@@ -291,7 +286,7 @@ def voxel_selection(
     VoxelSelection
     """
     v = _matrix("voxels", voxels)
-    n = _int("top_n", top_n, 1)
+    n = check_int("top_n", top_n, low=1)
     if n > v.shape[1]:
         raise ValueError(f"top_n={n} exceeds the {v.shape[1]} voxels")
     a = _alphas(alphas)

@@ -18,8 +18,6 @@ or ``ValueError`` naming the argument. Definitions are collected in ``docs/metri
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 
 from offline.scoring.ssim import gaussian_window, ssim
 from offline.scoring.tensors import check_same_shape, check_tensor
+from streams._checks import check_float
 
 __all__ = [
     "TripletStats",
@@ -54,15 +53,6 @@ def _check_labels(name: str, labels: object, n: int, device: torch.device) -> to
     if labels.shape != (n,):
         raise ValueError(f"{name} has shape {tuple(labels.shape)}; expected ({n},), one id per batch row")
     return labels.to(device)
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}={value!r} must be a number")
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}={value!r} must be a finite number > 0")
-    return v
 
 
 # ============================================================================ triplet
@@ -157,7 +147,7 @@ def triplet_semihard_loss(
     if len(x) < 2:
         raise ValueError(f"embeddings has {len(x)} row(s); a triplet batch needs at least 2")
     y = _check_labels("labels", labels, len(x), x.device)
-    m = _check_positive("margin", margin)
+    m = check_float("margin", margin, positive=True)
     if fallback not in ("hardest", "easiest"):
         raise ValueError(f"fallback={fallback!r} must be 'hardest' or 'easiest'")
     d = pairwise_distances(x, squared=squared)
@@ -420,7 +410,7 @@ def info_nce(
             raise ValueError(f"temperature={float(temperature.detach())!r} must be > 0")
         tau: float | torch.Tensor = temperature.reshape(())
     else:
-        tau = _check_positive("temperature", temperature)
+        tau = check_float("temperature", temperature, positive=True)
     positives = _target_groups(h_hat, target_ids)
     logits = F.normalize(h, dim=1) @ F.normalize(h_hat.to(h.dtype), dim=1).T / tau
     return 0.5 * (_multi_positive_ce(logits, positives) + _multi_positive_ce(logits.T, positives.T))
@@ -462,6 +452,6 @@ def clip_alignment_loss(
     if kind == "infonce":
         return info_nce(h, h_hat, temperature, target_ids)
     if kind == "mse+infonce":
-        w = _check_positive("infonce_weight", infonce_weight)
+        w = check_float("infonce_weight", infonce_weight, positive=True)
         return mse_alignment(h, h_hat) + w * info_nce(h, h_hat, temperature, target_ids)
     raise ValueError(f"kind={kind!r} must be 'mse', 'infonce' or 'mse+infonce'")
