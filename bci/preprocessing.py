@@ -46,6 +46,7 @@ __all__ = [
     "OnlinePreprocessor",
     "PreprocessConfig",
     "design_sos",
+    "flat_channels",
     "measure_speed",
     "preprocess_recording",
     "resample_factor",
@@ -61,8 +62,9 @@ ANTIALIAS_ORDER = 8
 ANTIALIAS_RIPPLE_DB = 0.05
 ANTIALIAS_EDGE = 0.8
 #: Channels whose training std is at or below this fraction of the largest std
-#: (or exactly zero) are treated as flat: their std is stored as 1.
-FLAT_STD_FRACTION = 1e-8
+#: (or exactly zero) are treated as flat: their std is stored as 1. The one threshold of
+#: every scaler fit (:meth:`ChannelScaler.fit`, ``offline.training.loop.fit_scaler``).
+FLAT_STD_FRACTION = 1e-6
 
 _REFERENCE_KEYWORDS = ("average", "none")
 
@@ -697,6 +699,22 @@ def preprocess_recording(
     return np.concatenate(parts, axis=0)
 
 
+def flat_channels(std: np.ndarray) -> np.ndarray:
+    """Boolean mask of the flat channels: std at or below :data:`FLAT_STD_FRACTION` of the largest.
+
+    Parameters
+    ----------
+    std : numpy.ndarray, (n_channels,)
+        Per-channel standard deviations (finite, >= 0).
+
+    Returns
+    -------
+    numpy.ndarray of bool, (n_channels,)
+        True where the channel counts as flat (every channel when all stds are 0).
+    """
+    std = np.asarray(std)
+    return std <= FLAT_STD_FRACTION * max(float(std.max()), 1e-300)
+
 # --------------------------------------------------------------------------- scaler
 @dataclass(eq=False)
 class ChannelScaler:
@@ -769,8 +787,7 @@ class ChannelScaler:
             dev = w[i : i + batch].astype(np.float64) - mean[None, :, None]
             sq += np.einsum("nct,nct->c", dev, dev)
         std = np.sqrt(sq / count)
-        flat = std <= FLAT_STD_FRACTION * std.max()
-        std[flat] = 1.0
+        std[flat_channels(std)] = 1.0
         return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
     def transform(self, window: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from bci.models.checkpoint import CheckpointError
 from offline.data.epochs import EpochDataset
-from offline.evaluation.evaluate import REPORT_FILE, evaluate, export_embeddings, format_report, tsne
+from offline.evaluation.evaluate import REPORT_FILE, evaluate, export_embeddings, format_report
+from offline.evaluation.plots import tsne
 from offline.training.tasks.saliency_gan import GanOptions, train_saliency_gan
 from offline.training.tasks.pixel import train_pixel
 from offline.training.loop import TrainSettings

@@ -155,8 +155,8 @@ def test_multi_subject_model_shares_the_trunk(fmri_a: Path, fmri_b: Path, tmp_pa
 
 
 def test_pattern_grid_28(tmp_path: Path) -> None:
-    from offline.data.fmri import fmri_oracle_for_dataset
-    from offline.training.tasks.fmri_joint import pattern_targets
+    from offline.evaluation.dataset_oracle import fmri_oracle_for_dataset
+    from offline.data.targets import pattern_targets
 
     path = _fmri(tmp_path, "g28.zarr", n_voxels=200, n_train=40, grid=28)
     ds = EpochDataset.open(path)

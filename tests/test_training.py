@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from bci.models import load_checkpoint, read_config
 from offline.data.epochs import EpochArrays, EpochDataset, EpochMetadata, ImageTable, write_epoch_dataset
 from offline.data.splits import block_split, zero_shot_split
-from offline.training.tasks.pixel import PixelOptions, centroid_accuracy, train_pixel
-from offline.training.tasks.sample import build_encoder, embed_windows
+from offline.scoring.centroids import centroid_accuracy
+from offline.training.tasks.pixel import PixelOptions, train_pixel
+from offline.training.encoders import build_encoder, embed_windows
 from offline.training.loop import (
     NonFiniteLossError,
     TrainSettings,
@@ -123,6 +124,33 @@ def test_scaler_uses_training_windows_only(dataset: EpochDataset) -> None:
     np.testing.assert_allclose(scaler.std, x.std(axis=(0, 2)), rtol=1e-4)
     everything = fit_scaler(dataset, np.arange(len(dataset)))
     assert not np.allclose(scaler.mean, everything.mean)
+
+
+class _Windows:
+    """Just enough of an epoch dataset for fit_scaler: ``get_batch``."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+
+    def get_batch(self, idx: np.ndarray) -> np.ndarray:
+        return self.x[np.asarray(idx)]
+
+
+def test_flat_channel_threshold_is_one_constant_at_its_boundary() -> None:
+    from bci.preprocessing import FLAT_STD_FRACTION, ChannelScaler, flat_channels
+
+    assert FLAT_STD_FRACTION == 1e-6  # the value the training path (fit_scaler) always used
+    assert flat_channels(np.array([1.0, 1e-6, 1.01e-6, 0.0])).tolist() == [False, True, False, True]
+    assert flat_channels(np.zeros(3)).all()
+    signs = np.where(np.arange(200) % 2 == 0, 1.0, -1.0)  # exact std 1 about mean 0
+    x = np.zeros((4, 4, 200))
+    x[:, 0] = signs
+    x[:, 1] = 2e-6 * signs        # 2e-6 of the largest std: kept
+    x[:, 2] = 5e-7 * signs        # 5e-7: flat (it was kept by the old 1e-8 of ChannelScaler.fit)
+    x[:, 3] = 3.0                 # constant: flat
+    for scaler in (fit_scaler(_Windows(x), np.arange(4)), ChannelScaler.fit(x)):
+        assert scaler.std[2] == 1.0 and scaler.std[3] == 1.0
+        np.testing.assert_allclose(scaler.std[:2], [1.0, 2e-6], rtol=1e-6)
 
 
 def test_class_balanced_batches_have_positives(dataset: EpochDataset) -> None:
@@ -274,7 +302,9 @@ SMALL_NET = {"n_spatial": 8, "n_separable": 16}
 
 def test_sample_training_aligns_to_clip_templates(dataset: EpochDataset, clip_dir: Path, tmp_path: Path) -> None:
     from bci.clip import load_clip
-    from offline.training.tasks.sample import SampleOptions, class_gallery, retrieval_top, train_sample
+    from offline.data.targets import class_gallery
+    from offline.scoring.metrics import retrieval_top
+    from offline.training.tasks.sample import SampleOptions, train_sample
 
     out = tmp_path / "sample"
     opts = SampleOptions(loss="infonce", model_params=SMALL_NET)

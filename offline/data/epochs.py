@@ -54,6 +54,8 @@ from zarr.storage import LocalStore
 
 from streams._context import ClosingContext
 from streams._store import jsonable, now, remove_existing, writer_version
+from offline.data.leaks import analyse_split
+from offline.data.table import EpochTable, SplitInfo, sha256_arrays, split_hash
 from streams.errors import OutputExistsError
 
 __all__ = [
@@ -175,24 +177,6 @@ def _index_array(name: str, value: Any, n_epochs: int) -> np.ndarray:
     return uniq
 
 
-def _sha256_arrays(*parts: bytes | np.ndarray | str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, str):
-            p = p.encode("utf-8")
-        elif isinstance(p, np.ndarray):
-            p = np.ascontiguousarray(p).tobytes()
-        h.update(len(p).to_bytes(8, "little"))
-        h.update(p)
-    return h.hexdigest()
-
-
-def split_hash(parts: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 of a split's part names and (sorted) indices."""
-    items: list[bytes | np.ndarray | str] = []
-    for name in sorted(parts):
-        items += [name, np.sort(np.asarray(parts[name], dtype="<i8"))]
-    return _sha256_arrays(*items)
 
 
 def _create_1d(root: Any, name: str, values: np.ndarray) -> None:
@@ -200,70 +184,6 @@ def _create_1d(root: Any, name: str, values: np.ndarray) -> None:
     arr = root.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunk)
     if values.size:
         arr[...] = values
-
-
-# --------------------------------------------------------------------------- table
-@dataclass(frozen=True, eq=False)
-class EpochTable:
-    """Per-epoch metadata without the signal: what splits and their checks look at.
-
-    Attributes
-    ----------
-    labels, subject, session, block : numpy.ndarray, (n_epochs,) int64
-    run : numpy.ndarray or None
-    marker_time : numpy.ndarray or None
-        Seconds (session clock) of each epoch's marker.
-    class_names : list of str
-    window_seconds : float
-        Time span of one window (``n_times / sfreq``); windows of one session whose
-        markers are closer than this overlap.
-    """
-
-    labels: np.ndarray
-    subject: np.ndarray
-    session: np.ndarray
-    block: np.ndarray
-    run: np.ndarray | None
-    marker_time: np.ndarray | None
-    class_names: list[str]
-    window_seconds: float
-
-    @property
-    def n_epochs(self) -> int:
-        """Number of epochs."""
-        return int(len(self.labels))
-
-
-@dataclass
-class SplitInfo:
-    """A stored split and its provenance.
-
-    Attributes
-    ----------
-    name, kind : str
-    parts : dict of str to numpy.ndarray
-        Sorted epoch indices per part (e.g. ``train``, ``val``, ``test``).
-    sha256 : str
-        Hash of the part names and indices (:func:`split_hash`).
-    leaks : list of str
-        Why the split leaks (empty for a clean split; only non-empty with ``allow_leak``).
-    meta : dict
-        Builder arguments (seed, fractions, held-out classes...).
-    created : str
-    """
-
-    name: str
-    kind: str
-    parts: dict[str, np.ndarray]
-    sha256: str
-    leaks: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    created: str = ""
-
-    @property
-    def leaking(self) -> bool:
-        """True when the split was stored with ``allow_leak=True`` despite leaks."""
-        return bool(self.leaks)
 
 
 # --------------------------------------------------------------------------- writer
@@ -764,8 +684,6 @@ def _check_splits_before_write(splits: Mapping[str, Mapping[str, np.ndarray]] | 
     """Validate and leak-check ``splits`` on the metadata alone, so nothing is written if one leaks."""
     if not splits:
         return {}
-    from offline.data.splits import analyse_split  # splits.py imports this module
-
     n = x.shape[0]
     table = EpochTable(
         labels=_int_vector("label", labels, n), subject=_int_vector("subject", subject, n),
@@ -1247,7 +1165,7 @@ class EpochDataset(ClosingContext):
         ]
         if split is not None:
             parts.append(self.split_info(split).sha256)
-        return _sha256_arrays(*parts)[:16]
+        return sha256_arrays(*parts)[:16]
 
     # ------------------------------------------------------------------ splits
     @property
@@ -1312,8 +1230,6 @@ class EpochDataset(ClosingContext):
         ValueError
             Bad name, indices out of range or repeated, or the name exists without ``overwrite``.
         """
-        from offline.data.splits import analyse_split  # splits.py imports this module
-
         if name in self._splits and not overwrite:
             raise ValueError(f"split {name!r} already exists in {str(self.path)!r}; pass overwrite=True to "
                              "replace it or choose another name")

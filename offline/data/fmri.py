@@ -20,22 +20,23 @@ and writes an epoch dataset (``offline.data.epochs.write_epoch_dataset``):
   among the 12 test patterns).
 
 ``source["fmri_simulation"]`` records everything needed to rebuild the simulator and
-its oracle (:class:`offline.evaluation.oracle.FMRIOracle`).
+its oracle (:func:`offline.evaluation.dataset_oracle.fmri_oracle_for_dataset`; the builder
+computes no oracle).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from offline.data.epochs import EpochArrays, EpochDataset, EpochMetadata, ImageTable, write_epoch_dataset
+from streams._checks import check_int
 from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 from streams.synthetic.stimuli import geometric_patterns, pattern_images, template_caption
 
-__all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "fmri_oracle_for_dataset", "pattern_images",
+__all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "pattern_images",
            "patterns_from_images"]
 
 GEOMETRIC_NAMES = ("large square frame", "small square frame", "plus", "X", "letter N", "letter E", "letter U",
@@ -49,12 +50,6 @@ def patterns_from_images(images: np.ndarray, grid: int = 10) -> np.ndarray:
     s = h // grid
     cells = x[:, : s * grid, : s * grid].reshape(n, grid, s, grid, s).mean(axis=(2, 4))
     return (cells > 127).astype(np.float64)
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-    return int(value)
 
 
 def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, block_size: int = 20,
@@ -98,12 +93,12 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
     Path
         The dataset.
     """
-    n_train = _check_int("n_train", n_train, 4)
-    block_size = _check_int("block_size", block_size, 1)
-    val_blocks = _check_int("val_blocks", val_blocks, 1)
-    test_repeats = _check_int("test_repeats", test_repeats, 1)
-    n_times = _check_int("n_times", n_times, 1)
-    grid = _check_int("grid", grid, 5)
+    n_train = check_int("n_train", n_train, low=4)
+    block_size = check_int("block_size", block_size, low=1)
+    val_blocks = check_int("val_blocks", val_blocks, low=1)
+    test_repeats = check_int("test_repeats", test_repeats, low=1)
+    n_times = check_int("n_times", n_times, low=1)
+    grid = check_int("grid", grid, low=5)
     n_train_blocks = -(-n_train // block_size)
     if val_blocks >= n_train_blocks:
         raise ValueError(f"val_blocks={val_blocks} must leave training blocks (n_train={n_train} makes "
@@ -176,19 +171,3 @@ def _trial_order(n_train: int, block_size: int, n_test: int, repeats: int,
     order = np.concatenate(sequence)
     blocks = np.concatenate([np.full(len(s), b, np.int64) for b, s in enumerate(sequence)])
     return order, blocks
-
-
-def fmri_oracle_for_dataset(ds: Any, train: np.ndarray) -> Any:
-    """A fitted :class:`offline.evaluation.oracle.FMRIOracle` over the dataset's image table (None if not simulated here)."""
-    from offline.evaluation.oracle import FMRIOracle
-
-    sim_meta = (getattr(ds, "source", None) or {}).get("fmri_simulation")
-    if not isinstance(sim_meta, dict) or ds.images is None:
-        return None
-    sim = FMRISimulator(FMRISimConfig(n_voxels=int(sim_meta["n_voxels"]), grid=int(sim_meta.get("grid", 10)),
-                                      snr=float(sim_meta["snr"]), seed=int(sim_meta["seed"])))
-    if [str(c) for c in sim.channel_names] != [str(c) for c in ds.ch_names]:
-        return None
-    oracle = FMRIOracle(sim, patterns_from_images(np.asarray(ds.images), sim.config.grid))
-    x = ds.get_batch(train).astype(np.float64).mean(axis=2)
-    return oracle.fit(x, ds.image_rows(train))

@@ -11,20 +11,21 @@ that does not match the stored images) gives ``None``: no oracle.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from bci.preprocessing import PreprocessConfig
-from offline.evaluation.oracle import EEGOracle
+from offline.data.epochs import EpochDataset
+from offline.data.fmri import patterns_from_images
+from offline.evaluation.oracle import EEGOracle, FMRIOracle
 from streams.synthetic import EEGSimConfig, EEGSimulator, StimulusSet, make_stimuli
+from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 
-__all__ = ["oracle_for_dataset", "simulated_stimuli"]
+__all__ = ["fmri_oracle_for_dataset", "oracle_for_dataset", "simulated_stimuli"]
 
 
-def simulated_stimuli(ds: Any) -> StimulusSet | None:
+def simulated_stimuli(ds: EpochDataset) -> StimulusSet | None:
     """The stimulus set of a synthetic dataset (its image table order and class numbering), or None."""
-    sim = (getattr(ds, "source", None) or {}).get("simulation")
+    sim = (ds.source or {}).get("simulation")
     if not isinstance(sim, dict) or ds.images is None or ds.image_table_ids is None:
         return None
     images = np.asarray(ds.images)
@@ -46,7 +47,7 @@ def simulated_stimuli(ds: Any) -> StimulusSet | None:
     return subset
 
 
-def oracle_for_dataset(ds: Any, train: np.ndarray) -> EEGOracle | None:
+def oracle_for_dataset(ds: EpochDataset, train: np.ndarray) -> EEGOracle | None:
     """A fitted :class:`EEGOracle` for a dataset simulated by ``epochs_from_simulation`` (None otherwise).
 
     Parameters
@@ -56,14 +57,14 @@ def oracle_for_dataset(ds: Any, train: np.ndarray) -> EEGOracle | None:
     train : numpy.ndarray
         Training epoch indices (the noise covariance is estimated from them only).
     """
-    sim = (getattr(ds, "source", None) or {}).get("simulation")
-    if str(getattr(ds, "modality", "eeg")) != "eeg" or not isinstance(sim, dict):
+    sim = (ds.source or {}).get("simulation")
+    if str(ds.modality) != "eeg" or not isinstance(sim, dict):
         return None
     stimuli = simulated_stimuli(ds)
     if stimuli is None:
         return None
-    window = (getattr(ds, "attrs", None) or {}).get("window") or {}
-    pre = getattr(ds, "preprocessing", None)
+    window = (ds.attrs or {}).get("window") or {}
+    pre = ds.preprocessing
     preprocess = PreprocessConfig.from_dict(pre) if isinstance(pre, dict) else None
     simulator = EEGSimulator(stimuli, EEGSimConfig(snr=float(sim.get("snr", 1.0)), seed=int(sim.get("seed", 0))))
     if [str(c) for c in simulator.channel_names] != [str(c) for c in ds.ch_names]:
@@ -73,3 +74,17 @@ def oracle_for_dataset(ds: Any, train: np.ndarray) -> EEGOracle | None:
                                       ch_names=list(ds.ch_names))
     rows = ds.image_rows(train)
     return oracle.fit(ds.get_batch(train).astype(np.float64), rows)
+
+
+def fmri_oracle_for_dataset(ds: EpochDataset, train: np.ndarray) -> FMRIOracle | None:
+    """A fitted :class:`offline.evaluation.oracle.FMRIOracle` over the dataset's image table (None if not simulated here)."""
+    sim_meta = (ds.source or {}).get("fmri_simulation")
+    if not isinstance(sim_meta, dict) or ds.images is None:
+        return None
+    sim = FMRISimulator(FMRISimConfig(n_voxels=int(sim_meta["n_voxels"]), grid=int(sim_meta.get("grid", 10)),
+                                      snr=float(sim_meta["snr"]), seed=int(sim_meta["seed"])))
+    if [str(c) for c in sim.channel_names] != [str(c) for c in ds.ch_names]:
+        return None
+    oracle = FMRIOracle(sim, patterns_from_images(np.asarray(ds.images), sim.config.grid))
+    x = ds.get_batch(train).astype(np.float64).mean(axis=2)
+    return oracle.fit(x, ds.image_rows(train))

@@ -42,6 +42,9 @@ from bci.models import ModelConfig, load_checkpoint
 from bci.models.checkpoint import CheckpointError
 from bci.models.stimulus import pattern_grid, pattern_probabilities
 from bci.safe_io import read_json_object
+from offline.data.epochs import EpochDataset
+from offline.scoring.centroids import class_centroids
+from offline.scoring.vectors import unit_rows
 from offline.scoring.metrics import (
     Score,
     clip_two_way,
@@ -54,10 +57,15 @@ from offline.scoring.metrics import (
     topk_from_scores,
     topk_retrieval,
 )
-from offline.training.tasks.sample import class_gallery, open_dataset, resolve_clip, target_table
-from offline.training.loop import SplitInfo, _jsonable, prepare_split
+from bci.clip.resolve import recorded_clip, resolve_clip
+from offline.data.montage import channel_selection
+from offline.data.records import encoder_fingerprint
+from offline.data.records import jsonable as _jsonable
+from offline.data.splits import SplitInfo, prepare_split
+from offline.data.targets import (class_gallery, dataset_record, open_dataset, pattern_targets, stimulus_tensor,
+                                  target_table)
 
-__all__ = ["REPORT_FILE", "checkpoint_kind", "evaluate", "export_embeddings", "format_report", "tsne"]
+__all__ = ["REPORT_FILE", "checkpoint_kind", "evaluate", "export_embeddings", "format_report"]
 
 REPORT_FILE = "report.json"
 _RIDGE_MAX_FEATURES = 4096
@@ -86,36 +94,10 @@ def checkpoint_kind(checkpoint: str | os.PathLike) -> str:
     raise CheckpointError(f"{cfg} has format {fmt!r}; expected an encoder or saliency-GAN checkpoint")
 
 
-def _fit_message(ckpt: str | os.PathLike, cfg: ModelConfig, ds: Any, problem: str) -> str:
-    return (f"checkpoint {ckpt} (model {cfg.name!r}: {cfg.n_chans} channels x {cfg.n_times} samples at "
-            f"{cfg.sfreq:g} Hz) does not fit dataset {getattr(ds, 'path', '')} ({ds.data.shape[1]} channels x "
-            f"{ds.data.shape[2]} samples at {float(ds.sfreq):g} Hz): {problem}")
-
-
-def channel_selection(cfg: ModelConfig, ds: Any, ckpt: str | os.PathLike = "") -> np.ndarray | None:
-    """Dataset channel indices that feed the model (None: all, in order); a clear error when they cannot."""
-    names = [str(c) for c in ds.ch_names]
-    if not math.isclose(float(ds.sfreq), cfg.sfreq, rel_tol=1e-6):
-        raise ValueError(_fit_message(ckpt, cfg, ds, "the sampling rates differ; resample or retrain"))
-    if int(ds.data.shape[2]) != cfg.n_times:
-        raise ValueError(_fit_message(ckpt, cfg, ds, "the window lengths differ; rebuild the epochs or retrain"))
-    if cfg.ch_names is None or cfg.ch_names == names:
-        if cfg.n_chans != len(names):
-            raise ValueError(_fit_message(ckpt, cfg, ds, "the channel counts differ; use a model trained on "
-                                                         "this montage"))
-        return None
-    missing = [c for c in cfg.ch_names if c not in names]
-    if missing:
-        raise ValueError(_fit_message(ckpt, cfg, ds, f"the model's channels {missing[:5]} "
-                                                     f"({len(missing)} in all) are not in the dataset"))
-    where = {c: i for i, c in enumerate(names)}
-    return np.asarray([where[c] for c in cfg.ch_names], dtype=np.int64)
-
-
 class _EncoderRun:
     """An encoder checkpoint applied to dataset windows exactly as at run time (scaler included)."""
 
-    def __init__(self, checkpoint: str | os.PathLike, ds: Any, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str | os.PathLike, ds: EpochDataset, device: str = "cpu") -> None:
         self.path = Path(checkpoint)
         self.model = load_checkpoint(checkpoint, device="cpu")
         self.config = self.model.get_config()
@@ -145,11 +127,11 @@ class _EncoderRun:
 
 
 # ============================================================================ split
-def _resolve_split(ds: Any, split: str | None, recorded: dict[str, Any], ckpt: str | os.PathLike) -> SplitInfo:
+def _resolve_split(ds: EpochDataset, split: str | None, recorded: dict[str, Any], ckpt: str | os.PathLike) -> SplitInfo:
     name = split or recorded.get("name")
     info = prepare_split(ds, name)
     same_data = recorded.get("dataset_fingerprint") == info.dataset_fingerprint
-    if same_data and recorded.get("hash") and recorded.get("hash") != info.split_hash:
+    if same_data and recorded.get("hash") and recorded.get("hash") != info.checkpoint_hash:
         raise ValueError(
             f"checkpoint {ckpt} was trained on split {recorded.get('name')!r} of this dataset; evaluating it on split "
             f"{info.name!r} would score windows it was trained on. Use --split {recorded.get('name')}"
@@ -157,7 +139,7 @@ def _resolve_split(ds: Any, split: str | None, recorded: dict[str, Any], ckpt: s
     return info
 
 
-def _protocol(info: SplitInfo, ds: Any, part: str) -> dict[str, Any]:
+def _protocol(info: SplitInfo, ds: EpochDataset, part: str) -> dict[str, Any]:
     labels = np.asarray(ds.labels)
     train_classes = set(np.unique(labels[info.parts["train"]]).tolist())
     part_classes = set(np.unique(labels[info.parts[part]]).tolist())
@@ -175,12 +157,6 @@ def _scores_dict(scores: dict[str, Score]) -> dict[str, dict[str, Any]]:
     return {k: v.to_dict() for k, v in scores.items()}
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
-
-
 # ============================================================================ ridge
 def _ridge_features(run: _EncoderRun, indices: np.ndarray) -> np.ndarray:
     from offline.evaluation.baselines import downsample_features
@@ -191,7 +167,7 @@ def _ridge_features(run: _EncoderRun, indices: np.ndarray) -> np.ndarray:
     return downsample_features(x, factor)
 
 
-def _ridge_fit_predict(run: _EncoderRun, ds: Any, train: np.ndarray, part: np.ndarray,
+def _ridge_fit_predict(run: _EncoderRun, ds: EpochDataset, train: np.ndarray, part: np.ndarray,
                        y_train: np.ndarray) -> np.ndarray:
     from offline.evaluation.baselines import RidgeDecoder
 
@@ -205,13 +181,12 @@ def _ridge_fit_predict(run: _EncoderRun, ds: Any, train: np.ndarray, part: np.nd
 
 
 # ============================================================================ oracle
-def _oracle_metrics(ds: Any, info: SplitInfo, part: str, zero_shot: bool, level: str) -> dict[str, Any] | None:
+def _oracle_metrics(ds: EpochDataset, info: SplitInfo, part: str, zero_shot: bool, level: str) -> dict[str, Any] | None:
     """Scores of the simulator's oracle on the same candidates as the model (synthetic data only)."""
-    from offline.evaluation.dataset_oracle import oracle_for_dataset
-    from offline.data.fmri import fmri_oracle_for_dataset
+    from offline.evaluation.dataset_oracle import fmri_oracle_for_dataset, oracle_for_dataset
 
     train, idx = info.parts["train"], info.parts[part]
-    if str(getattr(ds, "modality", "eeg")) == "fmri":
+    if str(ds.modality) == "fmri":
         oracle = fmri_oracle_for_dataset(ds, train)
         if oracle is None:
             return None
@@ -238,7 +213,7 @@ def _oracle_metrics(ds: Any, info: SplitInfo, part: str, zero_shot: bool, level:
 
 
 # ============================================================================ evaluate
-def evaluate(checkpoint: str | os.PathLike, dataset: Any, split: str | None = None, part: str = "test", *,
+def evaluate(checkpoint: str | os.PathLike, dataset: EpochDataset, split: str | None = None, part: str = "test", *,
              clip: Any = None, clip_weights: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
              baseline: bool = True, oracle: bool = True, plots: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Score a checkpoint on one part of a split; write ``report.json`` and plots to ``out_dir``.
@@ -290,14 +265,12 @@ def evaluate(checkpoint: str | os.PathLike, dataset: Any, split: str | None = No
     return report
 
 
-def _base_report(checkpoint: str | os.PathLike, kind: str, ds: Any, info: SplitInfo, part: str) -> dict[str, Any]:
-    from offline.training.tasks.sample import dataset_record
-
+def _base_report(checkpoint: str | os.PathLike, kind: str, ds: EpochDataset, info: SplitInfo, part: str) -> dict[str, Any]:
     return {"checkpoint": str(Path(checkpoint).resolve()), "kind": kind, "dataset": dataset_record(ds),
             "protocol": _protocol(info, ds, part), "synthetic_world": dataset_record(ds)["synthetic"]}
 
 
-def _evaluate_encoder(checkpoint: str | os.PathLike, ds: Any, split: str | None, part: str, clip: Any,
+def _evaluate_encoder(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | None, part: str, clip: Any,
                       clip_weights: Any, out: Path | None, baseline: bool, oracle: bool, plots: bool,
                       device: str) -> dict[str, Any]:
     run = _EncoderRun(checkpoint, ds, device)
@@ -364,7 +337,7 @@ class _View:
     def similarities(self, pred: np.ndarray) -> np.ndarray:
         if self.metric == "correlation":
             return similarity(pred, self.candidates, "correlation")
-        return _unit(pred) @ _unit(self.candidates).T
+        return unit_rows(pred) @ unit_rows(self.candidates).T
 
     def score(self, pred: np.ndarray, zero_shot: bool, ridge: bool = False) -> dict[str, Score]:
         if ridge and self.metric_space:  # ridge on one-hot classes: its outputs are class scores
@@ -388,8 +361,6 @@ class _View:
 
 def _embedding_space(extra: dict[str, Any], cfg: ModelConfig, clip: Any, clip_weights: Any,
                      checkpoint: str | os.PathLike) -> tuple[str, Any]:
-    from offline.training.tasks.sample import recorded_clip
-
     space = extra.get("embedding_space")
     if space in ("metric", "pattern", "stimulus") or (space is None and clip is None and clip_weights is None):
         return space or "metric", None
@@ -402,7 +373,7 @@ def _embedding_space(extra: dict[str, Any], cfg: ModelConfig, clip: Any, clip_we
     return "clip", embedder
 
 
-def _clip_view(ds: Any, embedder: Any, target_kind: str, level: str, idx: np.ndarray, train: np.ndarray) -> _View:
+def _clip_view(ds: EpochDataset, embedder: Any, target_kind: str, level: str, idx: np.ndarray, train: np.ndarray) -> _View:
     labels = np.asarray(ds.labels)
     targets, rows = target_table(ds, embedder, target_kind)
     ridge_targets = targets[rows[train]]
@@ -417,8 +388,7 @@ def _clip_view(ds: Any, embedder: Any, target_kind: str, level: str, idx: np.nda
                  rows=_class_image_rows(ds, classes), level="class", metric_space=False)
 
 
-def _metric_view(ds: Any, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) -> _View:
-    from offline.training.tasks.pixel import class_centroids
+def _metric_view(ds: EpochDataset, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) -> _View:
 
     labels = np.asarray(ds.labels)
     centroids, present = class_centroids(run.embed(train), labels[train], len(ds.class_names))
@@ -432,17 +402,16 @@ def _metric_view(ds: Any, run: _EncoderRun, idx: np.ndarray, train: np.ndarray) 
                  rows=_class_image_rows(ds, classes), level="class", metric_space=True)
 
 
-def _image_level(ds: Any, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _image_level(ds: EpochDataset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if ds.images is None or ds.image_table_ids is None:
-        raise ValueError(f"dataset {getattr(ds, 'path', '')} has no stimulus images; a pattern decoder or dual "
+        raise ValueError(f"dataset {ds.path} has no stimulus images; a pattern decoder or dual "
                          "encoder is scored against them")
     rows = ds.image_rows()
     uniq, true = np.unique(rows[idx], return_inverse=True)
     return uniq, true, [str(ds.image_table_ids[r]) for r in uniq]
 
 
-def _pattern_view(ds: Any, grid: int, idx: np.ndarray, train: np.ndarray) -> _View:
-    from offline.training.tasks.fmri_joint import pattern_targets
+def _pattern_view(ds: EpochDataset, grid: int, idx: np.ndarray, train: np.ndarray) -> _View:
 
     uniq, true, names = _image_level(ds, idx)
     table = pattern_targets(np.asarray(ds.images), grid)
@@ -471,14 +440,14 @@ def _stimulus_encoder(extra: dict[str, Any], checkpoint: str | os.PathLike) -> A
     return stimulus
 
 
-def _stimulus_view(ds: Any, stimulus: Any, idx: np.ndarray, train: np.ndarray) -> _View:
+def _stimulus_view(ds: EpochDataset, stimulus: Any, idx: np.ndarray, train: np.ndarray) -> _View:
     uniq, true, names = _image_level(ds, idx)
     table = stimulus.embed_images(np.asarray(ds.images))
     return _View(table[uniq], true, table[ds.image_rows()[train]], names=names, ids=uniq, rows=uniq, level="image",
                  metric_space=False)
 
 
-def _pattern_reconstruction(ds: Any, idx: np.ndarray, view: _View, prob: np.ndarray, ridge: np.ndarray | None,
+def _pattern_reconstruction(ds: EpochDataset, idx: np.ndarray, view: _View, prob: np.ndarray, ridge: np.ndarray | None,
                             out: Path | None) -> dict[str, Any]:
     """Pixel accuracy (binary stimuli), PixCorr and SSIM of the decoded patterns, model and ridge, + grid PNG."""
     stim = np.asarray(ds.images)[ds.image_rows()[idx]]
@@ -514,7 +483,7 @@ def _grid_images(p: np.ndarray, grid: int, size: int) -> np.ndarray:
     return np.repeat(big[..., None], 3, axis=3)
 
 
-def _class_image_rows(ds: Any, classes: np.ndarray) -> np.ndarray | None:
+def _class_image_rows(ds: EpochDataset, classes: np.ndarray) -> np.ndarray | None:
     """One image-table row per class (the first image of the class), or None without images."""
     if ds.images is None or ds.image_table_ids is None:
         return None
@@ -527,10 +496,9 @@ def _class_image_rows(ds: Any, classes: np.ndarray) -> np.ndarray | None:
     return np.asarray(out, dtype=np.int64)
 
 
-def _evaluate_gan(checkpoint: str | os.PathLike, ds: Any, split: str | None, part: str, clip: Any, clip_weights: Any,
+def _evaluate_gan(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | None, part: str, clip: Any, clip_weights: Any,
                   out: Path | None, baseline: bool, plots: bool, device: str) -> dict[str, Any]:
     from bci.generation import PixelImageStep, load_generator, read_gan_checkpoint
-    from offline.training.tasks.saliency_gan import encoder_fingerprint
 
     meta = read_gan_checkpoint(checkpoint).metadata
     enc = meta.get("encoder") or {}
@@ -546,7 +514,7 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: Any, split: str | None, par
     if len(idx) == 0:
         raise ValueError(f"part {part!r} of split {info.name!r} is empty; choose another --part")
     if ds.images is None:
-        raise ValueError(f"dataset {getattr(ds, 'path', '')} has no stimulus images to compare with")
+        raise ValueError(f"dataset {ds.path} has no stimulus images to compare with")
     run = _EncoderRun(enc_path, ds, device)
     step = PixelImageStep(load_generator(checkpoint), device=device)
     generated = np.concatenate([step(run.embed(idx[i : i + 256])) for i in range(0, len(idx), 256)])
@@ -583,7 +551,7 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: Any, split: str | None, par
     return report
 
 
-def _generated_classification(embedder: Any, ds: Any, emb: np.ndarray, labels: np.ndarray) -> dict[str, Score]:
+def _generated_classification(embedder: Any, ds: EpochDataset, emb: np.ndarray, labels: np.ndarray) -> dict[str, Score]:
     """N-way classification of generated images by CLIP (image embedding vs class template texts)."""
     gallery = class_gallery(ds, embedder, "template")
     classes = np.unique(labels)
@@ -604,10 +572,9 @@ def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _ridge_reconstruction(run: _EncoderRun, ds: Any, train: np.ndarray, idx: np.ndarray, rows: np.ndarray,
+def _ridge_reconstruction(run: _EncoderRun, ds: EpochDataset, train: np.ndarray, idx: np.ndarray, rows: np.ndarray,
                           gen_size: int, size: int) -> np.ndarray:
     """Ridge from the (scaled, downsampled) windows to the stimulus pixels at ≤ 32 px, upsampled to ``size``."""
-    from offline.training.tasks.saliency_gan import stimulus_tensor
 
     small = min(gen_size, 32)
     imgs = stimulus_tensor(np.asarray(ds.images), small).numpy()  # (n_images, 3, s, s) in [-1, 1]
@@ -656,7 +623,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 # ============================================================================ export
-def export_embeddings(checkpoint: str | os.PathLike, dataset: Any, out: str | os.PathLike, *,
+def export_embeddings(checkpoint: str | os.PathLike, dataset: EpochDataset, out: str | os.PathLike, *,
                       split: str | None = None, part: str | None = None, device: str = "cpu") -> Path:
     """Write the embeddings of a checkpoint over a dataset as ``OUT.npz`` + ``OUT.json``.
 
@@ -700,78 +667,9 @@ def export_embeddings(checkpoint: str | os.PathLike, dataset: Any, out: str | os
              session=np.asarray(ds.session)[idx], block=np.asarray(ds.block)[idx], image_id=image_ids)
     meta = {"format": "bci-runtime.embeddings", "format_version": 1, "checkpoint": str(Path(checkpoint).resolve()),
             "model": run.config.name, "embed_dim": run.config.embed_dim,
-            "embedding_space": run.config.extra.get("embedding_space"), "dataset": str(getattr(ds, "path", "")),
+            "embedding_space": run.config.extra.get("embedding_space"), "dataset": str(ds.path),
             "dataset_fingerprint": str(ds.fingerprint()), "class_names": list(ds.class_names), "split": split_meta,
             "n": int(len(idx)), "arrays": ["embeddings", "index", "label", "subject", "session", "block", "image_id"],
             "load": "numpy.load(path, allow_pickle=False)"}
     path.with_suffix(".json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n", encoding="utf-8")
     return path
-
-
-# ============================================================================ t-SNE
-def tsne(x: np.ndarray, *, perplexity: float = 30.0, n_iter: int = 400, seed: int = 0) -> np.ndarray:
-    """Exact 2-D t-SNE (van der Maaten & Hinton 2008) in numpy, for a few thousand points at most.
-
-    Parameters
-    ----------
-    x : numpy.ndarray, (n, d)
-    perplexity : float
-        Effective number of neighbours (capped at ``(n - 1) / 3``).
-    n_iter : int
-        Gradient steps (the first quarter with early exaggeration 12).
-    seed : int
-
-    Returns
-    -------
-    numpy.ndarray, (n, 2)
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    if n < 4:
-        raise ValueError(f"t-SNE needs at least 4 points, got {n}")
-    if n > 5000:
-        raise ValueError(f"exact t-SNE of {n} points is too slow; use PCA or subsample to <= 5000")
-    perplexity = float(min(perplexity, (n - 1) / 3))
-    d2 = np.maximum((x * x).sum(1)[:, None] - 2 * x @ x.T + (x * x).sum(1)[None, :], 0.0)
-    p = _joint_probabilities(d2, perplexity)
-    rng = np.random.default_rng(seed)
-    y = rng.normal(scale=1e-4, size=(n, 2))
-    velocity = np.zeros_like(y)
-    gains = np.ones_like(y)
-    for it in range(n_iter):
-        exaggeration = 12.0 if it < n_iter // 4 else 1.0
-        momentum = 0.5 if it < n_iter // 4 else 0.8
-        sq = (y * y).sum(1)
-        num = 1.0 / (1.0 + np.maximum(sq[:, None] - 2 * y @ y.T + sq[None, :], 0.0))
-        np.fill_diagonal(num, 0.0)
-        q = np.maximum(num / num.sum(), 1e-12)
-        w = (exaggeration * p - q) * num
-        grad = 4.0 * ((np.diag(w.sum(1)) - w) @ y)
-        same = np.sign(grad) == np.sign(velocity)
-        gains = np.clip(np.where(same, gains * 0.8, gains + 0.2), 0.01, None)
-        velocity = momentum * velocity - 200.0 * gains * grad
-        y = y + velocity
-        y -= y.mean(axis=0)
-    return y
-
-
-def _joint_probabilities(d2: np.ndarray, perplexity: float) -> np.ndarray:
-    n = len(d2)
-    target = math.log(perplexity)
-    p = np.zeros((n, n))
-    for i in range(n):
-        lo, hi, beta = 0.0, np.inf, 1.0 / max(np.median(d2[i][d2[i] > 0]) if (d2[i] > 0).any() else 1.0, 1e-12)
-        row = np.delete(d2[i], i)
-        for _ in range(64):
-            e = np.exp(-(row - row.min()) * beta)
-            s = e.sum()
-            h = math.log(s) + beta * float((row - row.min()) @ e) / s
-            if abs(h - target) < 1e-5:
-                break
-            if h > target:
-                lo, beta = beta, beta * 2 if hi == np.inf else (beta + hi) / 2
-            else:
-                hi, beta = beta, (beta + lo) / 2
-        p[i, np.arange(n) != i] = e / s
-    p = (p + p.T) / (2 * n)
-    return np.maximum(p, 1e-12)

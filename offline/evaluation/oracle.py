@@ -33,7 +33,7 @@ import torch
 from scipy.special import logsumexp
 
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
-from offline.evaluation.baselines import _mm
+from offline.scoring.ridge import _mm
 from streams.synthetic.eeg import EEGForwardModel, EEGSimulator
 from streams.synthetic.fmri import FMRISimulator
 
@@ -368,7 +368,7 @@ class EEGOracle:
         return y
 
     def _spatial(self, x: np.ndarray) -> np.ndarray:
-        """``Ws @ x[i]`` for every window (torch: see ``offline.evaluation.baselines._mm``)."""
+        """``Ws @ x[i]`` for every window (torch: see ``offline.scoring.ridge._mm``)."""
         return torch.matmul(torch.from_numpy(self._ws), torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
     # ---------------------------------------------------------------- score

@@ -9,12 +9,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["encoder_plots", "gan_plots", "pca_2d"]
+from offline.data.epochs import EpochDataset
+
+__all__ = ["encoder_plots", "gan_plots", "pca_2d", "tsne"]
 
 _MAX_GRID = 8
 _MAX_TSNE = 1500
@@ -107,7 +110,7 @@ def _image_grid_plot(path: Path, columns: dict[str, np.ndarray], row_titles: lis
     return _save(fig, path)
 
 
-def encoder_plots(out: Path, ds: Any, idx: np.ndarray, pred: np.ndarray, sims: np.ndarray, true: np.ndarray,
+def encoder_plots(out: Path, ds: EpochDataset, idx: np.ndarray, pred: np.ndarray, sims: np.ndarray, true: np.ndarray,
                   names: list[str], candidate_rows: np.ndarray | None, *, tsne: bool = True) -> list[str]:
     """Similarity matrix, PCA (and t-SNE) maps and the retrieval grid of an encoder evaluation.
 
@@ -131,12 +134,10 @@ def encoder_plots(out: Path, ds: Any, idx: np.ndarray, pred: np.ndarray, sims: n
     tsne : bool
         Also a t-SNE map (up to 1500 points).
     """
-    from offline.evaluation.evaluate import tsne as run_tsne
-
     paths = [_similarity_plot(out / "similarity.png", sims, true, names)]
     paths.append(_scatter(out / "embedding_pca.png", pca_2d(pred), true, "embeddings, PCA"))
     if tsne and 4 <= len(pred) <= _MAX_TSNE:
-        paths.append(_scatter(out / "embedding_tsne.png", run_tsne(pred), true, "embeddings, t-SNE"))
+        paths.append(_scatter(out / "embedding_tsne.png", _tsne_2d(pred), true, "embeddings, t-SNE"))
     if candidate_rows is not None and ds.images is not None and ds.image_table_ids is not None:
         images = np.asarray(ds.images)
         rows = ds.image_rows(idx)
@@ -164,3 +165,75 @@ def gan_plots(out: Path, stim: np.ndarray, generated: np.ndarray, ridge: np.ndar
 def _spread(n: int) -> np.ndarray:
     """Up to 8 indices spread evenly over ``n`` (different classes in class-ordered parts)."""
     return np.unique(np.linspace(0, n - 1, num=min(_MAX_GRID, n)).round().astype(np.int64))
+
+
+# ============================================================================ t-SNE
+def tsne(x: np.ndarray, *, perplexity: float = 30.0, n_iter: int = 400, seed: int = 0) -> np.ndarray:
+    """Exact 2-D t-SNE (van der Maaten & Hinton 2008) in numpy, for a few thousand points at most.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, (n, d)
+    perplexity : float
+        Effective number of neighbours (capped at ``(n - 1) / 3``).
+    n_iter : int
+        Gradient steps (the first quarter with early exaggeration 12).
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray, (n, 2)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"t-SNE needs at least 4 points, got {n}")
+    if n > 5000:
+        raise ValueError(f"exact t-SNE of {n} points is too slow; use PCA or subsample to <= 5000")
+    perplexity = float(min(perplexity, (n - 1) / 3))
+    d2 = np.maximum((x * x).sum(1)[:, None] - 2 * x @ x.T + (x * x).sum(1)[None, :], 0.0)
+    p = _joint_probabilities(d2, perplexity)
+    rng = np.random.default_rng(seed)
+    y = rng.normal(scale=1e-4, size=(n, 2))
+    velocity = np.zeros_like(y)
+    gains = np.ones_like(y)
+    for it in range(n_iter):
+        exaggeration = 12.0 if it < n_iter // 4 else 1.0
+        momentum = 0.5 if it < n_iter // 4 else 0.8
+        sq = (y * y).sum(1)
+        num = 1.0 / (1.0 + np.maximum(sq[:, None] - 2 * y @ y.T + sq[None, :], 0.0))
+        np.fill_diagonal(num, 0.0)
+        q = np.maximum(num / num.sum(), 1e-12)
+        w = (exaggeration * p - q) * num
+        grad = 4.0 * ((np.diag(w.sum(1)) - w) @ y)
+        same = np.sign(grad) == np.sign(velocity)
+        gains = np.clip(np.where(same, gains * 0.8, gains + 0.2), 0.01, None)
+        velocity = momentum * velocity - 200.0 * gains * grad
+        y = y + velocity
+        y -= y.mean(axis=0)
+    return y
+
+
+def _joint_probabilities(d2: np.ndarray, perplexity: float) -> np.ndarray:
+    n = len(d2)
+    target = math.log(perplexity)
+    p = np.zeros((n, n))
+    for i in range(n):
+        lo, hi, beta = 0.0, np.inf, 1.0 / max(np.median(d2[i][d2[i] > 0]) if (d2[i] > 0).any() else 1.0, 1e-12)
+        row = np.delete(d2[i], i)
+        for _ in range(64):
+            e = np.exp(-(row - row.min()) * beta)
+            s = e.sum()
+            h = math.log(s) + beta * float((row - row.min()) @ e) / s
+            if abs(h - target) < 1e-5:
+                break
+            if h > target:
+                lo, beta = beta, beta * 2 if hi == np.inf else (beta + hi) / 2
+            else:
+                hi, beta = beta, (beta + lo) / 2
+        p[i, np.arange(n) != i] = e / s
+    p = (p + p.T) / (2 * n)
+    return np.maximum(p, 1e-12)
+
+
+_tsne_2d = tsne  # encoder_plots' ``tsne`` argument hides the function's name

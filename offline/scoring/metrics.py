@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from scipy.special import gammaln
 
-from offline.training.losses import ssim as _ssim_torch
+from offline.scoring.ssim import ssim as _ssim_torch
+from offline.scoring.vectors import unit_rows
 
 __all__ = [
     "Score",
@@ -42,6 +43,7 @@ __all__ = [
     "paired_difference",
     "pairwise_identification",
     "pixcorr",
+    "retrieval_top",
     "similarity",
     "ssim_metric",
     "ssim_per_image",
@@ -171,12 +173,7 @@ def similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, metri
         y = y - y.mean(axis=1, keepdims=True)
     elif metric != "cosine":
         raise ValueError(f"metric={metric!r} must be 'cosine', 'dot', 'correlation' or 'euclidean'")
-    return _unit(x) @ _unit(y).T
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
+    return unit_rows(x, dtype=None) @ unit_rows(y, dtype=None).T
 
 
 # ============================================================================ top-k
@@ -256,6 +253,17 @@ def topk_retrieval(
 
 
 # ============================================================================ N-way
+def retrieval_top(pred: np.ndarray, gallery: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Top-k class retrieval among the classes present in ``labels`` (cosine; ties count as random)."""
+    classes = np.unique(labels)
+    column = np.searchsorted(classes, labels)
+    ks = tuple(k for k in ks if k <= len(classes))
+    scores = topk_retrieval(pred, gallery[classes], column, k=ks)
+    out = {f"top{k}": scores[f"top-{k}"].value for k in ks}
+    out["n_way"] = float(len(classes))
+    return out
+
+
 def _log_comb(n: np.ndarray, r: np.ndarray) -> np.ndarray:
     n = np.asarray(n, dtype=float)
     r = np.asarray(r, dtype=float)

@@ -21,7 +21,7 @@ batches, loss stages, validation, how to save the best model) and hands it to
   naming the epoch, the step and the batch's dataset indices; no update is applied and
   the checkpoints of the last good epoch are kept.
 
-Data helpers: :func:`prepare_split` (refuses splits that leak), :func:`fit_scaler`
+Data helpers: :func:`prepare_split` (refuses splits that leak; from :mod:`offline.data.splits`), :func:`fit_scaler`
 (per-channel statistics on training windows only), :class:`WindowSource` (standardised
 windows, cached in memory when they fit), :func:`shuffled_batches` and
 :func:`class_balanced_batches`.
@@ -51,9 +51,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bci.preprocessing import ChannelScaler
+from bci.preprocessing import ChannelScaler, flat_channels
 from bci.safe_io import atomic_write
 from streams._checks import check_bool, check_float, check_int, check_type
+from offline.data.epochs import EpochDataset
+from offline.data.records import jsonable as _jsonable
+from offline.data.splits import SplitInfo, prepare_split
 
 __all__ = [
     "LAST_DIR",
@@ -220,120 +223,8 @@ def deterministic_mode(enabled: bool = True, device: torch.device | None = None)
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
-# ============================================================================ splits
-@dataclass(frozen=True)
-class SplitInfo:
-    """A checked split of an epoch dataset, as recorded in checkpoints.
-
-    Attributes
-    ----------
-    name : str
-        Split name in the dataset.
-    parts : dict
-        ``{"train": idx, "val": idx, "test": idx}`` sorted int64 epoch indices.
-    split_hash : str
-        sha256 (16 hex digits) of the three index arrays.
-    dataset_fingerprint : str
-        The dataset's fingerprint.
-    kind : str or None
-        Split kind when the dataset records it (``"block"``, ``"zero_shot"``, ...).
-    """
-
-    name: str
-    parts: dict[str, np.ndarray]
-    split_hash: str
-    dataset_fingerprint: str
-    kind: str | None = None
-
-    def record(self) -> dict[str, Any]:
-        """JSON summary for checkpoints and reports."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "hash": self.split_hash,
-            "dataset_fingerprint": self.dataset_fingerprint,
-            "sizes": {k: int(len(v)) for k, v in self.parts.items()},
-        }
-
-
-def split_hash(parts: Mapping[str, np.ndarray]) -> str:
-    """sha256 (16 hex digits) of the train/val/test index arrays."""
-    h = hashlib.sha256()
-    for key in ("train", "val", "test"):
-        h.update(key.encode())
-        h.update(np.sort(np.asarray(parts.get(key, []), dtype=np.int64)).tobytes())
-    return h.hexdigest()[:16]
-
-
-def prepare_split(dataset: Any, name: str | None = None, *, check_leaks: bool = True) -> SplitInfo:
-    """Pick a stored split, check it for leaks and describe it.
-
-    Parameters
-    ----------
-    dataset : EpochDataset
-        An open epoch dataset.
-    name : str or None
-        Split name; None takes ``"block"`` when stored, else the only split.
-    check_leaks : bool
-        Refuse (``ValueError``) a split stored as leaking (``allow_leak=True``) or that
-        ``offline.data.splits.check_splits`` reports as leaking (windows of one block, run or
-        session in two parts, overlapping windows, ...).
-
-    Returns
-    -------
-    SplitInfo
-    """
-    splits = dict(getattr(dataset, "splits", {}) or {})
-    if name is None:
-        if not splits:
-            raise ValueError(
-                f"dataset {_ds_path(dataset)} stores no split; add one (offline.data.splits, e.g. block_split) "
-                "or pass --split"
-            )
-        name = "block" if "block" in splits else sorted(splits)[0] if len(splits) == 1 else None
-        if name is None:
-            raise ValueError(f"dataset {_ds_path(dataset)} stores several splits {sorted(splits)}; choose one with --split")
-    if not isinstance(name, str) or name not in splits:
-        raise ValueError(f"dataset {_ds_path(dataset)} has no split {name!r}; stored splits are {sorted(splits)}")
-    parts = {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in dataset.split(name).items()}
-    for key in ("train", "val"):
-        if len(parts.get(key, ())) == 0:
-            raise ValueError(f"split {name!r} of {_ds_path(dataset)} has an empty {key!r} part; it needs train and val")
-    parts.setdefault("test", np.zeros(0, np.int64))
-    kind, digest, leaks = None, split_hash(parts), []
-    if callable(getattr(dataset, "split_info", None)):
-        stored = dataset.split_info(name)
-        kind, digest, leaks = str(stored.kind), str(stored.sha256)[:16], list(stored.leaks)
-    if check_leaks:
-        if leaks:
-            raise ValueError(_leak_message(dataset, name, leaks))
-        _refuse_leaks(dataset, name)
-    return SplitInfo(name, parts, digest, str(dataset.fingerprint()), kind)
-
-
-def _leak_message(dataset: Any, name: str, leaks: Sequence[str]) -> str:
-    return (f"split {name!r} of {_ds_path(dataset)} leaks: {'; '.join(str(x) for x in leaks)}. Training on it "
-            "would inflate the scores; rebuild the split by block/run/session/class (offline.data.splits)")
-
-
-def _refuse_leaks(dataset: Any, name: str) -> None:
-    from offline.data.epochs import EpochDataset
-    from offline.data.splits import check_splits
-
-    if not isinstance(dataset, EpochDataset):
-        return
-    report = check_splits(dataset, name)
-    problems = [str(p) for check in report.splits if check.name == name for p in check.leaks]
-    if problems:
-        raise ValueError(_leak_message(dataset, name, problems))
-
-
-def _ds_path(dataset: Any) -> str:
-    return str(getattr(dataset, "path", "the dataset"))
-
-
 # ============================================================================ data
-def fit_scaler(dataset: Any, indices: np.ndarray, *, channels: np.ndarray | None = None,
+def fit_scaler(dataset: EpochDataset, indices: np.ndarray, *, channels: np.ndarray | None = None,
                chunk: int = 256) -> ChannelScaler:
     """Per-channel mean and std over the given (training) epochs, read in chunks.
 
@@ -371,8 +262,7 @@ def fit_scaler(dataset: Any, indices: np.ndarray, *, channels: np.ndarray | None
         x = _select(dataset.get_batch(idx[start : start + chunk]), channels).astype(np.float64)
         sq += np.einsum("nct,nct->c", x - mean[None, :, None], x - mean[None, :, None])
     std = np.sqrt(sq / count)
-    flat = std <= 1e-6 * max(float(std.max()), 1e-300)
-    std[flat] = 1.0
+    std[flat_channels(std)] = 1.0
     return ChannelScaler(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
 
@@ -399,7 +289,7 @@ class WindowSource:
         Memory limit of the cache.
     """
 
-    def __init__(self, dataset: Any, scaler: ChannelScaler, indices: np.ndarray, *,
+    def __init__(self, dataset: EpochDataset, scaler: ChannelScaler, indices: np.ndarray, *,
                  channels: np.ndarray | None = None, cache_bytes: int = _CACHE_BYTES) -> None:
         self.dataset = dataset
         self.channels = None if channels is None else np.asarray(channels, dtype=np.int64)
@@ -441,7 +331,7 @@ class WindowSource:
         return torch.from_numpy(np.ascontiguousarray(self.get(indices))).to(device)
 
 
-def fitted_source(dataset: Any, split: SplitInfo, *, channels: np.ndarray | None = None
+def fitted_source(dataset: EpochDataset, split: SplitInfo, *, channels: np.ndarray | None = None
                   ) -> tuple[ChannelScaler, WindowSource]:
     """The scaler fitted on the split's training part and the standardised train + val windows.
 
@@ -992,28 +882,6 @@ def _optimizer_from_safe(opt: torch.optim.Optimizer, tensor_path: Path, meta_pat
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:
         raise ValueError(f"cannot resume: the optimizer state in {tensor_path.parent} does not fit this model ({exc})") from None
-
-
-def _jsonable(value: Any) -> Any:
-    """Numbers, strings, lists and dicts only (numpy scalars/arrays converted; non-finite floats to None)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 # ============================================================================ search

@@ -2,7 +2,7 @@
 
 * :func:`triplet_semihard_loss`: triplet loss with online semi-hard mining in the
   batch (Schroff et al. 2015, FaceNet), for the pixel-level extractor f_θ.
-* :func:`ssim` / :func:`ssim_loss`: differentiable structural similarity (Wang et
+* :func:`ssim_loss` (with :func:`ssim` from :mod:`offline.scoring.ssim`): differentiable structural similarity (Wang et
   al. 2004, Gaussian window) for the saliency GAN's ``λ·(1 − SSIM)`` term.
 * :func:`diff_augment`: differentiable augmentation (Zhao et al. 2020) applied to
   real and generated images before the discriminator.
@@ -18,14 +18,15 @@ or ``ValueError`` naming the argument. Definitions are collected in ``docs/metri
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from offline.scoring.ssim import gaussian_window, ssim
+from offline.scoring.tensors import check_same_shape, check_tensor
+from streams._checks import check_float
 
 __all__ = [
     "TripletStats",
@@ -44,27 +45,6 @@ __all__ = [
 
 
 # ============================================================================ validation
-def _check_tensor(name: str, x: object, *, ndim: int | Sequence[int] | None = None,
-                  floating: bool = True) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor(...)")
-    if floating and not x.is_floating_point():
-        raise TypeError(f"{name} has dtype {x.dtype}; expected a floating-point tensor (call .float())")
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if x.ndim not in allowed:
-            want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{name} has shape {tuple(x.shape)}; expected a {want} tensor")
-    return x
-
-
-def _check_same_shape(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
-    if a.shape != b.shape:
-        raise ValueError(
-            f"{a_name} has shape {tuple(a.shape)} but {b_name} has shape {tuple(b.shape)}; they must match"
-        )
-
-
 def _check_labels(name: str, labels: object, n: int, device: torch.device) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integer ids, got {type(labels).__name__}")
@@ -73,15 +53,6 @@ def _check_labels(name: str, labels: object, n: int, device: torch.device) -> to
     if labels.shape != (n,):
         raise ValueError(f"{name} has shape {tuple(labels.shape)}; expected ({n},), one id per batch row")
     return labels.to(device)
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}={value!r} must be a number")
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}={value!r} must be a finite number > 0")
-    return v
 
 
 # ============================================================================ triplet
@@ -124,7 +95,7 @@ def pairwise_distances(embeddings: torch.Tensor, squared: bool = False) -> torch
     squared : bool
         Return squared distances.
     """
-    x = _check_tensor("embeddings", embeddings, ndim=2)
+    x = check_tensor("embeddings", embeddings, ndim=2)
     sq = (x * x).sum(dim=1)
     d2 = (sq[:, None] - 2.0 * (x @ x.T) + sq[None, :]).clamp_min(0.0)
     d2 = d2 * (1.0 - torch.eye(len(x), dtype=x.dtype, device=x.device))  # exact zeros on the diagonal
@@ -172,11 +143,11 @@ def triplet_semihard_loss(
         Scalar; ``0`` (still attached to the graph) when the batch has no triplet.
     stats : TripletStats
     """
-    x = _check_tensor("embeddings", embeddings, ndim=2)
+    x = check_tensor("embeddings", embeddings, ndim=2)
     if len(x) < 2:
         raise ValueError(f"embeddings has {len(x)} row(s); a triplet batch needs at least 2")
     y = _check_labels("labels", labels, len(x), x.device)
-    m = _check_positive("margin", margin)
+    m = check_float("margin", margin, positive=True)
     if fallback not in ("hardest", "easiest"):
         raise ValueError(f"fallback={fallback!r} must be 'hardest' or 'easiest'")
     d = pairwise_distances(x, squared=squared)
@@ -218,91 +189,6 @@ def triplet_semihard_loss(
         mean_negative_distance=float(d_an.detach().mean()),
     )
     return loss, stats
-
-
-# ============================================================================ SSIM
-def gaussian_window(window: int = 11, sigma: float = 1.5, *, dtype: torch.dtype = torch.float32,
-                    device: torch.device | str | None = None) -> torch.Tensor:
-    """Normalised 1-D Gaussian of ``window`` taps (odd), standard deviation ``sigma`` taps."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
-        raise ValueError(f"window={window!r} must be an odd int >= 1 (11 is the SSIM standard)")
-    s = _check_positive("sigma", sigma)
-    t = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-0.5 * (t / s) ** 2)
-    return (g / g.sum()).to(dtype=dtype, device=device)
-
-
-def _filter(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filtering of ``(B, C, H, W)`` per channel."""
-    c = x.shape[1]
-    k = len(g)
-    x = F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
-    return F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-
-
-def ssim(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    window: int = 11,
-    sigma: float = 1.5,
-    data_range: float = 1.0,
-    *,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    reduction: Literal["mean", "none"] = "mean",
-) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004) with a Gaussian window; differentiable.
-
-    Local means, variances and covariance are Gaussian-weighted averages over a
-    ``window × window`` patch (σ = ``sigma``), computed per channel and only where the
-    window fits inside the image ('valid'); the SSIM map is averaged over positions
-    and channels. Equal to scikit-image's
-    ``structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=data_range, channel_axis=...)``.
-
-    Parameters
-    ----------
-    x, y : torch.Tensor, (B, C, H, W) float
-        Images in the same units; ``H, W >= window``.
-    window : int
-        Odd window size (11).
-    sigma : float
-        Gaussian standard deviation in pixels (1.5).
-    data_range : float
-        Dynamic range of the images (1 for [0, 1], 2 for [-1, 1], 255 for 8-bit).
-    k1, k2 : float
-        Stabilising constants: ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``.
-    reduction : {"mean", "none"}
-        ``"mean"``: one scalar (mean over the batch); ``"none"``: ``(B,)``.
-
-    Returns
-    -------
-    torch.Tensor
-        In [-1, 1]; 1 only for identical images.
-    """
-    x = _check_tensor("x", x, ndim=4)
-    y = _check_tensor("y", y, ndim=4)
-    _check_same_shape("x", x, "y", y)
-    if x.dtype != y.dtype:
-        raise TypeError(f"x has dtype {x.dtype} but y has {y.dtype}; cast both to the same float dtype")
-    L = _check_positive("data_range", data_range)
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction={reduction!r} must be 'mean' or 'none'")
-    g = gaussian_window(window, sigma, dtype=x.dtype, device=x.device)
-    if min(x.shape[-2:]) < window:
-        raise ValueError(
-            f"images of size {tuple(x.shape[-2:])} are smaller than the SSIM window {window}; "
-            "use a smaller window or larger images"
-        )
-    c1, c2 = (k1 * L) ** 2, (k2 * L) ** 2
-    mu_x, mu_y = _filter(x, g), _filter(y, g)
-    sxx = _filter(x * x, g) - mu_x * mu_x
-    syy = _filter(y * y, g) - mu_y * mu_y
-    sxy = _filter(x * y, g) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
-    den = (mu_x * mu_x + mu_y * mu_y + c1) * (sxx + syy + c2)
-    per_image = (num / den).mean(dim=(1, 2, 3))
-    return per_image.mean() if reduction == "mean" else per_image
 
 
 def ssim_loss(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
@@ -404,7 +290,7 @@ def diff_augment(
     -------
     torch.Tensor, same shape and dtype as ``x``.
     """
-    x = _check_tensor("x", x, ndim=4)
+    x = check_tensor("x", x, ndim=4)
     if not isinstance(policy, str):
         raise TypeError(f"policy={policy!r} must be a comma-separated string such as 'color,translation,cutout'")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -435,8 +321,8 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     ``non-saturating``: ``mean(softplus(-D(x))) + mean(softplus(D(G(z))))`` (binary
     cross-entropy with real = 1, fake = 0).
     """
-    real = _check_tensor("real_logits", real_logits)
-    fake = _check_tensor("fake_logits", fake_logits)
+    real = check_tensor("real_logits", real_logits)
+    fake = check_tensor("fake_logits", fake_logits)
     _check_kind(kind)
     if kind == "hinge":
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
@@ -449,7 +335,7 @@ def generator_loss(fake_logits: torch.Tensor, kind: _GanKind = "hinge") -> torch
     ``hinge``: ``-mean(D(G(z)))``; ``non-saturating``: ``mean(softplus(-D(G(z))))``
     (``-log sigmoid``, Goodfellow et al. 2014).
     """
-    fake = _check_tensor("fake_logits", fake_logits)
+    fake = check_tensor("fake_logits", fake_logits)
     _check_kind(kind)
     if kind == "hinge":
         return -fake.mean()
@@ -458,9 +344,9 @@ def generator_loss(fake_logits: torch.Tensor, kind: _GanKind = "hinge") -> torch
 
 # ============================================================================ CLIP alignment
 def _check_pair(h: torch.Tensor, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    h = _check_tensor("h", h, ndim=2)
-    h_hat = _check_tensor("h_hat", h_hat, ndim=2)
-    _check_same_shape("h", h, "h_hat", h_hat)
+    h = check_tensor("h", h, ndim=2)
+    h_hat = check_tensor("h_hat", h_hat, ndim=2)
+    check_same_shape("h", h, "h_hat", h_hat)
     return h, h_hat
 
 
@@ -524,7 +410,7 @@ def info_nce(
             raise ValueError(f"temperature={float(temperature.detach())!r} must be > 0")
         tau: float | torch.Tensor = temperature.reshape(())
     else:
-        tau = _check_positive("temperature", temperature)
+        tau = check_float("temperature", temperature, positive=True)
     positives = _target_groups(h_hat, target_ids)
     logits = F.normalize(h, dim=1) @ F.normalize(h_hat.to(h.dtype), dim=1).T / tau
     return 0.5 * (_multi_positive_ce(logits, positives) + _multi_positive_ce(logits.T, positives.T))
@@ -566,6 +452,6 @@ def clip_alignment_loss(
     if kind == "infonce":
         return info_nce(h, h_hat, temperature, target_ids)
     if kind == "mse+infonce":
-        w = _check_positive("infonce_weight", infonce_weight)
+        w = check_float("infonce_weight", infonce_weight, positive=True)
         return mse_alignment(h, h_hat) + w * info_nce(h, h_hat, temperature, target_ids)
     raise ValueError(f"kind={kind!r} must be 'mse', 'infonce' or 'mse+infonce'")

@@ -7,7 +7,7 @@ patterns, with the per-voxel scaler fitted on the training part only. Optionally
 voxels are first selected BOLD5000/NSD-style by an **encoding model**: ridge
 regression from the CLIP image embedding of the pattern to every voxel, evaluated by
 grouped (block-wise) cross-validation on the training part, keeping the ``top_voxels``
-best-predicted voxels (:func:`offline.evaluation.baselines.voxel_selection`); the checkpoint's
+best-predicted voxels (:func:`offline.scoring.ridge.voxel_selection`); the checkpoint's
 ``ch_names`` are then the kept voxels in model order.
 
 Validation metric: image-level top-1 retrieval of each validation trial's own pattern
@@ -26,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from offline.training.tasks.sample import SampleOptions, open_dataset, resolve_clip, target_table, train_sample
+from bci.clip.resolve import resolve_clip
+from offline.data.epochs import EpochDataset
+from offline.data.targets import open_dataset, target_table
+from offline.training.tasks.sample import SampleOptions, train_sample
 from offline.training.loop import TrainResult, TrainSettings, fit_scaler, prepare_split
 from streams._checks import check_int
 
@@ -55,7 +58,7 @@ class FMRIOptions(SampleOptions):
     target: str = "image"
 
 
-def select_voxels(dataset: Any, train: np.ndarray, clip_targets: np.ndarray, rows: np.ndarray,
+def select_voxels(dataset: EpochDataset, train: np.ndarray, clip_targets: np.ndarray, rows: np.ndarray,
                   top_n: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Encoding-model voxel selection on the training part only.
 
@@ -79,7 +82,7 @@ def select_voxels(dataset: Any, train: np.ndarray, clip_targets: np.ndarray, row
     record : dict
         ``alpha``, ``top_n``, the kept voxels' cross-validated correlations (summary).
     """
-    from offline.evaluation.baselines import voxel_selection
+    from offline.scoring.ridge import voxel_selection
 
     scaler = fit_scaler(dataset, train)
     x = (dataset.get_batch(train).astype(np.float32) - scaler.mean[None, :, None]) / scaler.std[None, :, None]
@@ -125,8 +128,8 @@ def train_fmri(data: Any, out: str | os.PathLike, *, split: str | None = None, c
     options = options or FMRIOptions()
     settings = settings or FMRISettings()
     dataset = open_dataset(data)
-    if str(getattr(dataset, "modality", "eeg")).lower() != "fmri":
-        raise ValueError(f"dataset {getattr(dataset, 'path', '')} has modality {dataset.modality!r}; "
+    if str(dataset.modality).lower() != "fmri":
+        raise ValueError(f"dataset {dataset.path} has modality {dataset.modality!r}; "
                          "'bci train fmri' needs an fMRI epoch dataset (use 'bci train sample' for EEG)")
     embedder = resolve_clip(clip, clip_weights, model=clip_model)
     channels, extra = None, {}

@@ -44,15 +44,17 @@ from bci.models import save_checkpoint
 from bci.models.registry import EncoderModel
 from bci.models.stimulus import StimulusCNN, StimulusConfig, images_to_grey, save_stimulus_encoder
 from bci.safe_io import atomic_write
-from streams._checks import check_float, check_int
+from offline.data.epochs import EpochDataset
 from offline.training.losses import info_nce
+from bci.clip.resolve import clip_record, resolve_clip
+from offline.data.targets import dataset_record, open_dataset, pattern_targets, target_table
+from offline.training.encoders import build_encoder, embed_windows
 from offline.training.tasks.fmri import FMRISettings
-from offline.training.tasks.sample import (build_encoder, dataset_record, embed_windows, open_dataset, resolve_clip,
-                                  target_table)
+from streams._checks import check_float, check_int
 from offline.training.loop import (SplitInfo, Stage, TrainResult, TrainSettings, TrainTask, WindowSource, fitted_source,
                               make_adamw, prepare_split, resolve_device, run_training, shuffled_batches)
 
-__all__ = ["OBJECTIVES", "FMRIJointOptions", "MULTI_MANIFEST", "STIMULUS_DIR", "SUBJECTS_DIR", "pattern_targets",
+__all__ = ["OBJECTIVES", "FMRIJointOptions", "MULTI_MANIFEST", "STIMULUS_DIR", "SUBJECTS_DIR",
            "train_fmri_joint"]
 
 OBJECTIVES = ("dual", "pattern", "clip")
@@ -118,13 +120,8 @@ class FMRIJointOptions:
         return dataclasses.asdict(self)
 
 
-def pattern_targets(images: np.ndarray, grid: int) -> np.ndarray:
-    """Stimulus images ``(n, H, W[, 3])`` uint8 → ``(n, grid²)`` float32 grey in [0, 1] (area resize)."""
-    return images_to_grey(images, grid).reshape(len(images), grid * grid).numpy()
-
-
-def _default_grid(dataset: Any) -> int:
-    sim = (getattr(dataset, "source", None) or {}).get("fmri_simulation")
+def _default_grid(dataset: EpochDataset) -> int:
+    sim = (dataset.source or {}).get("fmri_simulation")
     if isinstance(sim, dict) and sim.get("grid"):
         return int(sim["grid"])
     return 10
@@ -136,7 +133,7 @@ class _Subject:
     """One subject's data and encoder inside a joint run."""
 
     name: str
-    dataset: Any
+    dataset: EpochDataset
     split: SplitInfo
     source: WindowSource
     scaler: Any
@@ -156,8 +153,8 @@ def _open_subjects(data: Sequence[Any], split: str | None, options: FMRIJointOpt
     grid = options.grid
     for k, item in enumerate(data):
         ds = open_dataset(item)
-        where = getattr(ds, "path", item)
-        if str(getattr(ds, "modality", "eeg")).lower() != "fmri":
+        where = ds.path
+        if str(ds.modality).lower() != "fmri":
             raise ValueError(f"dataset {where} has modality {ds.modality!r}; 'bci train fmri' needs fMRI epoch "
                              "datasets (use 'bci train sample' for EEG)")
         if ds.images is None or ds.image_table_ids is None:
@@ -216,7 +213,7 @@ def _refuse_cross_subject_leaks(subjects: list[_Subject]) -> None:
                 if shared:
                     raise ValueError(
                         f"{len(shared)} stimulus image(s) of the {part!r} part of {s.name} "
-                        f"({getattr(s.dataset, 'path', '')}) are in the training part of {other.name} "
+                        f"({s.dataset.path}) are in the training part of {other.name} "
                         f"({getattr(other.dataset, 'path', '')}): the shared layers would have trained on them, "
                         "which inflates the scores; hold the same stimuli out for every subject")
 
@@ -350,7 +347,7 @@ class JointFMRITask(TrainTask):
             manifest = {"format": "bci-runtime.fmri-multisubject", "format_version": 1,
                         "objective": self.options.objective, "metrics": record.get("metrics"),
                         "subjects": [{"name": s.name, "checkpoint": f"{SUBJECTS_DIR}/{s.name}",
-                                      "dataset": str(getattr(s.dataset, "path", "")),
+                                      "dataset": str(s.dataset.path),
                                       "fingerprint": str(s.dataset.fingerprint()),
                                       "n_voxels": int(s.dataset.data.shape[1])} for s in self.subjects],
                         "stimulus_encoder": STIMULUS_DIR if self.stimulus is not None else None}
@@ -404,7 +401,5 @@ def train_fmri_joint(data: Any | Sequence[Any], out: str | os.PathLike, *, optio
                         "dataset_fingerprint": ",".join(fingerprints)},
               "subjects": [{"name": s.name, "data": dataset_record(s.dataset)} for s in subjects]}
     if embedder is not None:
-        from offline.training.tasks.sample import clip_record
-
         record["clip"] = clip_record(embedder, clip_weights)
     return run_training(task, settings, out, resume=resume, overwrite=overwrite, record=record)

@@ -29,15 +29,10 @@ from bci.models import EncoderModel, save_checkpoint
 from bci.preprocessing import ChannelScaler
 from offline.training.losses import triplet_semihard_loss
 from streams._checks import check_float, check_int
-from offline.training.tasks.sample import (
-    build_encoder,
-    check_augmentation,
-    check_dropout,
-    dataset_preprocessing,
-    dataset_record,
-    embed_windows,
-    open_dataset,
-)
+from offline.data.targets import dataset_preprocessing, dataset_record, open_dataset
+from offline.scoring.centroids import centroid_accuracy
+from offline.training.encoders import build_encoder, embed_windows
+from offline.training.tasks.sample import check_augmentation, check_dropout
 from offline.training.loop import (
     SplitInfo,
     Stage,
@@ -54,7 +49,7 @@ from offline.training.loop import (
     run_training,
 )
 
-__all__ = ["PixelOptions", "PixelSettings", "TripletTask", "class_centroids", "centroid_accuracy", "train_pixel"]
+__all__ = ["PixelOptions", "PixelSettings", "TripletTask", "train_pixel"]
 
 
 @dataclass
@@ -117,32 +112,6 @@ class PixelSettings(TrainSettings):
 
     epochs: int = 40
     patience: int = 10
-
-
-def class_centroids(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised mean embedding of each class; returns ``(centroids, present)`` (bool mask of classes seen)."""
-    e = _unit(embeddings)
-    out = np.zeros((n_classes, e.shape[1]), np.float32)
-    present = np.zeros(n_classes, bool)
-    for c in np.unique(labels):
-        out[c] = e[labels == c].mean(axis=0)
-        present[c] = True
-    return _unit(out), present
-
-
-def centroid_accuracy(train_emb: np.ndarray, train_labels: np.ndarray, emb: np.ndarray, labels: np.ndarray,
-                      n_classes: int) -> float:
-    """Nearest-centroid accuracy of ``emb`` among the classes present in the training embeddings."""
-    centroids, present = class_centroids(train_emb, train_labels, n_classes)
-    scores = _unit(emb) @ centroids.T
-    scores[:, ~present] = -np.inf
-    return float((np.argmax(scores, axis=1) == labels).mean()) if len(labels) else float("nan")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
 
 
 class TripletTask(TrainTask):

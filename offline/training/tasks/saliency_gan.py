@@ -24,7 +24,6 @@ the encoder checkpoint, its fingerprint, the split and the metrics.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bci.generation import (
@@ -46,9 +44,11 @@ from bci.generation import (
 )
 from bci.runtime.inference import Encoder
 from bci.models import load_checkpoint, read_config
+from offline.data.epochs import EpochDataset
 from offline.training.losses import diff_augment, discriminator_loss, generator_loss, ssim
 from streams._checks import check_float, check_value
-from offline.training.tasks.sample import dataset_record, open_dataset
+from offline.data.records import encoder_fingerprint
+from offline.data.targets import dataset_record, open_dataset, stimulus_tensor
 from offline.training.loop import (
     SplitInfo,
     Stage,
@@ -62,8 +62,8 @@ from offline.training.loop import (
     shuffled_batches,
 )
 
-__all__ = ["GanOptions", "GanSettings", "SaliencyGanTask", "encode_dataset", "encoder_fingerprint", "image_grid",
-           "save_png", "stimulus_tensor", "train_saliency_gan"]
+__all__ = ["GanOptions", "GanSettings", "SaliencyGanTask", "encode_dataset", "image_grid", "save_png",
+           "train_saliency_gan"]
 
 
 @dataclass
@@ -130,15 +130,7 @@ class GanSettings(TrainSettings):
 
 
 # ============================================================================ data
-def encoder_fingerprint(checkpoint: str | os.PathLike) -> str:
-    """sha256 (16 hex digits) of an encoder checkpoint's config and weights files."""
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        h.update((Path(checkpoint) / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def encode_dataset(checkpoint: str | os.PathLike, dataset: Any, indices: np.ndarray, *, batch: int = 256,
+def encode_dataset(checkpoint: str | os.PathLike, dataset: EpochDataset, indices: np.ndarray, *, batch: int = 256,
                    device: str = "cpu") -> np.ndarray:
     """Embeddings ``(len(indices), embed_dim)`` of dataset windows by a checkpoint, as at run time.
 
@@ -149,21 +141,13 @@ def encode_dataset(checkpoint: str | os.PathLike, dataset: Any, indices: np.ndar
     threads = torch.get_num_threads()
     enc = Encoder(model, device=device, warmup=0, threads=threads, compile=False, cuda_graph=False)
     enc.check_stream(int(dataset.data.shape[1]), float(dataset.sfreq), list(dataset.ch_names),
-                     stream_name=str(getattr(dataset, "path", "dataset")))
+                     stream_name=str(dataset.path))
     if int(dataset.data.shape[2]) != enc.n_times:
-        raise ValueError(f"dataset {getattr(dataset, 'path', '')} has windows of {dataset.data.shape[2]} samples "
+        raise ValueError(f"dataset {dataset.path} has windows of {dataset.data.shape[2]} samples "
                          f"but the model expects {enc.n_times}; rebuild the epochs with the model's window")
     idx = np.asarray(indices, dtype=np.int64)
     out = [enc(dataset.get_batch(idx[i : i + batch]))["embedding"] for i in range(0, len(idx), batch)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, enc.config.embed_dim), np.float32)
-
-
-def stimulus_tensor(images: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` → float ``(N, 3, size, size)`` in ``[-1, 1]`` (antialiased resize)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(-1.0, 1.0)
 
 
 def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
@@ -331,7 +315,7 @@ def train_saliency_gan(data: Any, encoder: str | os.PathLike, out: str | os.Path
     info = prepare_split(dataset, split or enc_split.get("name"))
     _check_same_split(encoder, enc_split, info)
     if dataset.images is None or dataset.image_table_ids is None:
-        raise ValueError(f"dataset {getattr(dataset, 'path', '')} has no stimulus images; the GAN needs them")
+        raise ValueError(f"dataset {dataset.path} has no stimulus images; the GAN needs them")
     device = resolve_device(settings.device)
     used = np.concatenate([info.parts["train"], info.parts["val"], info.parts["test"]])
     features = np.zeros((int(dataset.data.shape[0]), enc_cfg.embed_dim), np.float32)
@@ -352,7 +336,7 @@ def _check_same_split(encoder: str | os.PathLike, enc_split: dict[str, Any], inf
     if enc_split.get("dataset_fingerprint") != info.dataset_fingerprint:
         raise ValueError(f"encoder {encoder} was trained on dataset {enc_split.get('dataset_fingerprint')}, "
                          f"not on this one ({info.dataset_fingerprint}); use the same --data")
-    if enc_split.get("hash") != info.split_hash:
+    if enc_split.get("hash") != info.checkpoint_hash:
         raise ValueError(f"encoder {encoder} was trained on split {enc_split.get('name')!r} ({enc_split.get('hash')}), "
-                         f"not {info.name!r} ({info.split_hash}); its training windows would leak into this split's "
+                         f"not {info.name!r} ({info.checkpoint_hash}); its training windows would leak into this split's "
                          "validation/test parts. Use --split " + str(enc_split.get("name")))

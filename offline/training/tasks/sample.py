@@ -26,7 +26,7 @@ model and fingerprint, settings and metrics.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from bci.models import EncoderModel, build_model, default_config, save_checkpoint
+from bci.clip.resolve import clip_record, resolve_clip
+from bci.models import EncoderModel, save_checkpoint
 from bci.preprocessing import ChannelScaler
+from offline.data.targets import TARGETS, class_gallery, dataset_preprocessing, dataset_record, open_dataset, target_table
+from offline.scoring.metrics import retrieval_top
+from offline.training.encoders import build_encoder, embed_windows
 from offline.training.losses import clip_alignment_loss
 from streams._checks import check_float, check_int, check_type, check_value
 from offline.training.loop import (
@@ -47,7 +51,6 @@ from offline.training.loop import (
     TrainTask,
     WindowSource,
     augment_windows,
-    derive_seed,
     fitted_source,
     make_adamw,
     prepare_split,
@@ -55,7 +58,6 @@ from offline.training.loop import (
     run_training,
     shuffled_batches,
 )
-from streams.synthetic.stimuli import template_caption
 
 __all__ = [
     "LOSSES",
@@ -63,19 +65,10 @@ __all__ = [
     "AlignmentTask",
     "SampleOptions",
     "SampleSettings",
-    "build_encoder",
-    "class_gallery",
-    "class_template_texts",
-    "embed_windows",
-    "epoch_image_rows",
-    "open_dataset",
-    "recorded_clip",
-    "resolve_clip",
-    "target_table",
+    "check_dropout",
     "train_sample",
 ]
 
-TARGETS = ("template", "caption", "image")
 LOSSES = ("mse", "infonce", "mse+infonce")
 
 
@@ -168,242 +161,6 @@ def check_augmentation(max_shift: Any, noise: Any, scale: Any) -> None:
     for key, value in (("noise", noise), ("scale", scale)):
         if check_float(key, value, low=0) >= 10:
             raise ValueError(f"{key}={value!r} must be a number in [0, 10)")
-
-
-# ============================================================================ dataset helpers
-def open_dataset(data: Any) -> Any:
-    """An :class:`offline.data.epochs.EpochDataset` from a path (or the dataset itself)."""
-    if isinstance(data, (str, os.PathLike)):
-        from offline.data.epochs import EpochDataset
-
-        path = Path(data)
-        if not path.exists():
-            raise FileNotFoundError(f"epoch dataset {path} does not exist; build one with 'bci epochs' first")
-        return EpochDataset.open(path)
-    return data
-
-
-def epoch_image_rows(dataset: Any) -> np.ndarray:
-    """Row of the dataset's image table for every epoch (``-1`` where the image is not stored)."""
-    table = [str(i) for i in (getattr(dataset, "image_table_ids", None) or [])]
-    where = {image_id: row for row, image_id in enumerate(table)}
-    return np.asarray([where.get(str(i), -1) for i in dataset.image_ids], dtype=np.int64)
-
-
-def class_template_texts(dataset: Any) -> list[str]:
-    """One template caption per class, in class order.
-
-    Taken from the dataset's template captions (the caption of any image of the class);
-    classes without one get ``"an image of a {class name}"``.
-    """
-    names = [str(c) for c in dataset.class_names]
-    texts: list[str | None] = [None] * len(names)
-    templates = getattr(dataset, "template_captions", None)
-    if templates is not None and len(templates):
-        rows = epoch_image_rows(dataset)
-        labels = np.asarray(dataset.labels)
-        for label, row in zip(labels.tolist(), rows.tolist()):
-            if row >= 0 and 0 <= label < len(texts) and texts[label] is None:
-                texts[label] = str(templates[row])
-    return [t if t is not None else template_caption(names[c], article="a") for c, t in enumerate(texts)]
-
-
-def resolve_clip(clip: Any = None, weights: str | os.PathLike | None = None, model: str = "tiny") -> Any:
-    """A :class:`bci.clip.ClipEmbedder`: ``clip`` itself, or ``load_clip(model, weights=...)``."""
-    if clip is not None and not isinstance(clip, (str, os.PathLike)):
-        for attr in ("encode_text", "encode_images", "embed_dim"):
-            if not hasattr(clip, attr):
-                raise TypeError(f"clip={clip!r} must be a ClipEmbedder (bci.clip.load_clip) or a weights directory")
-        return clip
-    if isinstance(clip, (str, os.PathLike)):
-        weights = clip
-    from bci.clip import load_clip
-
-    return load_clip(model, weights=weights)
-
-
-def clip_record(clip: Any, weights: str | os.PathLike | None = None) -> dict[str, Any]:
-    """CLIP name, embedding size, fingerprint and weights location for checkpoints."""
-    fingerprint = clip.fingerprint() if callable(getattr(clip, "fingerprint", None)) else None
-    source = weights if weights is not None else getattr(clip, "source", None)
-    where = str(Path(source).resolve()) if source and Path(str(source)).exists() else None
-    return {"name": getattr(clip, "name", None), "embed_dim": int(clip.embed_dim), "fingerprint": fingerprint,
-            "weights": where}
-
-
-def recorded_clip(record: dict[str, Any] | None, clip: Any = None, clip_weights: str | os.PathLike | None = None) -> Any:
-    """The CLIP model a checkpoint was trained with: ``clip``/``clip_weights`` when given, else the
-    weights recorded in the checkpoint; a different model (fingerprint) is an error.
-    """
-    record = record or {}
-    if clip is None and clip_weights is None:
-        clip_weights = record.get("weights")
-        if not clip_weights:
-            raise ValueError("this checkpoint records no CLIP weights location; pass --clip-weights DIR "
-                             "(the CLIP model it was trained with)")
-        if not Path(clip_weights).exists():
-            raise FileNotFoundError(f"the CLIP weights this checkpoint was trained with ({clip_weights}) are gone; "
-                                    "pass --clip-weights DIR")
-    embedder = resolve_clip(clip, clip_weights, model=str(record.get("name") or "tiny"))
-    expected = record.get("fingerprint")
-    got = embedder.fingerprint() if callable(getattr(embedder, "fingerprint", None)) else None
-    if expected and got and expected != got:
-        raise ValueError(f"the CLIP model given (fingerprint {got}) is not the one this checkpoint was trained with "
-                         f"({expected}); pass the same --clip-weights as in training")
-    return embedder
-
-
-def target_table(dataset: Any, clip: Any, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """CLIP targets and the target row of every epoch.
-
-    Parameters
-    ----------
-    dataset : EpochDataset
-    clip : ClipEmbedder
-    kind : {"template", "caption", "image"}
-
-    Returns
-    -------
-    targets : numpy.ndarray, (n_targets, D) float32, L2-normalised
-        One row per class (``template``) or per stored image (``caption``, ``image``).
-    rows : numpy.ndarray, (n_epochs,) int64
-        Row of ``targets`` for each epoch.
-    """
-    if kind not in TARGETS:
-        raise ValueError(f"target={kind!r} must be one of {list(TARGETS)}")
-    if kind == "template":
-        return _unit(clip.encode_text(class_template_texts(dataset))), np.asarray(dataset.labels, dtype=np.int64)
-    rows = epoch_image_rows(dataset)
-    if (rows < 0).any():
-        missing = sorted({str(i) for i, r in zip(dataset.image_ids, rows) if r < 0})[:5]
-        raise ValueError(f"target={kind!r} needs every epoch's image in the dataset's image table; missing {missing}")
-    if kind == "caption":
-        captions = getattr(dataset, "captions", None)
-        if captions is None or len(captions) == 0:
-            raise ValueError("target='caption' needs captions in the dataset; use --target template")
-        return _unit(clip.encode_text([str(c) for c in captions])), rows
-    images = getattr(dataset, "images", None)
-    if images is None or len(images) == 0:
-        raise ValueError("target='image' needs the stimulus images in the dataset; use --target template")
-    return _unit(clip.encode_images(np.asarray(images))), rows
-
-
-def class_gallery(dataset: Any, clip: Any, kind: str) -> np.ndarray:
-    """One CLIP embedding per class to retrieve against: the template text embedding,
-    or for ``kind="image"`` the normalised mean image embedding of the class's stimuli.
-    """
-    if kind != "image":
-        return _unit(clip.encode_text(class_template_texts(dataset)))
-    targets, rows = target_table(dataset, clip, "image")
-    labels = np.asarray(dataset.labels, dtype=np.int64)
-    out = np.zeros((len(dataset.class_names), targets.shape[1]), np.float32)
-    for c in range(len(out)):
-        used = np.unique(rows[labels == c])
-        if len(used):
-            out[c] = targets[used].mean(axis=0)
-    return _unit(out)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
-def dataset_preprocessing(dataset: Any) -> dict[str, Any] | None:
-    """The preprocessing config the epochs were made with, when the dataset records it."""
-    pre = getattr(dataset, "preprocessing", None)
-    if isinstance(pre, dict):
-        return pre
-    source = getattr(dataset, "source", None) or {}
-    pre = source.get("preprocessing") if isinstance(source, dict) else None
-    return pre if isinstance(pre, dict) else None
-
-
-def dataset_record(dataset: Any) -> dict[str, Any]:
-    """Where the data came from, for checkpoints."""
-    shape = tuple(int(s) for s in dataset.data.shape)
-    return {"path": str(getattr(dataset, "path", "")), "fingerprint": str(dataset.fingerprint()),
-            "modality": str(getattr(dataset, "modality", "eeg")), "shape": list(shape),
-            "sfreq": float(dataset.sfreq), "n_classes": len(dataset.class_names),
-            "window": (getattr(dataset, "attrs", None) or {}).get("window"),
-            "synthetic": bool(_is_synthetic(dataset))}
-
-
-def _is_synthetic(dataset: Any) -> bool:
-    source = getattr(dataset, "source", None) or {}
-    if not isinstance(source, dict):
-        return False
-    text = " ".join(str(source.get(k, "")) for k in ("importer", "kind", "name", "generator")).lower()
-    return bool(source.get("synthetic")) or "simulat" in text or "synthetic" in text
-
-
-def build_encoder(dataset: Any, *, model: str | None, embed_dim: int, seed: int, dropout: float | None = None,
-                  params: dict[str, Any] | None = None, channels: np.ndarray | None = None,
-                  n_classes: int | None = None) -> EncoderModel:
-    """A freshly initialised registry model shaped for the dataset (seeded).
-
-    Parameters
-    ----------
-    dataset : EpochDataset
-        Gives ``n_chans`` (or the selected ``channels``), ``n_times``, ``sfreq``, channel names.
-    model : str or None
-        Registry name; None picks ``eeg_convnet`` (EEG) or ``fmri_mlp`` (fMRI).
-    embed_dim : int
-        Embedding size.
-    seed : int
-        Initialisation seed.
-    dropout : float, optional
-    params : dict, optional
-        Other architecture parameters.
-    channels : numpy.ndarray, optional
-        Channel (voxel) indices the model reads, in order.
-    n_classes : int, optional
-        Size of a classification head.
-    """
-    name = model or ("fmri_mlp" if str(getattr(dataset, "modality", "eeg")).lower() == "fmri" else "eeg_convnet")
-    _, n_chans, n_times = (int(s) for s in dataset.data.shape)
-    ch_names = [str(c) for c in dataset.ch_names]
-    if channels is not None:
-        ch_names = [ch_names[i] for i in np.asarray(channels)]
-        n_chans = len(ch_names)
-    overrides: dict[str, Any] = dict(params or {})
-    if dropout is not None:
-        overrides["dropout"] = float(dropout)
-    labels = [str(c) for c in dataset.class_names]
-    cfg = default_config(name, n_chans=n_chans, n_times=n_times, sfreq=float(dataset.sfreq), embed_dim=int(embed_dim),
-                         ch_names=ch_names, labels=labels, n_classes=n_classes, **overrides)
-    torch.manual_seed(derive_seed(seed, "init"))
-    return build_model(cfg)
-
-
-def embed_windows(model: nn.Module, source: WindowSource, indices: np.ndarray, *, batch: int = 256,
-                  device: torch.device | None = None) -> np.ndarray:
-    """Embeddings ``(len(indices), embed_dim)`` float32 of standardised windows, in eval mode."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(indices), batch):
-            x = source.tensor(indices[start : start + batch], device)
-            out.append(model(x)["embedding"].float().cpu().numpy())
-    model.train(was_training)
-    dim = getattr(model, "embed_dim", 0)
-    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
-
-
-def retrieval_top(pred: np.ndarray, gallery: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Top-k class retrieval among the classes present in ``labels`` (cosine; ties count as random)."""
-    from offline.scoring.metrics import topk_retrieval
-
-    classes = np.unique(labels)
-    column = np.searchsorted(classes, labels)
-    ks = tuple(k for k in ks if k <= len(classes))
-    scores = topk_retrieval(pred, gallery[classes], column, k=ks)
-    out = {f"top{k}": scores[f"top-{k}"].value for k in ks}
-    out["n_way"] = float(len(classes))
-    return out
 
 
 # ============================================================================ task

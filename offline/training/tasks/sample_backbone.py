@@ -26,6 +26,7 @@ from torch import nn
 
 from bci.models import load_checkpoint
 from bci.models.registry import EncoderModel, build_model
+from offline.data.epochs import EpochDataset
 from offline.training.loop import SplitInfo, derive_seed
 
 __all__ = ["HEADED_MODELS", "build_backbone_encoder", "freeze_backbone_modes"]
@@ -49,7 +50,7 @@ def _load(backbone: str | os.PathLike) -> EncoderModel:
     return model
 
 
-def _check_leak(backbone: str | os.PathLike, cfg_extra: dict[str, Any], dataset: Any, split: SplitInfo) -> dict:
+def _check_leak(backbone: str | os.PathLike, cfg_extra: dict[str, Any], dataset: EpochDataset, split: SplitInfo) -> dict:
     rec = cfg_extra.get("split") or {}
     if not rec.get("hash") or not rec.get("dataset_fingerprint"):
         raise ValueError(f"--backbone {backbone} records no training split and dataset; it cannot be checked for "
@@ -65,7 +66,7 @@ def _check_leak(backbone: str | os.PathLike, cfg_extra: dict[str, Any], dataset:
             "dataset_fingerprint": rec.get("dataset_fingerprint"), "same_dataset_and_split": bool(same_data)}
 
 
-def build_backbone_encoder(backbone: str | os.PathLike, dataset: Any, split: SplitInfo, *, embed_dim: int,
+def build_backbone_encoder(backbone: str | os.PathLike, dataset: EpochDataset, split: SplitInfo, *, embed_dim: int,
                            head_hidden: int, dropout: float | None,
                            seed: int) -> tuple[EncoderModel, np.ndarray | None, dict[str, Any]]:
     """The backbone's architecture and weights + a fresh MLP head of ``embed_dim`` outputs; backbone frozen.
@@ -96,7 +97,7 @@ def build_backbone_encoder(backbone: str | os.PathLike, dataset: Any, split: Spl
     record : dict
         What to store in the checkpoint under ``extra["backbone"]``.
     """
-    from offline.evaluation.evaluate import channel_selection
+    from offline.data.montage import channel_selection
 
     base = _load(backbone)
     cfg = base.get_config()
