@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from streams.errors import OutputExistsError
 
@@ -38,8 +39,19 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def jsonable(value: Any, where: str) -> Any:
-    """``value`` as plain JSON types, for a Zarr attribute; refuse anything else.
+def store_header(schema: str, schema_version: int) -> dict[str, Any]:
+    """The attributes every store this project writes starts with (a new, not yet complete store).
+
+    ``schema`` and ``schema_version`` name the format; ``created`` (UTC), ``writer`` (this package
+    and its version) and ``zarr_version`` say who wrote it and when; ``complete`` is ``False`` until
+    the writer closes the store cleanly.
+    """
+    return {"schema": schema, "schema_version": schema_version, "created": now(), "writer": writer_version(),
+            "zarr_version": zarr.__version__, "complete": False}
+
+
+def jsonable(value: Any, where: str | None = None) -> Any:
+    """``value`` as plain JSON types, for a Zarr attribute or a JSON record.
 
     numpy scalars and arrays become Python numbers and lists, tuples become lists, paths
     become strings, mappings become dicts with ``str`` keys, and non-finite floats become
@@ -49,13 +61,14 @@ def jsonable(value: Any, where: str) -> Any:
     ----------
     value : object
         The value to convert.
-    where : str
-        What the value is, for the message (e.g. ``"gap"`` or ``"attribute 'note'"``).
+    where : str or None
+        What the value is, for the message (e.g. ``"gap"`` or ``"attribute 'note'"``): anything
+        else is refused. ``None`` (records and reports) writes anything else as ``str(value)``.
 
     Raises
     ------
     TypeError
-        ``value`` holds something that is not str, int, float, bool, None, a sequence or a mapping.
+        ``where`` is given and ``value`` holds something that is not str, int, float, bool, None, a sequence or a mapping.
     """
     if isinstance(value, np.generic):
         value = value.item()
@@ -71,6 +84,8 @@ def jsonable(value: Any, where: str) -> Any:
         return [jsonable(v, where) for v in value]
     if isinstance(value, Mapping):
         return {str(k): jsonable(v, where) for k, v in value.items()}
+    if where is None:
+        return str(value)
     raise TypeError(f"{where}: value {value!r} of type {type(value).__name__} cannot be stored as JSON (a Zarr "
                     "attribute); use str, int, float, bool, None, lists or dicts of those")
 

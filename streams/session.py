@@ -38,7 +38,7 @@ import zarr.errors
 from zarr.storage import LocalStore
 
 from streams._context import ClosingContext
-from streams._store import jsonable, now, remove_existing, writer_version
+from streams._store import jsonable, now, remove_existing, store_header
 from streams.description import StreamDescription
 from streams.errors import OutputExistsError, SessionFormatError, StreamNotFoundError
 
@@ -151,12 +151,7 @@ class SessionWriter(ClosingContext):
         self._streams: dict[str, _WriteStream] = {}
         self._closed = False
         root_attrs = {
-            "schema": SCHEMA_NAME,
-            "schema_version": SCHEMA_VERSION,
-            "created": now(),
-            "writer": writer_version(),
-            "zarr_version": zarr.__version__,
-            "complete": False,
+            **store_header(SCHEMA_NAME, SCHEMA_VERSION),
             "streams": [],
             **user,
         }

@@ -25,6 +25,14 @@ def test_jsonable_refuses_other_objects_naming_where() -> None:
         jsonable({"x": object()}, "gap")
 
 
+def test_jsonable_without_where_writes_other_objects_as_text() -> None:
+    """Records and reports (training state, evaluation reports) keep what they cannot type as its str()."""
+    import torch
+
+    out = jsonable({"device": torch.device("cpu"), "x": [np.float32(np.nan), np.int16(4)], "t": (True,)})
+    assert out == {"device": "cpu", "x": [None, 4], "t": [True]}
+
+
 def test_now_and_writer_version() -> None:
     assert now().endswith("+00:00") and "T" in now()
     assert writer_version().startswith("bci-runtime ")

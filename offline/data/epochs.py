@@ -53,7 +53,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from streams._context import ClosingContext
-from streams._store import jsonable, now, remove_existing, writer_version
+from streams._store import jsonable, now, remove_existing, store_header
 from offline.data.leaks import analyse_split
 from offline.data.table import EpochTable, SplitInfo, sha256_arrays, split_hash
 from streams.errors import OutputExistsError
@@ -264,12 +264,7 @@ class EpochDatasetWriter:
         if len(set(self.class_names)) != len(self.class_names):
             raise DatasetFormatError("class_names has duplicates; every class needs a distinct name")
         base_attrs = {
-            "schema": SCHEMA_NAME,
-            "schema_version": SCHEMA_VERSION,
-            "created": now(),
-            "writer": writer_version(),
-            "zarr_version": zarr.__version__,
-            "complete": False,
+            **store_header(SCHEMA_NAME, SCHEMA_VERSION),
             "sfreq": float(sfreq),
             "n_channels": self.n_channels,
             "n_times": self.n_times,

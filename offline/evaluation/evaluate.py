@@ -60,7 +60,7 @@ from offline.scoring.metrics import (
 from bci.clip.resolve import recorded_clip, resolve_clip
 from offline.data.montage import channel_selection
 from offline.data.records import encoder_fingerprint
-from offline.data.records import jsonable as _jsonable
+from streams._store import jsonable as _jsonable
 from offline.data.splits import SplitInfo, prepare_split
 from offline.data.targets import (class_gallery, dataset_record, open_dataset, pattern_targets, stimulus_tensor,
                                   target_table)

@@ -55,7 +55,7 @@ from bci.preprocessing import ChannelScaler, flat_channels
 from bci.safe_io import atomic_write
 from streams._checks import check_bool, check_float, check_int, check_type
 from offline.data.epochs import EpochDataset
-from offline.data.records import jsonable as _jsonable
+from streams._store import jsonable as _jsonable
 from offline.data.splits import SplitInfo, prepare_split
 
 __all__ = [
