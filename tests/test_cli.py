@@ -138,3 +138,22 @@ def _without_gallery(args):
     import argparse
 
     return argparse.Namespace(**{**vars(args), "gallery": None})
+
+
+def test_decode_flags_take_their_defaults_from_the_options_dataclasses(tmp_path: Path) -> None:
+    """``bci live`` without decoding flags builds exactly the library's default options (one owner of each default)."""
+    import dataclasses
+
+    from bci.cli.decode import decode_options
+    from bci.runtime.assemble import DecodeOptions
+    from bci.runtime.live import LiveOptions
+
+    args = build_parser().parse_args(["live", "--eeg", "E", "--markers", "M", "--model", str(tmp_path)])
+    assert decode_options(args) == DecodeOptions(model=tmp_path)
+    fields = {f.name: f.default for f in dataclasses.fields(DecodeOptions)}
+    for flag in ("device", "results_stream", "topk", "retrieval", "strength", "diffusion_steps", "seed"):
+        assert getattr(args, flag).value == fields[flag], flag
+    assert args.resolve_timeout.value == {f.name: f.default for f in dataclasses.fields(LiveOptions)}["resolve_timeout"]
+    given = build_parser().parse_args(["live", "--eeg", "E", "--markers", "M", "--model", str(tmp_path), "--topk", "3",
+                                       "--device", "cpu"])
+    assert decode_options(given) == DecodeOptions(model=tmp_path, topk=3, device="cpu")

@@ -9,6 +9,13 @@ import argparse
 import json
 from pathlib import Path
 
+from bci.cli.defaults import Default
+
+
+def _decode_default(name: str) -> Default:
+    """The default of a decoding flag: the field ``name`` of :class:`bci.runtime.assemble.DecodeOptions`."""
+    return Default.of("bci.runtime.assemble:DecodeOptions", name)
+
 
 def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     """Flags shared by ``live`` and ``replay --decode``."""
@@ -23,15 +30,18 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
                         "checkpoint records one, else EEG 0.020, fMRI 4.0 (HRF delay)]")
     p.add_argument("--hop", type=float, default=None, metavar="S",
                    help="also decode sliding windows every S seconds (marker-less use)")
-    p.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda, cuda:1 [auto]")
-    p.add_argument("--results-stream", default="BCIResults", metavar="NAME",
-                   help="name of the LSL results outlet (type BCIResults); '' to disable [BCIResults]")
+    p.add_argument("--device", default=_decode_default("device"),
+                   help="torch device: auto (cuda if present), cpu, cuda, cuda:1 [%(default)s]")
+    p.add_argument("--results-stream", default=_decode_default("results_stream"), metavar="NAME",
+                   help="name of the LSL results outlet (type BCIResults); '' to disable [%(default)s]")
     g = p.add_argument_group("retrieval and generation")
     g.add_argument("--gallery", type=Path, default=None, metavar="DIR",
                    help="gallery directory (bci gallery build): each window gets its top-k items")
-    g.add_argument("--topk", type=int, default=5, metavar="K", help="items retrieved per window [5]")
-    g.add_argument("--retrieval", default="torch", choices=("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf"),
-                   help="search backend: exact torch, or FAISS (extra 'faiss') for large galleries [torch]")
+    g.add_argument("--topk", type=int, default=_decode_default("topk"), metavar="K",
+                   help="items retrieved per window [%(default)s]")
+    g.add_argument("--retrieval", default=_decode_default("retrieval"),
+                   choices=("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf"),
+                   help="search backend: exact torch, or FAISS (extra 'faiss') for large galleries [%(default)s]")
     g.add_argument("--generator", type=Path, default=None, metavar="DIR",
                    help="saliency-GAN checkpoint (bci train saliency-gan): a pixel-level image per window")
     g.add_argument("--pixel-model", type=Path, default=None, metavar="DIR",
@@ -42,30 +52,31 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     g.add_argument("--diffusion", type=Path, default=None, metavar="DIR",
                    help="local diffusers folder (vae/, unet/, scheduler/, projector/) to refine the pixel-level "
                         "image with latent-diffusion img2img (extra 'diffusion'); never downloads")
-    g.add_argument("--strength", type=float, default=0.6, help="img2img noise strength in [0, 1] [0.6]")
-    g.add_argument("--diffusion-steps", type=int, default=20, help="denoising steps [20]")
-    g.add_argument("--seed", type=int, default=0, help="seed of the generators' noise [0]")
+    g.add_argument("--strength", type=float, default=_decode_default("strength"),
+                   help="img2img noise strength in [0, 1] [%(default)s]")
+    g.add_argument("--diffusion-steps", type=int, default=_decode_default("diffusion_steps"),
+                   help="denoising steps [%(default)s]")
+    g.add_argument("--seed", type=int, default=_decode_default("seed"), help="seed of the generators' noise [%(default)s]")
 
 
 def decode_options(args: argparse.Namespace):
     """The :class:`~bci.runtime.assemble.DecodeOptions` of the flags of :func:`add_decode_options`."""
     from bci.runtime.assemble import DecodeOptions
 
-    return DecodeOptions(
-        model=args.model, events=args.events, overwrite=args.overwrite, marker_filter=args.marker_filter,
-        offset=args.offset, hop=args.hop, device=args.device, results_stream=args.results_stream,
-        gallery=args.gallery, topk=args.topk, retrieval=args.retrieval, generator=args.generator,
-        pixel_model=args.pixel_model, images=args.images, diffusion=args.diffusion, strength=args.strength,
-        diffusion_steps=args.diffusion_steps, seed=args.seed,
-    )
+    names = ("model", "events", "overwrite", "marker_filter", "offset", "hop", "device", "results_stream", "gallery",
+             "topk", "retrieval", "generator", "pixel_model", "images", "diffusion", "strength", "diffusion_steps",
+             "seed")
+    # a flag left at its Default takes the dataclass's default (the one owner of every default)
+    return DecodeOptions(**{n: getattr(args, n) for n in names if not isinstance(getattr(args, n), Default)})
 
 
 def cmd_live(args: argparse.Namespace) -> int:
     """``bci live``: flags -> :class:`~bci.runtime.live.LiveOptions` -> :func:`~bci.runtime.live.run_live`."""
     from bci.runtime.live import LiveOptions, run_live
 
+    timeout = {} if isinstance(args.resolve_timeout, Default) else {"resolve_timeout": args.resolve_timeout}
     options = LiveOptions(args.eeg or args.fmri, args.markers, decode_options(args), duration=args.duration,
-                          record=args.record, resolve_timeout=args.resolve_timeout)
+                          record=args.record, **timeout)
     run_live(options, loop=_live_view_loop(args))  # the loop first: it says at once when it will run headless
     return 0
 
@@ -103,7 +114,8 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
                    help="also record the data, markers and results streams into this Zarr session")
     p.add_argument("--no-view", action="store_true", help="run without the viewer")
     add_viewer_options(p)
-    p.add_argument("--resolve-timeout", type=float, default=5.0, help="seconds to find each stream [5]")
+    p.add_argument("--resolve-timeout", type=float, default=Default.of("bci.runtime.live:LiveOptions", "resolve_timeout"),
+                   help="seconds to find each stream [%(default)s]")
     p.set_defaults(func=cmd_live)
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 from bci.cli.types import non_negative_int as _non_negative_int
 from bci.cli.types import positive_int as _positive_int
-from offline.cli.defaults import Default, given
+from bci.cli.defaults import Default, given
 
 __all__ = ["register_train_clip"]
 

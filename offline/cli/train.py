@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from offline.cli.defaults import Default, field_defaults, given, load
+from bci.cli.defaults import Default, field_defaults, given, load
 
 if TYPE_CHECKING:  # the trainers import torch: only inside the handlers, so `bci --help` stays quick
     from offline.training.loop import TrainResult, TrainSettings
@@ -119,7 +119,7 @@ def resolve_params(command: str, config_file: str | None, flags: dict[str, Any])
     config_file : str or None
         ``.toml`` or ``.json`` with a flat table of keys.
     flags : dict
-        Values of the command-line flags (None or a :class:`~offline.cli.defaults.Default` when not given).
+        Values of the command-line flags (None or a :class:`~bci.cli.defaults.Default` when not given).
 
     Returns
     -------
