@@ -41,6 +41,8 @@ import mne
 import numpy as np
 import scipy.signal as ss
 
+from streams._checks import check_bool, check_float, check_int
+
 __all__ = [
     "ChannelScaler",
     "OnlinePreprocessor",
@@ -70,21 +72,9 @@ _REFERENCE_KEYWORDS = ("average", "none")
 
 
 # --------------------------------------------------------------------------- config
-def _finite_float(name: str, value: Any, *, positive: bool = True, or_none: bool = False) -> float:
-    """``value`` as a finite (positive) float; TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        kind = "a number or None" if or_none else "a number"
-        raise TypeError(f"PreprocessConfig: {name}={value!r} must be {kind}")
-    out = float(value)
-    if not math.isfinite(out) or (positive and out <= 0):
-        need = "a finite number > 0" if positive else "a finite number"
-        raise ValueError(f"PreprocessConfig: {name}={value!r} must be {need}")
-    return out
-
-
 def _optional_float(name: str, value: Any) -> float | None:
-    """None, or a finite positive float."""
-    return None if value is None else _finite_float(name, value, or_none=True)
+    """None, or a finite positive float (:func:`~streams._checks.check_float` naming ``name``)."""
+    return None if value is None else check_float(f"PreprocessConfig: {name}", value, positive=True)
 
 
 def _check_reference(value: Any) -> str | tuple[str, ...]:
@@ -153,25 +143,19 @@ class PreprocessConfig:
                 "(a band-stop is not supported; use notch for line noise)"
             )
         set_(self, "notch", self._checked_notch(self.notch))
-        order = self.filter_order
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)):
-            raise TypeError(f"PreprocessConfig: filter_order={order!r} must be an int")
-        if not 1 <= int(order) <= MAX_FILTER_ORDER:
-            raise ValueError(f"PreprocessConfig: filter_order={order!r} must be between 1 and {MAX_FILTER_ORDER}")
-        set_(self, "filter_order", int(order))
+        set_(self, "filter_order",
+             check_int("PreprocessConfig: filter_order", self.filter_order, low=1, high=MAX_FILTER_ORDER))
         set_(self, "reference", _check_reference(self.reference))
         set_(self, "resample_to", _optional_float("resample_to", self.resample_to))
         set_(self, "baseline", self._checked_baseline(self.baseline))
-        set_(self, "notch_q", _finite_float("notch_q", self.notch_q))
-        if not isinstance(self.notch_harmonics, (bool, np.bool_)):
-            raise TypeError(f"PreprocessConfig: notch_harmonics={self.notch_harmonics!r} must be a bool")
-        set_(self, "notch_harmonics", bool(self.notch_harmonics))
+        set_(self, "notch_q", check_float("PreprocessConfig: notch_q", self.notch_q, positive=True))
+        set_(self, "notch_harmonics", check_bool("PreprocessConfig: notch_harmonics", self.notch_harmonics))
 
     @staticmethod
     def _checked_notch(value: Any) -> tuple[float, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
             raise TypeError(f"PreprocessConfig: notch={value!r} must be a sequence of frequencies in Hz")
-        freqs = {_finite_float("notch", f) for f in value}
+        freqs = {check_float("PreprocessConfig: notch", f, positive=True) for f in value}
         return tuple(sorted(freqs))
 
     @staticmethod
@@ -180,8 +164,8 @@ class PreprocessConfig:
             return None
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
             raise TypeError(f"PreprocessConfig: baseline={value!r} must be None or (start, stop) in seconds")
-        start = _finite_float("baseline", value[0], positive=False)
-        stop = _finite_float("baseline", value[1], positive=False)
+        start = check_float("PreprocessConfig: baseline", value[0])
+        stop = check_float("PreprocessConfig: baseline", value[1])
         if start < 0 or stop <= start:
             raise ValueError(
                 f"PreprocessConfig: baseline={value!r} must satisfy 0 <= start < stop "
@@ -358,9 +342,7 @@ def design_sos(config: PreprocessConfig, sfreq: float) -> np.ndarray:
 
 
 def _check_sfreq(sfreq: Any) -> float:
-    if isinstance(sfreq, bool) or not isinstance(sfreq, (int, float, np.integer, np.floating)):
-        raise TypeError(f"sfreq={sfreq!r} must be a number (Hz)")
-    out = float(sfreq)
+    out = check_float("sfreq", sfreq, finite=False)
     if not math.isfinite(out) or out <= 0:
         raise ValueError(f"sfreq={sfreq!r} must be a finite rate > 0 Hz (irregular streams cannot be filtered)")
     return out
@@ -685,8 +667,7 @@ def preprocess_recording(
     numpy.ndarray, shape (m, n_channels), float32
         Bit-identical to feeding ``data`` to a fresh preprocessor in any chunking.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
+    chunk_size = check_int("chunk_size", chunk_size, low=1)
     pre = OnlinePreprocessor(config, sfreq, ch_names)
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[1] != pre.n_channels:

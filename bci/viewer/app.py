@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bci.viewer.display import NoDisplayError, display_available
 from bci.viewer.sources import LslProvider, Provider, RuntimeProvider
+from streams._checks import check_float
 from streams.errors import StreamLostError
 
 if TYPE_CHECKING:
@@ -73,9 +74,7 @@ class ViewerOptions:
 
     def __post_init__(self) -> None:
         for name in ("fps", "seconds", "after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name}={value!r} must be a positive number")
+            check_float(name, getattr(self, name), positive=True, finite=False)
         if self.duration is not None and not self.duration > 0:
             raise ValueError(f"duration={self.duration!r} must be a positive number of seconds or None")
         w, h = self.size

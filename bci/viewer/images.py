@@ -18,6 +18,7 @@ import numpy as np
 
 # The Qt-free encoding lives below the runtime and the viewer (bci.images); re-exported for the viewer's users.
 from bci.images import DATA_URI_PREFIX, MAX_IMAGE_BYTES, as_rgb, decode_image_ref, encode_png_data_uri  # noqa: F401
+from streams._checks import check_int
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def load_gallery(directory: str | os.PathLike) -> ThumbnailGallery:
 
 def placeholder_tile(size: int = 64, text_rows: int = 0) -> np.ndarray:
     """A grey, diagonally hatched ``(size, size, 3)`` uint8 tile for a missing image."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
-        raise ValueError(f"size={size!r} must be an integer >= 4 (pixels)")
+    size = check_int("size", size, low=4)  # pixels
     yy, xx = np.mgrid[:size, :size]
     tile = np.full((size, size, 3), 70, np.uint8)
     tile[((xx + yy) // 4) % 2 == 0] = 95

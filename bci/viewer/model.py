@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from streams._checks import check_int
 from streams.ringbuffer import RingBuffer
 
 #: Image kinds a record may carry under ``record["images"]`` (see docs/viewer.md).
@@ -130,8 +131,7 @@ class ViewerModel:
 
     def __init__(self, *, history: int = 32, latency_history: int = 2000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-            raise ValueError(f"history={history!r} must be a positive integer (windows kept for display)")
+        history = check_int("history", history, low=1)  # decoded windows kept for display
         self.raw: TraceSource | None = None
         self.processed: TraceSource | None = None
         self.markers: RingBuffer | None = None
