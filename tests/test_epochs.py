@@ -145,6 +145,12 @@ def test_get_batch_rejects_bad_indices(tmp_path: Path) -> None:
         ds.get_batch(np.array([1.0]))
     with pytest.raises(ValueError, match=r"indices have shape \(2, 2\); expected a 1-D"):
         ds.get_batch(np.zeros((2, 2), int))
+    with pytest.raises(TypeError, match="batch_size=8.0 must be an integer"):
+        ds.to_torch(batch_size=8.0)
+    with pytest.raises(ValueError, match="seed=-1 must be an integer >= 0"):
+        ds.to_torch(seed=-1)
+    with pytest.raises(TypeError, match="cache_bytes=True must be an integer"):
+        EpochDataset.open(ds.path, cache_bytes=True)
 
 
 def test_incremental_writer_equals_one_shot_write_and_fingerprint_tracks_content(tmp_path: Path) -> None:

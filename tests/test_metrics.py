@@ -229,6 +229,8 @@ def test_clip_two_way() -> None:
         (lambda: n_way_accuracy(np.zeros((3, 2)), np.zeros((4, 2)), 2), ValueError, "pair"),
         (lambda: n_way_accuracy(np.zeros((3, 2)), np.zeros((3, 2)), 1), ValueError, "n_way"),
         (lambda: n_way_accuracy(np.zeros((3, 2)), np.zeros((3, 2)), 2, n_trials=0), ValueError, "n_trials"),
+        (lambda: n_way_accuracy(np.zeros((3, 2)), np.zeros((3, 2)), 2.0), TypeError, "n_way=2.0"),
+        (lambda: n_way_accuracy(np.zeros((3, 2)), np.zeros((3, 2)), 2, n_trials=True), TypeError, "n_trials=True"),
         (lambda: pixcorr(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 9, 3), np.uint8)), ValueError, "resize"),
         (lambda: ssim_metric(np.zeros((2, 16, 16, 3)), np.full((2, 16, 16, 3), 2.0)), ValueError, "data_range"),
         (lambda: ssim_metric(np.zeros((2, 16, 16, 3), np.uint8), np.zeros((2, 16, 16, 3))), ValueError, "dtypes"),

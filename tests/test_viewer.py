@@ -168,6 +168,8 @@ def test_image_refs_placeholder_and_missing_ids(tmp_path: Path, gallery_dir: Pat
     assert tile.shape == (64, 64, 3) and tile.std() > 0
     with pytest.raises(ValueError, match="size"):
         placeholder_tile(2)
+    with pytest.raises(TypeError, match="size=64.0 must be an integer"):
+        placeholder_tile(64.0)  # type: ignore[arg-type]
 
 
 def test_minmax_decimation_keeps_extremes() -> None:

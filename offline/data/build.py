@@ -39,6 +39,7 @@ from bci.runtime.replay import decode_session
 from bci.runtime.windowing import WindowSpec
 from offline.data.epochs import EpochDataset, EpochDatasetWriter
 from offline.data.splits import block_split, session_split, subject_split, zero_shot_split
+from streams._checks import check_float, check_int
 from streams.errors import OutputExistsError
 from streams.session import SessionReader, SessionWriter
 from streams.simulate import SimulationSpec, marker_description
@@ -779,10 +780,8 @@ def epochs_from_simulation(
     BuildReport
     """
     t0 = time.perf_counter()
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or not 1 <= n_classes <= 40:
-        raise ValueError(f"n_classes={n_classes!r} must be an int in 1..40")
-    if not (isinstance(snr, (int, float)) and math.isfinite(snr) and snr >= 0):
-        raise ValueError(f"snr={snr!r} must be a number >= 0")
+    check_int("n_classes", n_classes, low=1, high=40)
+    check_float("snr", snr, low=0)
     full = make_stimuli(n_per_class=n_images_per_class, size=image_size, seed=seed)
     classes = _spread_classes(int(n_classes), full.n_classes)
     stimuli = _subset_classes(full, classes) if len(classes) < full.n_classes else full

@@ -39,7 +39,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -52,6 +51,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from streams._checks import check_float, check_int
 from streams._context import ClosingContext
 from streams._store import jsonable, now, remove_existing, store_header
 from offline.data.leaks import analyse_split
@@ -241,12 +241,8 @@ class EpochDatasetWriter:
         attrs: Mapping[str, Any] | None = None,
     ) -> None:
         for name, v in (("n_channels", n_channels), ("n_times", n_times), ("chunk_epochs", chunk_epochs)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive int")
-        if isinstance(sfreq, bool) or not isinstance(sfreq, (int, float, np.number)) or not (
-            math.isfinite(float(sfreq)) and float(sfreq) > 0
-        ):
-            raise ValueError(f"sfreq={sfreq!r} must be a positive number of Hz")
+            check_int(name, v, low=1)
+        check_float("sfreq", sfreq, positive=True)  # Hz
         if modality not in MODALITIES:
             raise ValueError(f"modality={modality!r}: choose one of {', '.join(MODALITIES)}")
         self.n_channels, self.n_times = int(n_channels), int(n_times)
@@ -790,9 +786,7 @@ class EpochDataset(ClosingContext):
             raise DatasetFormatError(f"{str(p)!r} is not a Zarr group ({e}); expected an epoch dataset") from None
         attrs = dict(root.attrs)
         _check_root_attrs(attrs, p)
-        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
-            raise ValueError(f"cache_bytes={cache_bytes!r} must be an int >= 0")
-        ds = cls(p, root, attrs, int(cache_bytes))
+        ds = cls(p, root, attrs, check_int("cache_bytes", cache_bytes, low=0))
         if verify:
             ds.verify()
         return ds
@@ -1357,10 +1351,8 @@ class EpochLoader:
     def __init__(self, dataset: EpochDataset, indices: np.ndarray, *, batch_size: int = 64, shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False, buffer_chunks: int = 4) -> None:
         for name, v in (("batch_size", batch_size), ("buffer_chunks", buffer_chunks)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive int")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be a non-negative int")
+            check_int(name, v, low=1)
+        check_int("seed", seed, low=0)
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)

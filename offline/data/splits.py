@@ -481,8 +481,7 @@ def _held_out_classes(t: EpochTable, present: np.ndarray, names: Sequence[str | 
     else:
         if n is None:
             n = max(1, int(round(0.2 * len(present))))
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n_held_out={n!r} must be a positive int")
+        n = check_int("n_held_out", n, low=1)
         if n >= len(present):
             raise ValueError(f"n_held_out={n} must leave classes to train on ({len(present)} classes present)")
         held = np.sort(rng.choice(present, size=int(n), replace=False))

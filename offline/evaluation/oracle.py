@@ -24,7 +24,6 @@ rather than a proven Bayes bound.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
@@ -34,6 +33,7 @@ from scipy.special import logsumexp
 
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
 from offline.scoring.ridge import _mm
+from streams._checks import check_float, check_int, check_value
 from streams.synthetic.eeg import EEGForwardModel, EEGSimulator
 from streams.synthetic.fmri import FMRISimulator
 
@@ -142,10 +142,8 @@ def eeg_templates(
     ndarray, float64
     """
     fm, names = _forward_model(simulator)
-    if isinstance(n_times, bool) or not isinstance(n_times, numbers.Integral) or n_times < 1:
-        raise ValueError(f"n_times={n_times!r} must be a positive int")
-    if not isinstance(offset, numbers.Real) or not np.isfinite(offset):
-        raise ValueError(f"offset={offset!r} must be a finite number of seconds")
+    n_times = check_int("n_times", n_times, low=1)
+    check_float("offset", offset)  # seconds
     evoked = fm.evoked_all().astype(np.float64)  # (n_images, C, n_ev)
     if preprocess is None:
         return _cut(evoked, int(round(offset * fm.sfreq)), int(n_times))
@@ -241,10 +239,8 @@ class EEGOracle:
         demean: bool = True,
     ) -> None:
         t = _windows("templates", templates)
-        if whiten not in ("none", "spatial", "spatiotemporal"):
-            raise ValueError(f"whiten={whiten!r} must be 'none', 'spatial' or 'spatiotemporal'")
-        if not isinstance(shrinkage, numbers.Real) or not 0.0 <= float(shrinkage) <= 1.0:
-            raise ValueError(f"shrinkage={shrinkage!r} must be a number in [0, 1]")
+        check_value("whiten", whiten, ("none", "spatial", "spatiotemporal"))
+        check_float("shrinkage", shrinkage, low=0.0, high=1.0)
         self.demean = bool(demean)
         self.templates = _demean(t) if self.demean else t
         self.n_images, self.n_channels, self.n_times = t.shape
@@ -342,8 +338,7 @@ class EEGOracle:
 
     def _batches(self, x: np.ndarray, batch: int) -> Iterator[tuple[slice, np.ndarray]]:
         """Checked float64 (demeaned) batches of a window stack."""
-        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-            raise ValueError(f"batch={batch!r} must be a positive int")
+        batch = check_int("batch", batch, low=1)
         for i in range(0, len(x), batch):
             xb = _as_float64("windows", x[i:i + batch])
             yield slice(i, i + len(xb)), (_demean(xb) if self.demean else xb)
@@ -446,9 +441,7 @@ class FMRIOracle:
         cfg = simulator.config
         if noise_rank is None:
             noise_rank = (1 if cfg.shared_noise > 0 else 0) + (3 if cfg.drift > 0 else 0)
-        if isinstance(noise_rank, bool) or not isinstance(noise_rank, (int, np.integer)) or noise_rank < 0:
-            raise ValueError(f"noise_rank={noise_rank!r} must be an int >= 0")
-        self.noise_rank = int(noise_rank)
+        self.noise_rank = check_int("noise_rank", noise_rank, low=0)
         self.diag_: np.ndarray | None = None      # diagonal part of the noise covariance (V,)
         self.factors_: np.ndarray | None = None   # low-rank part F (V, rank): covariance = diag + F F^T
         self.core_: np.ndarray | None = None      # (I + F^T D^-1 F)^-1, (rank, rank)

@@ -50,6 +50,7 @@ from offline.importers._checks import (
     first_few,
     require_file,
 )
+from streams._checks import check_float, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -337,13 +338,11 @@ def import_fmri(
     """
     from offline.data.epochs import EpochArrays, EpochMetadata, ImageTable, write_epoch_dataset
 
-    if not (isinstance(tr, (int, float)) and not isinstance(tr, bool) and np.isfinite(tr) and tr > 0):
-        raise ValueError(f"tr={tr!r} must be a positive number of seconds")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size={image_size!r} must be a positive int (pixels) or None")
-    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float))
-                               or not np.isfinite(offset)):
-        raise ValueError(f"offset={offset!r} must be a finite number of seconds (onset to the trial's volume) or None")
+    check_float("tr", tr, positive=True)  # seconds
+    if image_size is not None:
+        check_int("image_size", image_size, low=1)  # pixels
+    if offset is not None:
+        check_float("offset", offset)  # seconds from the onset to the trial's volume
     out = check_output(out, overwrite)
     t = read_fmri(path)
     ids, label, class_names, patterns, table_ids = _ids_and_labels(t)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from offline.importers._checks import first_few, require_dir
+from streams._checks import check_int
 
 logger = logging.getLogger(__name__)
 
@@ -158,14 +159,15 @@ def load_image_folder(
     ------
     FileNotFoundError
         ``directory`` does not exist.
+    TypeError
+        ``size`` is not an int.
     ValueError
-        ``size`` is not a positive int.
+        ``size`` is below 1.
     """
     from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"image size={size!r} must be a positive int (pixels)")
+    size = check_int("size", size, low=1)  # pixels
     root = require_dir(directory, "image folder")
     index = _index(root)
     images = np.zeros((len(names), int(size), int(size), 3), dtype=np.uint8)

@@ -33,6 +33,7 @@ from scipy.special import gammaln
 
 from offline.scoring.ssim import ssim as _ssim_torch
 from offline.scoring.vectors import unit_rows
+from streams._checks import check_int
 
 __all__ = [
     "Score",
@@ -134,10 +135,7 @@ def _as_ks(k: int | Sequence[int], high: int) -> tuple[int, ...]:
     ks = (k,) if isinstance(k, numbers.Integral) else tuple(k)
     if not ks:
         raise ValueError("k is empty; pass e.g. k=(1, 5)")
-    for v in ks:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= high:
-            raise ValueError(f"k={k!r}: every k must be an int in [1, {high}] (the number of candidates)")
-    return tuple(int(v) for v in ks)
+    return tuple(check_int("k", v, low=1, high=high) for v in ks)  # high: the number of candidates
 
 
 def _check_rows(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray, same_rows: bool = True) -> None:
@@ -345,8 +343,7 @@ def _paired_targets(pred: object, targets: object, ids: object) -> tuple[np.ndar
 
 
 def _check_n_way(n_way: object, n_candidates: int) -> int:
-    if isinstance(n_way, bool) or not isinstance(n_way, numbers.Integral) or n_way < 2:
-        raise ValueError(f"n_way={n_way!r} must be an int >= 2")
+    n_way = check_int("n_way", n_way, low=2)
     if n_way > n_candidates:
         raise ValueError(f"n_way={n_way} needs {n_way} distinct candidates but only {n_candidates} exist; "
                          f"use n_way <= {n_candidates}")
@@ -407,9 +404,8 @@ def n_way_accuracy(
     if n_trials is None:
         hits = _expected_n_way(scores, true_index, n_way, k, candidates)
     else:
-        if isinstance(n_trials, bool) or not isinstance(n_trials, numbers.Integral) or n_trials < 1:
-            raise ValueError(f"n_trials={n_trials!r} must be a positive int or None (exact)")
-        hits = _sampled_n_way(scores, true_index, n_way, k, candidates, int(n_trials), seed)
+        n_trials = check_int("n_trials", n_trials, low=1)  # or None: exact
+        hits = _sampled_n_way(scores, true_index, n_way, k, candidates, n_trials, seed)
     return Score(float(hits.mean()), k / n_way, len(p), f"{n_way}-way top-{k}")
 
 
