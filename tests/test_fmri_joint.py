@@ -24,10 +24,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _fmri(tmp: Path, name: str, *, seed: int = 0, n_voxels: int = 300, n_train: int = 120, grid: int = 10,
           snr: float = 3.0) -> Path:
-    from offline.data.fmri import fmri_dataset_from_simulation
+    from offline.data.fmri import FMRIDesign, FMRISubject, fmri_dataset_from_simulation
 
-    return fmri_dataset_from_simulation(tmp / name, n_train=n_train, block_size=20, val_blocks=1, test_repeats=2,
-                                        n_voxels=n_voxels, snr=snr, seed=seed, grid=grid)
+    return fmri_dataset_from_simulation(tmp / name, FMRIDesign(n_train=n_train, block_size=20, val_blocks=1,
+                                                               test_repeats=2, grid=grid),
+                                        FMRISubject(n_voxels=n_voxels, snr=snr, seed=seed))
 
 
 @pytest.fixture(scope="module")
