@@ -500,3 +500,49 @@ def test_cli_epochs_and_dataset_info(tmp_path: Path, capsys: pytest.CaptureFixtu
     info = capsys.readouterr().out
     assert "n_epochs=12" in info and "split 'block' (block)" in info and "data verified" in info
     json.loads(json.dumps(EpochDataset.open(simulated.path).attrs))
+
+
+# --------------------------------------------------------------------------- parameter objects
+def test_build_options_check_their_values_when_made() -> None:
+    assert WindowOptions().marker_filter == "^stim/" and WindowOptions().preprocess_config() == PreprocessConfig()
+    assert WindowOptions(preprocessing=None).preprocess_config() is None
+    assert WindowOptions(marker_filter="").compiled_filter() is None
+    with pytest.raises(ValueError, match="preprocessing='raw': pass 'default'"):
+        WindowOptions(preprocessing="raw")
+    with pytest.raises(TypeError, match="preprocessing must be a PreprocessConfig"):
+        WindowOptions(preprocessing=3)
+    with pytest.raises(ValueError, match=r"n_times=0 must be an integer >= 1"):
+        WindowOptions(n_times=0)
+    with pytest.raises(TypeError, match="offset='0.02' must be a number"):
+        WindowOptions(offset="0.02")
+    with pytest.raises(ValueError, match=r"marker_filter='\(' is not a valid regular expression"):
+        WindowOptions(marker_filter="(")
+    with pytest.raises(TypeError, match="data_stream must be"):
+        WindowOptions(data_stream=1)
+    with pytest.raises(ValueError, match="stimuli='mine': pass a StimulusSet, 'auto' or None"):
+        LabelOptions(stimuli="mine")
+    with pytest.raises(TypeError, match="stimuli must be a StimulusSet, 'auto' or None, got int"):
+        LabelOptions(stimuli=1)
+    with pytest.raises(TypeError, match="class_names='dog' must be a sequence"):
+        LabelOptions(class_names="dog")
+    with pytest.raises(ValueError, match=r"block_gap=0 must be > 0"):
+        LabelOptions(block_gap=0)
+    with pytest.raises(TypeError, match="subject=True must be a str or int"):
+        LabelOptions(subject=True)
+    assert SimulationOptions().n_classes == 40
+    with pytest.raises(ValueError, match=r"n_classes=41 must be an integer >= 1 and <= 40"):
+        SimulationOptions(n_classes=41)
+    with pytest.raises(TypeError, match="n_classes=True must be an integer"):
+        SimulationOptions(n_classes=True)
+    with pytest.raises(ValueError, match="snr=-1.0 must be >= 0"):
+        SimulationOptions(snr=-1.0)
+    with pytest.raises(ValueError, match="design='mixed' is not one of 'block', 'rapid'"):
+        SimulationOptions(design="mixed")
+
+
+def test_builders_refuse_other_objects_for_their_options(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="window must be WindowOptions"):
+        epochs_from_sessions([tmp_path], tmp_path / "ds.zarr", {"n_times": 50})
+    with pytest.raises(TypeError, match="simulation must be SimulationOptions"):
+        epochs_from_simulation(tmp_path / "ds.zarr", WindowOptions())
+    assert not (tmp_path / "ds.zarr").exists()
