@@ -53,10 +53,10 @@ def _rate(n_epochs: int, fn: Callable[[], Any], repeats: int = 3) -> float:
 
 def measure_build(tmp: Path, *, n_classes: int, n_per_class: int, n_blocks: int, seed: int) -> dict[str, Any]:
     """Epochs/s of epochs_from_simulation (simulate + cut) and of epochs_from_sessions alone."""
-    from offline.data.build import epochs_from_sessions, epochs_from_simulation
+    from offline.data.build import SimulationOptions, epochs_from_sessions, epochs_from_simulation
 
-    sim = epochs_from_simulation(tmp / "sim.zarr", n_classes=n_classes, n_per_class=n_per_class, n_blocks=n_blocks,
-                                 seed=seed, keep_session=tmp / "session.zarr")
+    simulation = SimulationOptions(n_classes=n_classes, n_per_class=n_per_class, n_blocks=n_blocks, seed=seed)
+    sim = epochs_from_simulation(tmp / "sim.zarr", simulation, keep_session=tmp / "session.zarr")
     cut = epochs_from_sessions([tmp / "session.zarr"], tmp / "cut.zarr", splits=("block",))
     from streams.session import SessionReader
 

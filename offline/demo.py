@@ -105,7 +105,7 @@ def run_full_demo(workdir: str | os.PathLike = "bci-demo", *, live_seconds: floa
 # ----------------------------------------------------------------------------- steps
 def _dataset_step(work: Path, seed: int, force: bool, t0: float) -> Path:
     from offline.data.epochs import EpochDataset
-    from offline.data.build import epochs_from_simulation
+    from offline.data.build import SimulationOptions, epochs_from_simulation
 
     path = work / "dataset.zarr"
     if path.exists() and not force:
@@ -115,8 +115,8 @@ def _dataset_step(work: Path, seed: int, force: bool, t0: float) -> Path:
             return path
         except (ValueError, OSError):
             _say(f"      {path} is incomplete; rebuilding it")
-    report = epochs_from_simulation(path, n_per_class=DEMO_TRIALS_PER_CLASS, n_blocks=DEMO_BLOCKS, seed=seed,
-                                    session=0, overwrite=True)
+    simulation = SimulationOptions(n_per_class=DEMO_TRIALS_PER_CLASS, n_blocks=DEMO_BLOCKS, seed=seed, session=0)
+    report = epochs_from_simulation(path, simulation, overwrite=True)
     _say(f"      {report.n_epochs} epochs of 128 x 440 (40 classes, {DEMO_TRIALS_PER_CLASS} trials each, "
          f"block design) -> {path}")
     _done(t0)

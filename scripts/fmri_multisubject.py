@@ -9,14 +9,14 @@ import time
 import numpy as np
 
 from offline.evaluation.evaluate import evaluate
-from offline.data.fmri import fmri_dataset_from_simulation
+from offline.data.fmri import FMRIDesign, FMRISubject, fmri_dataset_from_simulation
 from offline.training.tasks.fmri_joint import FMRIJointOptions, train_fmri_joint
 from offline.training.loop import TrainSettings
 
 obj = sys.argv[1]; n_train = int(sys.argv[2]); n_sub = int(sys.argv[3])
 root = sys.argv[4] if len(sys.argv) > 4 else "fmri-multisubject"
-paths = [fmri_dataset_from_simulation(f"{root}/s{k}_{n_train}.zarr", n_train=n_train, block_size=20, val_blocks=1,
-                                      seed=k, overwrite=True) for k in range(n_sub)]
+paths = [fmri_dataset_from_simulation(f"{root}/s{k}_{n_train}.zarr", FMRIDesign(n_train=n_train, block_size=20,
+                                      val_blocks=1), FMRISubject(seed=k), overwrite=True) for k in range(n_sub)]
 st = TrainSettings(epochs=80, batch_size=32, lr=3e-4, weight_decay=1e-2, patience=20, progress=False)
 res = {"single": [], "multi": [], "ridge": [], "oracle": []}
 t = time.time()

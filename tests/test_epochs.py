@@ -29,7 +29,14 @@ from offline.data.epochs import (
     ImageTable,
     write_epoch_dataset,
 )
-from offline.data.build import epochs_from_sessions, epochs_from_simulation, simulation_schedule
+from offline.data.build import (
+    LabelOptions,
+    SimulationOptions,
+    WindowOptions,
+    epochs_from_sessions,
+    epochs_from_simulation,
+    simulation_schedule,
+)
 from offline.data.splits import check_splits
 from streams.description import StreamDescription
 from streams.errors import OutputExistsError
@@ -300,7 +307,7 @@ def _simulated_session(tmp_path: Path, seconds: float = 24.0) -> Path:
 
 def test_raw_epochs_are_the_session_samples_at_marker_plus_offset(tmp_path: Path) -> None:
     session = _simulated_session(tmp_path, 12.0)
-    report = epochs_from_sessions([session], tmp_path / "raw.zarr", preprocessing=None, splits=())
+    report = epochs_from_sessions([session], tmp_path / "raw.zarr", WindowOptions(preprocessing=None), splits=())
     ds = EpochDataset.open(report.path)
     reader = SessionReader(session)
     data = reader.data("SimEEG")
@@ -323,7 +330,7 @@ def test_offline_windows_equal_the_runtime_windows(tmp_path: Path) -> None:
     pre = PreprocessConfig(resample_to=250.0, baseline=(0.0, 0.04))
     config = default_config("eeg_convnet", n_times=110, sfreq=250.0).replace(preprocessing=pre.to_dict())
     ckpt = save_checkpoint(build_model(config), tmp_path / "model")
-    report = epochs_from_sessions([session], tmp_path / "ds.zarr", model=ckpt, offset=0.020, splits=())
+    report = epochs_from_sessions([session], tmp_path / "ds.zarr", WindowOptions(model=ckpt, offset=0.020), splits=())
     ds = EpochDataset.open(report.path)
     assert (ds.n_times, ds.sfreq) == (110, 250.0) and ds.preprocessing == pre.to_dict()
     # the runtime: bci replay SESSION --decode --model DIR --speed max
@@ -359,7 +366,7 @@ def test_model_with_another_rate_is_refused(tmp_path: Path) -> None:
         preprocessing=PreprocessConfig().to_dict())
     ckpt = save_checkpoint(build_model(config), tmp_path / "model")
     with pytest.raises(ValueError, match="expects 250 Hz but its preprocessing gives 1000 Hz"):
-        epochs_from_sessions([session], tmp_path / "ds.zarr", model=ckpt)
+        epochs_from_sessions([session], tmp_path / "ds.zarr", WindowOptions(model=ckpt))
     assert not (tmp_path / "ds.zarr").exists()
 
 
@@ -385,35 +392,37 @@ def test_blocks_from_time_gaps_and_labels_from_markers(tmp_path: Path) -> None:
     labels = ["dog", "dog", "dog", "cat", "cat", "cat", "dog", "dog"]
     markers = [(t, f"stim/i{j}/{lab}") for j, (t, lab) in enumerate(zip(times, labels))] + [(5.0, "pause")]
     session = _hand_session(tmp_path / "s.zarr", sorted(markers))
-    report = epochs_from_sessions([session], tmp_path / "ds.zarr", preprocessing=None, n_times=50, splits=("block",))
+    raw = WindowOptions(preprocessing=None, n_times=50)
+    report = epochs_from_sessions([session], tmp_path / "ds.zarr", raw, splits=("block",))
     ds = EpochDataset.open(report.path)
     assert ds.class_names == ["cat", "dog"] and ds.labels.tolist() == [1, 1, 1, 0, 0, 0, 1, 1]
     assert ds.block.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
     assert ds.subject_names == ["P07"] and ds.session_names == ["day1"] and ds.images is None
     assert "gaps between stimulus markers > 2.5 s" in ds.source["sessions"][0]["block_rule"]
     assert report.splits == ["block"] and not check_splits(ds).leaking
-    explicit = epochs_from_sessions([session], tmp_path / "gap.zarr", preprocessing=None, n_times=50, block_gap=4.5,
-                                    splits=(), class_names=["dog", "cat", "bird"])
+    explicit = epochs_from_sessions([session], tmp_path / "gap.zarr", raw,
+                                    LabelOptions(block_gap=4.5, class_names=["dog", "cat", "bird"]), splits=())
     ds2 = EpochDataset.open(explicit.path)
     assert ds2.block.tolist() == [0, 0, 0, 0, 0, 0, 1, 1] and ds2.labels.tolist() == [0, 0, 0, 1, 1, 1, 0, 0]
 
 
 def test_unlabelled_markers_need_an_image_map(tmp_path: Path) -> None:
     session = _hand_session(tmp_path / "s.zarr", [(1.0, "stim/a"), (2.0, "stim/b"), (3.0, "stim/a")])
+    raw = WindowOptions(preprocessing=None, n_times=50)
     with pytest.raises(ValueError, match="the stimulus markers carry no labels"):
-        epochs_from_sessions([session], tmp_path / "ds.zarr", preprocessing=None, n_times=50, splits=())
+        epochs_from_sessions([session], tmp_path / "ds.zarr", raw, splits=())
     with pytest.raises(ValueError, match=r"image id 'b' of a marker is not in image_map \(1 ids\)"):
-        epochs_from_sessions([session], tmp_path / "ds.zarr", preprocessing=None, n_times=50, splits=(),
-                             image_map={"a": "apple"})
+        epochs_from_sessions([session], tmp_path / "ds.zarr", raw, LabelOptions(image_map={"a": "apple"}), splits=())
     assert not (tmp_path / "ds.zarr").exists()
-    report = epochs_from_sessions([session], tmp_path / "ds.zarr", preprocessing=None, n_times=50, splits=(),
-                                  image_map={"a": "apple", "b": "banana"})
+    report = epochs_from_sessions([session], tmp_path / "ds.zarr", raw,
+                                  LabelOptions(image_map={"a": "apple", "b": "banana"}), splits=())
     assert EpochDataset.open(report.path).labels.tolist() == [0, 1, 0]
 
 
 def test_end_of_data_markers_are_reported_not_written(tmp_path: Path) -> None:
     session = _hand_session(tmp_path / "s.zarr", [(1.0, "stim/a/x"), (19.8, "stim/b/y")])
-    report = epochs_from_sessions([session], tmp_path / "ds.zarr", preprocessing=None, n_times=50, splits=())
+    report = epochs_from_sessions([session], tmp_path / "ds.zarr", WindowOptions(preprocessing=None, n_times=50),
+                                  splits=())
     assert report.n_epochs == 1 and report.dropped == {"end_of_data": 1}
     assert EpochDataset.open(report.path).class_names == ["x", "y"]
 
@@ -437,7 +446,7 @@ def test_simulation_schedule_balances_classes_over_blocks() -> None:
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("sim") / "sim.zarr"
-    return epochs_from_simulation(out, n_classes=3, n_per_class=4, n_blocks=2, seed=2, snr=1.0)
+    return epochs_from_simulation(out, SimulationOptions(n_classes=3, n_per_class=4, n_blocks=2, seed=2, snr=1.0))
 
 
 def test_epochs_from_simulation_holds_images_captions_and_clean_splits(simulated) -> None:
@@ -458,8 +467,9 @@ def test_epochs_from_simulation_holds_images_captions_and_clean_splits(simulated
 
 
 def test_rapid_design_simulation_has_mixed_blocks(tmp_path: Path) -> None:
-    report = epochs_from_simulation(tmp_path / "rapid.zarr", n_classes=3, n_per_class=4, n_blocks=2, seed=4,
-                                    design="rapid", preprocessing=None, n_times=100, splits=("zero_shot",))
+    report = epochs_from_simulation(tmp_path / "rapid.zarr",
+                                    SimulationOptions(n_classes=3, n_per_class=4, n_blocks=2, seed=4, design="rapid"),
+                                    WindowOptions(preprocessing=None, n_times=100), splits=("zero_shot",))
     ds = EpochDataset.open(report.path)
     assert ds.n_epochs == 12 and sorted(np.unique(ds.block).tolist()) == [0, 1]
     assert all(len(np.unique(ds.labels[ds.block == b])) == 3 for b in (0, 1))
@@ -496,3 +506,49 @@ def test_cli_epochs_and_dataset_info(tmp_path: Path, capsys: pytest.CaptureFixtu
     info = capsys.readouterr().out
     assert "n_epochs=12" in info and "split 'block' (block)" in info and "data verified" in info
     json.loads(json.dumps(EpochDataset.open(simulated.path).attrs))
+
+
+# --------------------------------------------------------------------------- parameter objects
+def test_build_options_check_their_values_when_made() -> None:
+    assert WindowOptions().marker_filter == "^stim/" and WindowOptions().preprocess_config() == PreprocessConfig()
+    assert WindowOptions(preprocessing=None).preprocess_config() is None
+    assert WindowOptions(marker_filter="").compiled_filter() is None
+    with pytest.raises(ValueError, match="preprocessing='raw': pass 'default'"):
+        WindowOptions(preprocessing="raw")
+    with pytest.raises(TypeError, match="preprocessing must be a PreprocessConfig"):
+        WindowOptions(preprocessing=3)
+    with pytest.raises(ValueError, match=r"n_times=0 must be an integer >= 1"):
+        WindowOptions(n_times=0)
+    with pytest.raises(TypeError, match="offset='0.02' must be a number"):
+        WindowOptions(offset="0.02")
+    with pytest.raises(ValueError, match=r"marker_filter='\(' is not a valid regular expression"):
+        WindowOptions(marker_filter="(")
+    with pytest.raises(TypeError, match="data_stream must be"):
+        WindowOptions(data_stream=1)
+    with pytest.raises(ValueError, match="stimuli='mine': pass a StimulusSet, 'auto' or None"):
+        LabelOptions(stimuli="mine")
+    with pytest.raises(TypeError, match="stimuli must be a StimulusSet, 'auto' or None, got int"):
+        LabelOptions(stimuli=1)
+    with pytest.raises(TypeError, match="class_names='dog' must be a sequence"):
+        LabelOptions(class_names="dog")
+    with pytest.raises(ValueError, match=r"block_gap=0 must be > 0"):
+        LabelOptions(block_gap=0)
+    with pytest.raises(TypeError, match="subject=True must be a str or int"):
+        LabelOptions(subject=True)
+    assert SimulationOptions().n_classes == 40
+    with pytest.raises(ValueError, match=r"n_classes=41 must be an integer >= 1 and <= 40"):
+        SimulationOptions(n_classes=41)
+    with pytest.raises(TypeError, match="n_classes=True must be an integer"):
+        SimulationOptions(n_classes=True)
+    with pytest.raises(ValueError, match="snr=-1.0 must be >= 0"):
+        SimulationOptions(snr=-1.0)
+    with pytest.raises(ValueError, match="design='mixed' is not one of 'block', 'rapid'"):
+        SimulationOptions(design="mixed")
+
+
+def test_builders_refuse_other_objects_for_their_options(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="window must be WindowOptions"):
+        epochs_from_sessions([tmp_path], tmp_path / "ds.zarr", {"n_times": 50})
+    with pytest.raises(TypeError, match="simulation must be SimulationOptions"):
+        epochs_from_simulation(tmp_path / "ds.zarr", WindowOptions())
+    assert not (tmp_path / "ds.zarr").exists()

@@ -139,10 +139,10 @@ def test_tsne_separates_clusters() -> None:
 
 
 def test_oracle_on_a_simulated_dataset(tmp_path: Path) -> None:
-    from offline.data.build import epochs_from_simulation
+    from offline.data.build import SimulationOptions, epochs_from_simulation
 
-    report = epochs_from_simulation(tmp_path / "sim.zarr", n_classes=4, n_per_class=3, n_blocks=3, snr=1.0,
-                                    seed=0, splits=("block",))
+    report = epochs_from_simulation(tmp_path / "sim.zarr", SimulationOptions(n_classes=4, n_per_class=3, n_blocks=3,
+                                                                             snr=1.0, seed=0), splits=("block",))
     ds = EpochDataset.open(report.path)
     ckpt = tmp_path / "pixel"
     train_pixel(ds, ckpt, options=PIXEL, settings=TrainSettings(epochs=1, batch_size=8, progress=False))

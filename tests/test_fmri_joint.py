@@ -24,10 +24,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _fmri(tmp: Path, name: str, *, seed: int = 0, n_voxels: int = 300, n_train: int = 120, grid: int = 10,
           snr: float = 3.0) -> Path:
-    from offline.data.fmri import fmri_dataset_from_simulation
+    from offline.data.fmri import FMRIDesign, FMRISubject, fmri_dataset_from_simulation
 
-    return fmri_dataset_from_simulation(tmp / name, n_train=n_train, block_size=20, val_blocks=1, test_repeats=2,
-                                        n_voxels=n_voxels, snr=snr, seed=seed, grid=grid)
+    return fmri_dataset_from_simulation(tmp / name, FMRIDesign(n_train=n_train, block_size=20, val_blocks=1,
+                                                               test_repeats=2, grid=grid),
+                                        FMRISubject(n_voxels=n_voxels, snr=snr, seed=seed))
 
 
 @pytest.fixture(scope="module")
@@ -371,3 +372,19 @@ def test_model_trained_on_the_dataset_decodes_a_recorded_session(tmp_path: Path)
     assert len(correct) >= 30 and np.mean(correct) > 0.6  # pixel accuracy (0.64 here), chance 0.5, 4000 cells
     accuracy = np.mean(np.asarray(truth) == np.asarray(retrieved))
     assert accuracy > 6 / 9, (accuracy, list(zip(truth, retrieved)))  # 1.0 here; chance 1/9
+
+
+def test_fmri_dataset_options_check_their_values_when_made() -> None:
+    from offline.data.fmri import FMRIDesign, FMRIEpochs, FMRISubject
+
+    assert (FMRIDesign().n_train, FMRISubject().n_voxels, FMRIEpochs().offset) == (400, 967, 6.0)
+    with pytest.raises(ValueError, match=r"val_blocks=2 must leave training blocks \(n_train=40 makes 2 blocks"):
+        FMRIDesign(n_train=40, block_size=20)
+    with pytest.raises(ValueError, match="n_train=3 must be an integer >= 4"):
+        FMRIDesign(n_train=3)
+    with pytest.raises(TypeError, match="grid=10.0 must be an integer"):
+        FMRIDesign(grid=10.0)
+    with pytest.raises(ValueError, match="snr=-1 must be >= 0"):
+        FMRISubject(snr=-1)
+    with pytest.raises(ValueError, match="n_times=0 must be an integer >= 1"):
+        FMRIEpochs(n_times=0)

@@ -112,13 +112,13 @@ def test_edf_written_by_mne_export(tmp_path: Path) -> None:
 def test_imported_session_cuts_into_an_epoch_dataset(tmp_path: Path) -> None:
     """The stim/<image_id>/<label> markers are the runtime's: the epoch builder reads them."""
     from offline.data.epochs import EpochDataset
-    from offline.data.build import epochs_from_sessions
+    from offline.data.build import LabelOptions, WindowOptions, epochs_from_sessions
 
     raw, x = _raw(n_seconds=8.0)
     raw.save(tmp_path / "r_raw.fif", verbose="error")
     session = import_raw(tmp_path / "r_raw.fif", tmp_path / "s.zarr", event_map={5: ["img5", "dog"], 7: ["img7", "cat"]})
-    rep = epochs_from_sessions([session], tmp_path / "ep.zarr", preprocessing=None, n_times=25, offset=0.0,
-                               stimuli=None, splits=())
+    window = WindowOptions(preprocessing=None, n_times=25, offset=0.0)
+    rep = epochs_from_sessions([session], tmp_path / "ep.zarr", window, LabelOptions(stimuli=None), splits=())
     ds = EpochDataset.open(rep.path)
     assert ds.image_ids == ["img5", "img7"] and [ds.class_names[i] for i in ds.labels] == ["dog", "cat"]
     np.testing.assert_array_equal(ds.get_batch([0])[0], x[:4, 300:325].astype(np.float32))

@@ -381,12 +381,13 @@ def test_sample_target_needs_what_the_dataset_lacks(dataset: EpochDataset, clip_
 # ----------------------------------------------------------------------------- fMRI
 def test_fmri_training_with_voxel_selection(clip_dir: Path, tmp_path: Path) -> None:
     from offline.evaluation.evaluate import evaluate
-    from offline.data.fmri import fmri_dataset_from_simulation
+    from offline.data.fmri import FMRIDesign, FMRISubject, fmri_dataset_from_simulation
     from offline.training.tasks.fmri import train_fmri
     from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 
-    path = fmri_dataset_from_simulation(tmp_path / "fmri.zarr", n_train=60, block_size=10, val_blocks=1,
-                                        test_repeats=2, n_voxels=200, snr=3.0, seed=0)
+    path = fmri_dataset_from_simulation(tmp_path / "fmri.zarr",
+                                        FMRIDesign(n_train=60, block_size=10, val_blocks=1, test_repeats=2),
+                                        FMRISubject(n_voxels=200, snr=3.0, seed=0))
     ds = EpochDataset.open(path)
     assert ds.modality == "fmri" and ds.data.shape[1:] == (200, 2)
     out = tmp_path / "fmri-model"

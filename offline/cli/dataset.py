@@ -18,9 +18,23 @@ from typing import Any
 
 import numpy as np
 
+from bci.cli.defaults import Default
 from bci.cli.types import positive_int as _positive_int
 
 AddParser = Callable[[Any, str, str, str], argparse.ArgumentParser]
+
+_WINDOW = "offline.data.build_options:WindowOptions"
+_SIMULATION = "offline.data.build_options:SimulationOptions"
+
+
+def _sim(name: str) -> Default:
+    """The default of ``bci dataset simulate``'s flag for :class:`SimulationOptions` field ``name``."""
+    return Default.of(_SIMULATION, name)
+
+
+def _value(flag: Any) -> Any:
+    """A flag's value: a :class:`Default` left in place reads the options dataclass."""
+    return flag.value if isinstance(flag, Default) else flag
 
 
 def _float(text: str) -> float:
@@ -51,17 +65,18 @@ class _Progress:
 
 # --------------------------------------------------------------------------- bci epochs
 def _cmd_epochs(args: argparse.Namespace) -> int:
-    from offline.data.build import epochs_from_sessions
+    from offline.data.build import LabelOptions, WindowOptions, epochs_from_sessions
 
     sessions, out = list(args.sessions), args.out
+    window = WindowOptions(preprocessing=None if args.raw else "default", model=args.model, offset=args.offset,
+                           n_times=args.n_times, marker_filter=_value(args.marker_filter), data_stream=args.stream,
+                           marker_stream=args.markers)
+    labels = LabelOptions(subject=args.subject, block_gap=args.block_gap)
     progress = _Progress(len(sessions), "epochs")
     try:
         report = epochs_from_sessions(
-            sessions, out, preprocessing=None if args.raw else "default", model=args.model, offset=args.offset,
-            n_times=args.n_times, marker_filter=args.marker_filter, data_stream=args.stream,
-            marker_stream=args.markers, subject=args.subject, block_gap=args.block_gap,
-            splits=[s for s in args.splits.split(",") if s], seed=args.seed, overwrite=args.overwrite,
-            chunk_epochs=args.chunk_epochs, progress=progress,
+            sessions, out, window, labels, splits=[s for s in args.splits.split(",") if s], seed=args.seed,
+            overwrite=args.overwrite, chunk_epochs=args.chunk_epochs, progress=progress,
         )
     finally:
         progress.close()
@@ -78,8 +93,8 @@ def _add_epochs(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--offset", type=_float, default=None, help="seconds from marker to window start "
                    "[0.020 for EEG, 4.0 for fMRI]")
     p.add_argument("--n-times", type=_positive_int, default=None, help="samples per window [440 for EEG]")
-    p.add_argument("--marker-filter", default="^stim/", metavar="RE",
-                   help="only markers matching this regular expression open windows ['^stim/']; '' for all")
+    p.add_argument("--marker-filter", default=Default.of(_WINDOW, "marker_filter"), metavar="RE",
+                   help="only markers matching this regular expression open windows [%(default)s]; '' for all")
     p.add_argument("--model", default=None, metavar="DIR",
                    help="take preprocessing and window length from this checkpoint (and check its rate/channels)")
     p.add_argument("--raw", action="store_true", help="no preprocessing (default: 0.5-40 Hz, 50 Hz notch, "
@@ -125,15 +140,16 @@ def _add_check_splits(sub: Any, add_parser: AddParser) -> None:
 
 # --------------------------------------------------------------------------- bci dataset
 def _cmd_dataset_simulate(args: argparse.Namespace) -> int:
-    from offline.data.build import epochs_from_simulation
+    from offline.data.build import SimulationOptions, WindowOptions, epochs_from_simulation
 
+    simulation = SimulationOptions(n_per_class=_value(args.n_per_class), n_blocks=_value(args.blocks),
+                                   snr=_value(args.snr), seed=_value(args.seed), n_classes=_value(args.classes),
+                                   design=_value(args.design))
+    window = WindowOptions(preprocessing=None if args.raw else "default")
     progress = _Progress(1, "simulate+epochs")
     try:
-        report = epochs_from_simulation(
-            args.out, n_per_class=args.n_per_class, n_blocks=args.blocks, snr=args.snr, seed=args.seed,
-            n_classes=args.classes, design=args.design, preprocessing=None if args.raw else "default",
-            keep_session=args.keep_session, overwrite=args.overwrite, progress=progress,
-        )
+        report = epochs_from_simulation(args.out, simulation, window, keep_session=args.keep_session,
+                                        overwrite=args.overwrite, progress=progress)
     finally:
         progress.close()
     print(report)
@@ -171,13 +187,15 @@ def _add_dataset(sub: Any, add_parser: AddParser) -> None:
                    "(images, captions, block and zero-shot splits)",
                    "bci dataset simulate sim.zarr --n-per-class 20 --blocks 4 --snr 0.5")
     s.add_argument("out", metavar="OUT", help="dataset to create")
-    s.add_argument("--n-per-class", type=_positive_int, default=10, help="trials per class [10]")
-    s.add_argument("--blocks", type=_positive_int, default=2, help="blocks per class [2]")
-    s.add_argument("--classes", type=_positive_int, default=40, help="number of classes, 1-40 [40]")
-    s.add_argument("--snr", type=_float, default=1.0, help="evoked-response SNR [1.0]")
-    s.add_argument("--seed", type=int, default=0, help="seed of everything [0]")
-    s.add_argument("--design", choices=("block", "rapid"), default="block",
-                   help="block: one class per block (EEG-ImageNet); rapid: classes interleaved [block]")
+    s.add_argument("--n-per-class", type=_positive_int, default=_sim("n_per_class"),
+                   help="trials per class [%(default)s]")
+    s.add_argument("--blocks", type=_positive_int, default=_sim("n_blocks"), help="blocks per class [%(default)s]")
+    s.add_argument("--classes", type=_positive_int, default=_sim("n_classes"),
+                   help="number of classes, 1-40 [%(default)s]")
+    s.add_argument("--snr", type=_float, default=_sim("snr"), help="evoked-response SNR [%(default)s]")
+    s.add_argument("--seed", type=int, default=_sim("seed"), help="seed of everything [%(default)s]")
+    s.add_argument("--design", choices=("block", "rapid"), default=_sim("design"),
+                   help="block: one class per block (EEG-ImageNet); rapid: classes interleaved [%(default)s]")
     s.add_argument("--raw", action="store_true", help="no preprocessing [PreprocessConfig() defaults]")
     s.add_argument("--keep-session", default=None, metavar="DIR", help="also keep the simulated Zarr session")
     s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

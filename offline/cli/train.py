@@ -39,6 +39,8 @@ AddParser = Callable[[Any, str, str, str], argparse.ArgumentParser]
 
 _SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "min_delta", "grad_clip", "seed", "device")
 _TASKS = "offline.training.tasks."
+_FMRI_DESIGN = "offline.data.fmri:FMRIDesign"
+_FMRI_SUBJECT = "offline.data.fmri:FMRISubject"
 
 
 @dataclass(frozen=True)
@@ -454,12 +456,13 @@ def register_evaluate(sub: Any, add_parser: AddParser) -> None:
 # ============================================================================ fMRI dataset
 def _cmd_fmri_dataset(args: argparse.Namespace) -> int:
     from offline.data.epochs import EpochDataset
-    from offline.data.fmri import fmri_dataset_from_simulation
+    from offline.data.fmri import FMRIDesign, FMRISubject, fmri_dataset_from_simulation
 
-    path = fmri_dataset_from_simulation(args.out, n_train=args.n_train, block_size=args.block_size,
-                                        val_blocks=args.val_blocks, test_repeats=args.test_repeats, snr=args.snr,
-                                        seed=args.seed, n_voxels=args.n_voxels, grid=args.grid,
-                                        overwrite=args.overwrite)
+    flags = given(vars(args))
+    design = FMRIDesign(**{k: flags[k] for k in ("n_train", "block_size", "val_blocks", "test_repeats", "grid")
+                           if k in flags})
+    subject = FMRISubject(**{k: flags[k] for k in ("snr", "seed", "n_voxels") if k in flags})
+    path = fmri_dataset_from_simulation(args.out, design, subject, overwrite=args.overwrite)
     ds = EpochDataset.open(path)
     sizes = {k: len(v) for k, v in ds.split("block").items()}
     print(f"{path}: {len(ds)} fMRI epochs ({ds.data.shape[1]} voxels x {ds.data.shape[2]} volumes), "
@@ -483,14 +486,21 @@ def register_fmri_dataset(sub: Any, add_parser: AddParser, name: str = "simulate
                    "another --seed is another simulated subject",
                    f"bci dataset {name} fmri.zarr --n-train 400 --snr 1.0")
     p.add_argument("out", metavar="OUT", help="dataset to create")
-    p.add_argument("--n-train", type=int, default=400, help="random training patterns, one trial each [400]")
-    p.add_argument("--block-size", type=int, default=20, help="training trials per block [20]")
-    p.add_argument("--val-blocks", type=int, default=2, help="training blocks held out for validation [2]")
-    p.add_argument("--test-repeats", type=int, default=6, help="presentations of each of the 12 test patterns [6]")
-    p.add_argument("--snr", type=float, default=1.0, help="simulator SNR [1.0]")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of everything: receptive fields (the subject), noise, patterns [0]")
-    p.add_argument("--n-voxels", type=int, default=967, help="voxels [967]")
-    p.add_argument("--grid", type=int, default=10, help="pattern side, e.g. 28 for 28x28 stimuli [10]")
+    p.add_argument("--n-train", type=int, default=Default.of(_FMRI_DESIGN, "n_train"),
+                   help="random training patterns, one trial each [%(default)s]")
+    p.add_argument("--block-size", type=int, default=Default.of(_FMRI_DESIGN, "block_size"),
+                   help="training trials per block [%(default)s]")
+    p.add_argument("--val-blocks", type=int, default=Default.of(_FMRI_DESIGN, "val_blocks"),
+                   help="training blocks held out for validation [%(default)s]")
+    p.add_argument("--test-repeats", type=int, default=Default.of(_FMRI_DESIGN, "test_repeats"),
+                   help="presentations of each of the 12 test patterns [%(default)s]")
+    p.add_argument("--snr", type=float, default=Default.of(_FMRI_SUBJECT, "snr"),
+                   help="simulator SNR [%(default)s]")
+    p.add_argument("--seed", type=int, default=Default.of(_FMRI_SUBJECT, "seed"),
+                   help="seed of everything: receptive fields (the subject), noise, patterns [%(default)s]")
+    p.add_argument("--n-voxels", type=int, default=Default.of(_FMRI_SUBJECT, "n_voxels"),
+                   help="voxels [%(default)s]")
+    p.add_argument("--grid", type=int, default=Default.of(_FMRI_DESIGN, "grid"),
+                   help="pattern side, e.g. 28 for 28x28 stimuli [%(default)s]")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=_cmd_fmri_dataset)

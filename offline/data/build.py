@@ -37,9 +37,16 @@ from bci.runtime.pipeline import Pipeline
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
 from bci.runtime.replay import decode_session
 from bci.runtime.windowing import WindowSpec
+from offline.data.build_options import (
+    DEFAULT_N_TIMES,
+    DEFAULT_OFFSET,
+    LabelOptions,
+    SimulationOptions,
+    WindowOptions,
+)
 from offline.data.epochs import EpochDataset, EpochDatasetWriter
 from offline.data.splits import block_split, session_split, subject_split, zero_shot_split
-from streams._checks import check_float, check_int
+from streams._checks import check_type
 from streams.errors import OutputExistsError
 from streams.session import SessionReader, SessionWriter
 from streams.simulate import SimulationSpec, marker_description
@@ -58,6 +65,9 @@ from streams.synthetic import (
 __all__ = [
     "DEFAULT_SPLITS",
     "BuildReport",
+    "LabelOptions",
+    "SimulationOptions",
+    "WindowOptions",
     "epochs_from_sessions",
     "epochs_from_simulation",
     "simulation_schedule",
@@ -72,8 +82,6 @@ simulation_schedule = make_balanced_schedule
 DEFAULT_SPLITS = ("block",)
 #: Without block markers, a gap between stimulus markers longer than this many median gaps starts a block.
 AUTO_BLOCK_GAP_FACTOR = 2.5
-_DEFAULT_N_TIMES = {"eeg": 440, "fmri": 1}
-_DEFAULT_OFFSET = {"eeg": 0.020, "fmri": 4.0}
 
 ProgressFn = Callable[[int, int, float, int], None]
 """``progress(session_index, n_sessions, fraction_of_session_done, n_epochs_so_far)``."""
@@ -300,11 +308,9 @@ def _stimuli_agree(stimuli: StimulusSet, plans: list[_SessionPlan]) -> bool:
     return True
 
 
-def _resolve_classes(plans: list[_SessionPlan], *, stimuli: StimulusSet | str | None,
-                     class_names: Sequence[str] | None, image_map: Mapping[str, str | int] | None) -> _Classes:
-    if isinstance(stimuli, str):
-        if stimuli != "auto":
-            raise ValueError(f"stimuli={stimuli!r}: pass a StimulusSet, 'auto' or None")
+def _resolve_classes(plans: list[_SessionPlan], labels: LabelOptions) -> _Classes:
+    stimuli, class_names, image_map = labels.stimuli, labels.class_names, labels.image_map
+    if isinstance(stimuli, str):  # 'auto' (LabelOptions checked it)
         found = _synthetic_stimuli(plans) if class_names is None and image_map is None else None
         stimuli = found if found is not None and _stimuli_agree(found, plans) else None
     if stimuli is not None:
@@ -328,8 +334,6 @@ def _resolve_classes(plans: list[_SessionPlan], *, stimuli: StimulusSet | str | 
 
 
 def _classes_from_stimuli(stimuli: StimulusSet, plans: list[_SessionPlan]) -> _Classes:
-    if not isinstance(stimuli, StimulusSet):
-        raise TypeError(f"stimuli must be a StimulusSet, 'auto' or None, got {type(stimuli).__name__}")
     ids = {image_id: i for i, image_id in enumerate(stimuli.image_ids)}
 
     def of_stimulus(image_id: str, label: str | None) -> int:
@@ -367,19 +371,6 @@ def _classes_from_map(image_map: Mapping[str, str | int], class_names: Sequence[
 
 
 # --------------------------------------------------------------------------- building
-def _preprocess_config(preprocessing: PreprocessConfig | Mapping[str, Any] | str | None) -> PreprocessConfig | None:
-    if preprocessing is None or isinstance(preprocessing, PreprocessConfig):
-        return preprocessing
-    if isinstance(preprocessing, str):
-        if preprocessing != "default":
-            raise ValueError(f"preprocessing={preprocessing!r}: pass 'default', a PreprocessConfig, a dict or None")
-        return PreprocessConfig()
-    if isinstance(preprocessing, Mapping):
-        return PreprocessConfig.from_dict(preprocessing)
-    raise TypeError(f"preprocessing must be a PreprocessConfig, dict, 'default' or None, got "
-                    f"{type(preprocessing).__name__}")
-
-
 def _from_model(model: str | os.PathLike) -> tuple[PreprocessConfig | None, int, float, list[str] | None]:
     from bci.models.checkpoint import read_config
 
@@ -413,19 +404,9 @@ def _subject_codes(plans: list[_SessionPlan], subject: str | int | None) -> tupl
 def epochs_from_sessions(
     sessions: Sequence[str | os.PathLike],
     out: str | os.PathLike,
+    window: WindowOptions | None = None,
+    labels: LabelOptions | None = None,
     *,
-    preprocessing: PreprocessConfig | Mapping[str, Any] | str | None = "default",
-    model: str | os.PathLike | None = None,
-    offset: float | None = None,
-    n_times: int | None = None,
-    marker_filter: str | None = "^stim/",
-    data_stream: str | None = None,
-    marker_stream: str | None = None,
-    stimuli: StimulusSet | str | None = "auto",
-    class_names: Sequence[str] | None = None,
-    image_map: Mapping[str, str | int] | None = None,
-    subject: str | int | None = None,
-    block_gap: float | None = None,
     splits: Sequence[str] = DEFAULT_SPLITS,
     seed: int = 0,
     overwrite: bool = False,
@@ -441,33 +422,13 @@ def epochs_from_sessions(
         Zarr sessions (``bci record``, ``bci simulate --out``, ``bci live --record``).
     out : path
         Dataset to create.
-    preprocessing : PreprocessConfig, dict, 'default' or None
-        Online preprocessing applied before windowing (``'default'``:
-        ``PreprocessConfig()``, 0.5-40 Hz + 50 Hz notch + average reference; None: raw).
-    model : path, optional
-        A checkpoint directory: its preprocessing and ``n_times`` are used (and its
-        rate and channel names checked), so the epochs are what the model sees live.
-    offset : float, optional
-        Seconds from marker to window start (default 0.020 for EEG, 4.0 for fMRI).
-    n_times : int, optional
-        Samples per window at the output rate (default 440 for EEG, 1 for fMRI, or the model's).
-    marker_filter : str or None
-        Regular expression; only matching markers open windows (default ``^stim/``).
-    data_stream, marker_stream : str, optional
-        Stream selection (key, name or ``type=EEG``); default the first EEG/fMRI stream
-        and the first marker stream.
-    stimuli : StimulusSet, 'auto' or None
-        Image ids to classes, and the image table (images, captions, template captions).
-        ``'auto'``: rebuilt from a simulated session's attributes when they match its markers.
-    class_names : sequence of str, optional
-        Class list; the marker labels are looked up in it (default: sorted labels found).
-    image_map : dict, optional
-        Image id to class name or index, for markers without labels.
-    subject : str or int, optional
-        Subject id for all sessions (default: the session attribute ``subject``, else ``subject-0``).
-    block_gap : float, optional
-        Without ``block_start`` markers, a gap between stimulus markers longer than this
-        (seconds) starts a new block (default: 2.5 x the median gap).
+    window : WindowOptions, optional
+        Preprocessing, model, window offset and length, marker filter and stream selection
+        (default ``WindowOptions()``: default preprocessing, 440 samples from 20 ms after each
+        ``stim/`` marker for EEG).
+    labels : LabelOptions, optional
+        Stimulus set, class names, image map, subject and block gap (default ``LabelOptions()``:
+        classes from the simulator's stimuli or the marker labels).
     splits : sequence of {'block', 'zero_shot', 'session', 'subject'}
         Splits to store (each skipped, with a note, when the data do not allow it).
     seed : int
@@ -484,20 +445,23 @@ def epochs_from_sessions(
     BuildReport
     """
     t0 = time.perf_counter()
+    window = check_type("window", window if window is not None else WindowOptions(), WindowOptions)
+    labels = check_type("labels", labels if labels is not None else LabelOptions(), LabelOptions)
     _check_split_kinds(splits)
-    plans = [_scan_session(p, data_stream=data_stream, marker_stream=marker_stream,
-                           marker_filter=_compiled_filter(marker_filter), block_gap=block_gap)
+    plans = [_scan_session(p, data_stream=window.data_stream, marker_stream=window.marker_stream,
+                           marker_filter=window.compiled_filter(), block_gap=labels.block_gap)
              for p in _checked_paths(sessions)]
     _check_plans(plans)
-    marker_filter = marker_filter or None
-    pre, spec, out_sfreq = _window_setup(plans[0], preprocessing, model, offset, n_times)
-    classes = _resolve_classes(plans, stimuli=stimuli, class_names=class_names, image_map=image_map)
+    marker_filter = window.marker_filter or None
+    pre, spec, out_sfreq = _window_setup(plans[0], window)
+    classes = _resolve_classes(plans, labels)
     for plan in plans:  # every label resolves before anything is written
         for image_id, label, _ in plan.stim.values():
             classes.of_epoch(image_id, label)
     first = plans[0]
     window_attrs = {"offset": spec.offset, "n_times": spec.n_times, "input_sfreq": first.sfreq,
-                    "marker_filter": marker_filter, "code_path": "bci.runtime.live.decode_session -> bci.runtime.pipeline.Pipeline"}
+                    "marker_filter": marker_filter,
+                    "code_path": "bci.runtime.replay.decode_session -> bci.runtime.pipeline.Pipeline"}
     writer = EpochDatasetWriter(
         out, n_channels=len(first.ch_names), n_times=spec.n_times, sfreq=out_sfreq, ch_names=first.ch_names,
         ch_types=first.ch_types, class_names=classes.names, modality=first.modality, chunk_epochs=chunk_epochs,
@@ -505,8 +469,9 @@ def epochs_from_sessions(
     )
     try:
         report = _write_sessions(writer, plans, spec=spec, pre=pre, marker_filter=marker_filter, classes=classes,
-                                 subject=subject, progress=progress,
-                                 source=lambda per_session: _source(plans, per_session, classes, model, source))
+                                 subject=labels.subject, progress=progress,
+                                 source=lambda per_session: _source(plans, per_session, classes, window.model,
+                                                                    source))
     except BaseException:
         shutil.rmtree(writer.path, ignore_errors=True)  # the incomplete store this call created
         raise
@@ -515,24 +480,15 @@ def epochs_from_sessions(
     return report
 
 
-def _compiled_filter(marker_filter: str | None) -> re.Pattern[str] | None:
-    if not marker_filter:
-        return None
-    try:
-        return re.compile(marker_filter)
-    except re.error as exc:
-        raise ValueError(f"marker_filter={marker_filter!r} is not a valid regular expression: {exc}") from None
-
-
-def _window_setup(first: _SessionPlan, preprocessing: Any, model: str | os.PathLike | None, offset: float | None,
-                  n_times: int | None) -> tuple[PreprocessConfig | None, WindowSpec, float]:
-    """Preprocessing, window and output rate (from a checkpoint when ``model`` is given)."""
-    pre = _preprocess_config(preprocessing)
+def _window_setup(first: _SessionPlan,
+                  window: WindowOptions) -> tuple[PreprocessConfig | None, WindowSpec, float]:
+    """Preprocessing, window and output rate (from a checkpoint when ``window.model`` is given)."""
+    pre, n_times, model = window.preprocess_config(), window.n_times, window.model
     model_sfreq, model_names = None, None
     if model is not None:
         pre, n_times, model_sfreq, model_names = _from_model(model)
-    spec = WindowSpec(n_times=int(n_times if n_times is not None else _DEFAULT_N_TIMES[first.modality]),
-                      offset=float(offset if offset is not None else _DEFAULT_OFFSET[first.modality]))
+    spec = WindowSpec(n_times=int(n_times if n_times is not None else DEFAULT_N_TIMES[first.modality]),
+                      offset=float(window.offset if window.offset is not None else DEFAULT_OFFSET[first.modality]))
     out_sfreq = OnlinePreprocessor(pre, first.sfreq, first.ch_names).out_sfreq if pre is not None else first.sfreq
     _check_model_fit(model, model_sfreq, model_names, out_sfreq, first.ch_names)
     return pre, spec, out_sfreq
@@ -717,21 +673,11 @@ def _write_simulated_session(path: Path, stimuli: StimulusSet, schedule: list[St
 
 def epochs_from_simulation(
     out: str | os.PathLike,
+    simulation: SimulationOptions | None = None,
+    window: WindowOptions | None = None,
     *,
-    n_per_class: int = 10,
-    n_blocks: int = 2,
-    snr: float = 1.0,
-    seed: int = 0,
-    n_classes: int = 40,
-    n_images_per_class: int = 5,
-    design: str = "block",
-    preprocessing: PreprocessConfig | Mapping[str, Any] | str | None = "default",
-    offset: float = 0.020,
-    n_times: int = 440,
-    image_size: int = 64,
     splits: Sequence[str] = ("block", "zero_shot"),
     keep_session: str | os.PathLike | None = None,
-    session: int = 0,
     overwrite: bool = False,
     chunk_epochs: int = 64,
     progress: ProgressFn | None = None,
@@ -746,32 +692,17 @@ def epochs_from_simulation(
     Parameters
     ----------
     out : path
-    n_per_class : int
-        Trials per class.
-    n_blocks : int
-        Blocks per class (block design: ``n_classes * n_blocks`` single-class blocks;
-        rapid design: ``n_blocks`` blocks showing every class).
-    snr : float
-        Evoked-response SNR of the simulator (docs/synthetic-world.md).
-    seed : int
-        Seeds the stimuli, the schedule, the simulator and the splits.
-    n_classes : int
-        Classes used (1..40), spread over the shapes and colours.
-    n_images_per_class : int
-        Distinct images per class in the stimulus set.
-    design : {'block', 'rapid'}
-    preprocessing, offset, n_times
-        As for :func:`epochs_from_sessions`.
-    image_size : int
-        Stimulus image side in pixels.
+    simulation : SimulationOptions, optional
+        The simulated experiment: trials and blocks per class, SNR, seed (of the stimuli, the
+        schedule, the simulator and the splits), classes, images, design, session (default
+        ``SimulationOptions()``).
+    window : WindowOptions, optional
+        As for :func:`epochs_from_sessions` (default ``WindowOptions()``: default
+        preprocessing, 440 samples from 20 ms after each stimulus).
     splits : sequence of str
         Splits to store.
     keep_session : path, optional
         Keep the simulated session there (otherwise a temporary directory is used).
-    session : int
-        Recording session of the simulated subject ``seed``: new noise and schedule,
-        same forward model and stimuli (``bci simulate --seed S --session N`` streams
-        the same subject live).
     overwrite, chunk_epochs, progress
         As for :func:`epochs_from_sessions`.
 
@@ -780,8 +711,10 @@ def epochs_from_simulation(
     BuildReport
     """
     t0 = time.perf_counter()
-    check_int("n_classes", n_classes, low=1, high=40)
-    check_float("snr", snr, low=0)
+    sim = check_type("simulation", simulation if simulation is not None else SimulationOptions(), SimulationOptions)
+    n_per_class, n_blocks, snr, seed = sim.n_per_class, sim.n_blocks, sim.snr, sim.seed
+    n_classes, n_images_per_class, design, session = sim.n_classes, sim.n_images_per_class, sim.design, sim.session
+    image_size = sim.image_size
     full = make_stimuli(n_per_class=n_images_per_class, size=image_size, seed=seed)
     classes = _spread_classes(int(n_classes), full.n_classes)
     stimuli = _subset_classes(full, classes) if len(classes) < full.n_classes else full
@@ -798,9 +731,8 @@ def epochs_from_simulation(
                                  classes=classes if len(classes) < full.n_classes else [],
                                  n_images_per_class=n_images_per_class, image_size=image_size)
         report = epochs_from_sessions(
-            [session_path], out_path, preprocessing=preprocessing, offset=offset, n_times=n_times, stimuli=stimuli,
-            subject=f"sim-{seed}", splits=splits, seed=seed, overwrite=overwrite, chunk_epochs=chunk_epochs,
-            progress=progress,
+            [session_path], out_path, window, LabelOptions(stimuli=stimuli, subject=f"sim-{seed}"),
+            splits=splits, seed=seed, overwrite=overwrite, chunk_epochs=chunk_epochs, progress=progress,
             source={"simulation": {"n_per_class": n_per_class, "n_blocks": n_blocks, "snr": snr, "seed": seed,
                                    "n_classes": n_classes, "n_images_per_class": n_images_per_class,
                                    "design": design, "session": session,

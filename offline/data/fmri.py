@@ -27,17 +27,18 @@ computes no oracle).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from offline.data.epochs import EpochArrays, EpochDataset, EpochMetadata, ImageTable, write_epoch_dataset
-from streams._checks import check_int
+from streams._checks import check_float, check_int, check_type
 from streams.synthetic.fmri import FMRISimConfig, FMRISimulator
 from streams.synthetic.stimuli import geometric_patterns, pattern_images, template_caption
 
-__all__ = ["GEOMETRIC_NAMES", "fmri_dataset_from_simulation", "pattern_images",
-           "patterns_from_images"]
+__all__ = ["GEOMETRIC_NAMES", "FMRIDesign", "FMRIEpochs", "FMRISubject", "fmri_dataset_from_simulation",
+           "pattern_images", "patterns_from_images"]
 
 GEOMETRIC_NAMES = ("large square frame", "small square frame", "plus", "X", "letter N", "letter E", "letter U",
                    "letter R", "letter O")
@@ -52,10 +53,97 @@ def patterns_from_images(images: np.ndarray, grid: int = 10) -> np.ndarray:
     return (cells > 127).astype(np.float64)
 
 
-def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, block_size: int = 20,
-                                 val_blocks: int = 2, test_repeats: int = 6, snr: float = 1.0, seed: int = 0,
-                                 n_voxels: int = 967, stim_trs: int = 3, rest_trs: int = 3, offset: float = 6.0,
-                                 n_times: int = 2, image_scale: int = 6, grid: int = 10,
+@dataclass(frozen=True)
+class FMRIDesign:
+    """The experiment: the patterns shown and their block schedule.
+
+    Attributes
+    ----------
+    n_train : int
+        Random training patterns (one trial each), >= 4.
+    block_size : int
+        Training trials per block.
+    val_blocks : int
+        Training blocks used for validation (fewer than the training blocks).
+    test_repeats : int
+        Presentations of each of the 12 test patterns (one per test block).
+    stim_trs, rest_trs : int
+        Trial timing in TRs: pattern on, then rest.
+    grid : int
+        Pattern side: 10 (Miyawaki, default) or e.g. 28 for digit-sized stimuli (>= 5).
+    """
+
+    n_train: int = 400
+    block_size: int = 20
+    val_blocks: int = 2
+    test_repeats: int = 6
+    stim_trs: int = 3
+    rest_trs: int = 3
+    grid: int = 10
+
+    def __post_init__(self) -> None:
+        n_train = check_int("n_train", self.n_train, low=4)
+        block_size = check_int("block_size", self.block_size, low=1)
+        val_blocks = check_int("val_blocks", self.val_blocks, low=1)
+        check_int("test_repeats", self.test_repeats, low=1)
+        check_int("stim_trs", self.stim_trs, low=1)
+        check_int("rest_trs", self.rest_trs, low=0)
+        check_int("grid", self.grid, low=5)
+        n_train_blocks = -(-n_train // block_size)
+        if val_blocks >= n_train_blocks:
+            raise ValueError(f"val_blocks={val_blocks} must leave training blocks (n_train={n_train} makes "
+                             f"{n_train_blocks} blocks of {block_size})")
+
+
+@dataclass(frozen=True)
+class FMRISubject:
+    """The simulated subject and recording (``streams.synthetic.FMRISimConfig``).
+
+    Attributes
+    ----------
+    snr : float
+        Simulator SNR (``FMRISimConfig.snr``), >= 0.
+    seed : int
+        Seeds the receptive fields (the subject), the noise, the patterns and their order.
+    n_voxels : int
+    """
+
+    snr: float = 1.0
+    seed: int = 0
+    n_voxels: int = 967
+
+    def __post_init__(self) -> None:
+        check_float("snr", self.snr, low=0)
+        check_int("seed", self.seed)
+        check_int("n_voxels", self.n_voxels, low=1)
+
+
+@dataclass(frozen=True)
+class FMRIEpochs:
+    """How the epochs are cut from the volumes, and how the patterns are drawn in the image table.
+
+    Attributes
+    ----------
+    offset : float
+        Seconds from onset to the first volume of the epoch (the HRF delay).
+    n_times : int
+        Volumes per epoch.
+    image_scale : int
+        Pixels per pattern cell in the image table.
+    """
+
+    offset: float = 6.0
+    n_times: int = 2
+    image_scale: int = 6
+
+    def __post_init__(self) -> None:
+        check_float("offset", self.offset)
+        check_int("n_times", self.n_times, low=1)
+        check_int("image_scale", self.image_scale, low=1)
+
+
+def fmri_dataset_from_simulation(out: str | os.PathLike, design: FMRIDesign | None = None,
+                                 subject: FMRISubject | None = None, epochs: FMRIEpochs | None = None, *,
                                  overwrite: bool = False) -> Path:
     """Simulate a Miyawaki-style fMRI session and write its epoch dataset (see the module docstring).
 
@@ -63,29 +151,13 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
     ----------
     out : path
         Dataset to create.
-    n_train : int
-        Random training patterns (one trial each).
-    block_size : int
-        Training trials per block.
-    val_blocks : int
-        Training blocks used for validation.
-    test_repeats : int
-        Presentations of each of the 12 test patterns (one per test block).
-    snr : float
-        Simulator SNR (``FMRISimConfig.snr``).
-    seed : int
-        Seeds the patterns, the order and the simulator.
-    n_voxels : int
-    stim_trs, rest_trs : int
-        Trial timing in TRs.
-    offset : float
-        Seconds from onset to the first volume of the epoch.
-    n_times : int
-        Volumes per epoch.
-    image_scale : int
-        Pixels per pattern cell in the image table.
-    grid : int
-        Pattern side: 10 (Miyawaki, default) or e.g. 28 for digit-sized stimuli (>= 5).
+    design : FMRIDesign, optional
+        Patterns and schedule (default ``FMRIDesign()``: 400 training patterns in blocks of 20,
+        2 validation blocks, 12 test patterns shown 6 times, 3 TRs on, 3 TRs off, 10x10 grid).
+    subject : FMRISubject, optional
+        SNR, seed and voxels of the simulated subject (default ``FMRISubject()``).
+    epochs : FMRIEpochs, optional
+        Epoch offset and length, image scale (default ``FMRIEpochs()``: 2 volumes from 6 s).
     overwrite : bool
 
     Returns
@@ -93,16 +165,14 @@ def fmri_dataset_from_simulation(out: str | os.PathLike, *, n_train: int = 400, 
     Path
         The dataset.
     """
-    n_train = check_int("n_train", n_train, low=4)
-    block_size = check_int("block_size", block_size, low=1)
-    val_blocks = check_int("val_blocks", val_blocks, low=1)
-    test_repeats = check_int("test_repeats", test_repeats, low=1)
-    n_times = check_int("n_times", n_times, low=1)
-    grid = check_int("grid", grid, low=5)
-    n_train_blocks = -(-n_train // block_size)
-    if val_blocks >= n_train_blocks:
-        raise ValueError(f"val_blocks={val_blocks} must leave training blocks (n_train={n_train} makes "
-                         f"{n_train_blocks} blocks of {block_size})")
+    design = check_type("design", design if design is not None else FMRIDesign(), FMRIDesign)
+    subject = check_type("subject", subject if subject is not None else FMRISubject(), FMRISubject)
+    epochs = check_type("epochs", epochs if epochs is not None else FMRIEpochs(), FMRIEpochs)
+    n_train, block_size, val_blocks = int(design.n_train), int(design.block_size), int(design.val_blocks)
+    test_repeats, stim_trs, rest_trs, grid = (int(design.test_repeats), design.stim_trs, design.rest_trs,
+                                              int(design.grid))
+    snr, seed, n_voxels = subject.snr, subject.seed, subject.n_voxels
+    offset, n_times, image_scale = epochs.offset, int(epochs.n_times), epochs.image_scale
     rng = np.random.default_rng([int(seed), 0xF3A1])
     config = FMRISimConfig(n_voxels=int(n_voxels), grid=grid, snr=float(snr), seed=int(seed))
     sim = FMRISimulator(config)
