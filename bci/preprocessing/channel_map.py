@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_INTERPOLATED",
     "INTERPOLATED",
     "ChannelMap",
+    "ChannelMapOptions",
     "check_map_options",
     "find_montage",
     "map_channels",
@@ -524,3 +525,58 @@ def _model_montage(model: list[str], missing: list[str]) -> str:
                          "holds every model channel name, so their positions are unknown; map them with "
                          "--channel-map FILE (stream<TAB>model)")
     return found
+
+
+# ----------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class ChannelMapOptions:
+    """How a run maps stream channels to the model's (checked when made); one owner for live, replay and epochs.
+
+    Attributes
+    ----------
+    channel_map : path or dict, optional
+        Explicit ``stream -> model`` map (TSV ``stream<TAB>model`` or JSON object file, or a dict).
+    stream_montage : str, optional
+        mne standard montage of the stream's electrodes (match by position).
+    max_interpolated : float
+        Largest fraction of the model's channels that may be interpolated, in [0, 1].
+    """
+
+    channel_map: str | os.PathLike | Mapping[str, str] | None = None
+    stream_montage: str | None = None
+    max_interpolated: float = DEFAULT_MAX_INTERPOLATED
+
+    def __post_init__(self) -> None:
+        checked = check_map_options(self.channel_map, self.stream_montage, self.max_interpolated)
+        for name, value in zip(("channel_map", "stream_montage", "max_interpolated"), checked):
+            object.__setattr__(self, name, value)
+
+    @property
+    def given(self) -> bool:
+        """True when a map file or a stream montage was asked for."""
+        return self.channel_map is not None or self.stream_montage is not None
+
+    def for_model(self, stream_names: Sequence[str], config: Any) -> ChannelMap | None:
+        """The map from a stream to a model (its ``config``: a :class:`bci.models.ModelConfig`).
+
+        The targets are ``config.ch_names``; their montage is ``config.extra["montage"]`` when the
+        checkpoint records one, else the smallest mne standard montage holding every name
+        (:func:`find_montage`). A model without channel names takes the stream's channels as they
+        are (an identity map when the counts agree, None when they do not: the model's own check
+        then reports the counts); asking for a map file or a montage for such a model is a
+        :class:`ValueError`.
+        """
+        model_names = config.ch_names
+        if model_names is None:
+            if self.given:
+                raise ValueError(f"model {config.name!r} does not record its channel names, so there is nothing to "
+                                 "map the stream onto; drop --channel-map/--stream-montage or use a checkpoint with "
+                                 "ch_names")
+            if len(stream_names) != config.n_chans:
+                return None
+            model_names = stream_names
+        extra = config.extra if isinstance(config.extra, dict) else {}
+        montage = extra.get("montage") if isinstance(extra.get("montage"), str) else None
+        return map_channels(stream_names, model_names, channel_map=self.channel_map,
+                            stream_montage=self.stream_montage, model_montage=montage,
+                            max_interpolated=self.max_interpolated)
