@@ -298,3 +298,31 @@ def test_live_decodes_an_independent_egi_named_amplifier(session: SessionReader,
     np.testing.assert_allclose([x["embedding"] for x in live], [ref[x["marker"]]["embedding"] for x in live],
                                atol=1e-5)
     assert result.runtime.pipeline.channel_map.counts()["file"] == 128
+
+
+def test_epochs_map_a_renamed_session_as_live_does(session: SessionReader, model_dir: Path, tmp_path: Path) -> None:
+    """``bci epochs --model`` maps the channels with the same map: renamed + shuffled sessions give the same epochs."""
+    from offline.data.build import WindowOptions, epochs_from_sessions
+    from offline.data.epochs import EpochDataset
+    from streams.session import SessionWriter
+
+    key, mkey = session.find("type=EEG"), session.marker_keys()[0]
+    desc, data, times = session.description(key), session.data(key)[:], session.times(key)[:]
+    order = np.random.default_rng(5).permutation(128)
+    names = tuple(f"EEG {BIOSEMI[i]}-Ref" for i in order) + ("TRIG",)
+    renamed = tmp_path / "renamed.zarr"
+    keep = {k: v for k, v in session.attrs.items() if k in ("synthetic", "simulation", "session", "subject", "source")}
+    with SessionWriter(renamed, attrs=keep) as writer:
+        k = writer.add_stream(StreamDescription(desc.name, "EEG", desc.source_id, names, nominal_rate=desc.nominal_rate))
+        m = writer.add_stream(session.description(mkey))
+        writer.append(k, np.concatenate([data[:, order], np.zeros((len(data), 1), np.float32)], axis=1), times)
+        mt, mv = session.markers(mkey)
+        writer.append(m, np.array([[str(v)] for v in mv], dtype=object), mt)
+    a = epochs_from_sessions([session.path], tmp_path / "a.zarr", WindowOptions(model=model_dir), splits=())
+    b = epochs_from_sessions([renamed], tmp_path / "b.zarr",
+                             WindowOptions(model=model_dir, channels=ChannelMapOptions()), splits=())
+    da, db = EpochDataset.open(a.path), EpochDataset.open(b.path)
+    assert a.n_epochs == b.n_epochs >= 2 and list(db.ch_names) == list(BIOSEMI)
+    np.testing.assert_allclose(db.data[:], da.data[:], atol=1e-6)
+    with pytest.raises(ValueError, match="pass the model too"):
+        WindowOptions(channels=ChannelMapOptions(channel_map=EGI_MAP))
