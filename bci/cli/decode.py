@@ -17,6 +17,27 @@ def _decode_default(name: str) -> Default:
     return Default.of("bci.runtime.assemble:DecodeOptions", name)
 
 
+def add_channel_map_options(p: argparse.ArgumentParser) -> None:
+    """``--channel-map``, ``--stream-montage``, ``--max-interpolated``: shared by ``live``, ``replay --decode``
+    and ``epochs`` (fields of :class:`bci.preprocessing.channel_map.ChannelMapOptions`)."""
+    g = p.add_argument_group("channel mapping (stream -> model; see docs/runtime.md)")
+    g.add_argument("--channel-map", type=Path, default=None, metavar="FILE",
+                   help="map of stream channel names to the model's: TSV with header 'stream<TAB>model', or a JSON "
+                        "object {\"stream name\": \"model name\"} [match by name only]")
+    g.add_argument("--stream-montage", default=None, metavar="NAME",
+                   help="mne standard montage of the stream's electrodes (e.g. GSN-HydroCel-128): channels not "
+                        "matched by name are matched by position to the model's montage")
+    g.add_argument("--max-interpolated", type=float,
+                   default=Default.of("bci.preprocessing.channel_map:ChannelMapOptions", "max_interpolated"),
+                   metavar="FRACTION",
+                   help="largest fraction of the model's channels that may be interpolated (spherical splines) "
+                        "when the stream lacks them [%(default)s]")
+
+
+#: The :class:`~bci.preprocessing.channel_map.ChannelMapOptions` fields that :func:`add_channel_map_options` sets.
+CHANNEL_MAP_FLAGS = ("channel_map", "stream_montage", "max_interpolated")
+
+
 def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     """Flags shared by ``live`` and ``replay --decode``."""
     p.add_argument("--model", type=Path, required=model_required, metavar="DIR",
@@ -57,6 +78,7 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     g.add_argument("--diffusion-steps", type=int, default=_decode_default("diffusion_steps"),
                    help="denoising steps [%(default)s]")
     g.add_argument("--seed", type=int, default=_decode_default("seed"), help="seed of the generators' noise [%(default)s]")
+    add_channel_map_options(p)
 
 
 def decode_options(args: argparse.Namespace):
@@ -65,7 +87,7 @@ def decode_options(args: argparse.Namespace):
 
     names = ("model", "events", "overwrite", "marker_filter", "offset", "hop", "device", "results_stream", "gallery",
              "topk", "retrieval", "generator", "pixel_model", "images", "diffusion", "strength", "diffusion_steps",
-             "seed")
+             "seed", *CHANNEL_MAP_FLAGS)
     # a flag left at its Default takes the dataclass's default (the one owner of every default)
     return DecodeOptions(**{n: getattr(args, n) for n in names if not isinstance(getattr(args, n), Default)})
 

@@ -21,6 +21,7 @@ from bci.models.checkpoint import load_checkpoint
 from bci.runtime.sinks import EventsFileSink, ListSink, ResultsOutletSink, Sink
 from bci.runtime.pipeline import Pipeline
 from bci.preprocessing import PreprocessConfig
+from bci.preprocessing.channel_map import DEFAULT_MAX_INTERPOLATED, ChannelMap, ChannelMapOptions
 from bci.runtime.windowing import WindowSpec
 from streams._checks import check_float, check_int, check_type, check_value, ensure_path
 from streams.description import StreamDescription
@@ -106,16 +107,23 @@ def pipeline_factory(
     hop: float | None = None,
     buffer_seconds: float = 30.0,
     steps: list | None = None,
+    channels: ChannelMapOptions | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Callable[[StreamDescription], Pipeline]:
     """A function that builds the pipeline once the data stream's description is known.
 
     ``offset`` defaults to the offset of the model's training windows (recorded in its
     checkpoint), else :func:`default_offset` for the stream's type (20 ms for EEG, an HRF
-    delay for fMRI); ``hop`` adds sliding windows every ``hop`` seconds.
+    delay for fMRI); ``hop`` adds sliding windows every ``hop`` seconds. ``channels`` says how
+    the stream's channels map to the model's (:func:`stream_channel_map`); a map that is not the
+    identity is said once via ``say``, and every map goes into the events file's header line.
     """
 
     def make(desc: StreamDescription) -> Pipeline:
-        return Pipeline(
+        channel_map = stream_channel_map(encoder, desc, channels)
+        if channel_map is not None and not channel_map.is_identity and say is not None:
+            say(channel_map.describe())
+        pipeline = Pipeline(
             encoder,
             sfreq=desc.nominal_rate,
             ch_names=list(desc.channel_names),
@@ -127,9 +135,21 @@ def pipeline_factory(
             buffer_seconds=buffer_seconds,
             stream_name=desc.name,
             steps=steps or (),
+            channel_map=channel_map,
         )
+        header = {"stream": desc.name, "channel_map": None if channel_map is None else channel_map.to_dict()}
+        for sink in sinks:
+            if isinstance(sink, EventsFileSink):
+                sink.write_header(header)
+        return pipeline
 
     return make
+
+
+def stream_channel_map(encoder: Encoder, desc: StreamDescription,
+                       channels: ChannelMapOptions | None = None) -> ChannelMap | None:
+    """The map from the stream's channels to the model's (:meth:`ChannelMapOptions.for_model`)."""
+    return (channels or ChannelMapOptions()).for_model(list(desc.channel_names), encoder.config)
 
 
 def warn_stderr(text: str) -> None:
@@ -174,6 +194,14 @@ class DecodeOptions:
         Denoising steps (>= 1).
     seed : int
         Seed of the generators' noise.
+    channel_map : path, optional
+        Map of stream channel names to the model's: a TSV (``stream<TAB>model`` header) or a
+        JSON object file (see :mod:`bci.preprocessing.channel_map`).
+    stream_montage : str, optional
+        mne standard montage of the stream's electrodes: channels not matched by name are
+        matched by position to the model's montage.
+    max_interpolated : float
+        Largest fraction of the model's channels that may be interpolated, in [0, 1].
     """
 
     model: str | os.PathLike
@@ -194,8 +222,14 @@ class DecodeOptions:
     strength: float = 0.6
     diffusion_steps: int = 20
     seed: int = 0
+    channel_map: str | os.PathLike | None = None
+    stream_montage: str | None = None
+    max_interpolated: float = DEFAULT_MAX_INTERPOLATED
 
     def __post_init__(self) -> None:
+        channels = self.channels()  # checked there, the one owner of these checks
+        self.channel_map, self.stream_montage = channels.channel_map, channels.stream_montage
+        self.max_interpolated = channels.max_interpolated
         self.model = ensure_path("model", self.model)
         for name in ("events", "gallery", "generator", "pixel_model", "images", "diffusion"):
             if getattr(self, name) is not None:
@@ -216,6 +250,11 @@ class DecodeOptions:
         self.strength = check_float("strength", self.strength, low=0.0, high=1.0)
         self.diffusion_steps = check_int("diffusion_steps", self.diffusion_steps, low=1)
         self.seed = check_int("seed", self.seed)
+
+
+    def channels(self) -> ChannelMapOptions:
+        """The channel-mapping part of the options."""
+        return ChannelMapOptions(self.channel_map, self.stream_montage, self.max_interpolated)
 
 
 @dataclass
@@ -248,7 +287,7 @@ def assemble(options: DecodeOptions, *, warn: Callable[[str], None] = warn_stder
         seed=options.seed, device=options.device, say=warn,
     )
     make = pipeline_factory(encoder, sinks, marker_filter=options.marker_filter, offset=options.offset,
-                            hop=options.hop, steps=steps)
+                            hop=options.hop, steps=steps, channels=options.channels(), say=warn)
     return Decoder(encoder, sinks, make)
 
 

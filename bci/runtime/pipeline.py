@@ -20,8 +20,10 @@ import numpy as np
 from bci.runtime.inference import Encoder
 from bci.runtime.sinks import Sink
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
+from bci.preprocessing.channel_map import ChannelMap
 from bci.runtime.steps import ResultStep, run_steps
 from bci.runtime.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
+from streams._checks import check_type
 from streams.lsl import local_clock
 from streams.ringbuffer import RingBuffer
 from streams.synthetic.markers import parse_marker
@@ -67,6 +69,10 @@ class Pipeline:
         Rate of the incoming stream.
     ch_names : list of str
         Channel names of the incoming stream.
+    channel_map : ChannelMap, optional
+        Maps the stream's channels to the model's, first thing in :meth:`push_data`
+        (``stream_names`` must be ``ch_names``); the preprocessing and the model then see the
+        model's channels. None (or an identity map): the stream's channels as they are.
     preprocess : PreprocessConfig or None
         Online preprocessing (None: windows of raw data).
     window : WindowSpec
@@ -104,10 +110,14 @@ class Pipeline:
         clock: Callable[[], float] = local_clock,
         stream_name: str = "",
         steps: Iterable[ResultStep] = (),
+        channel_map: ChannelMap | None = None,
     ) -> None:
         self.encoder = encoder
         self.ch_names = list(ch_names)
-        self.pre = OnlinePreprocessor(preprocess, sfreq, self.ch_names) if preprocess is not None else None
+        self.channel_map = channel_map
+        names = self._mapped_names(channel_map)
+        self._map = None if channel_map is None or channel_map.is_identity else channel_map.apply
+        self.pre = OnlinePreprocessor(preprocess, sfreq, names) if preprocess is not None else None
         self.out_sfreq = self.pre.out_sfreq if self.pre is not None else float(sfreq)
         self._decim = int(round(sfreq / self.out_sfreq))
         cfg = encoder.config
@@ -117,9 +127,9 @@ class Pipeline:
                 f"window of {self.window.n_times} samples but model {cfg.name!r} expects n_times={cfg.n_times}; "
                 "use the model's window length"
             )
-        encoder.check_stream(len(self.ch_names), self.out_sfreq, self.ch_names, stream_name=stream_name)
+        encoder.check_stream(len(names), self.out_sfreq, names, stream_name=stream_name)
         self.buffer = RingBuffer(max(int(buffer_seconds * self.out_sfreq), 4 * self.window.n_times),
-                                 len(self.ch_names), np.float32)
+                                 len(names), np.float32)
         self.windower = EventWindower(self.window, self.out_sfreq, marker_filter=marker_filter)
         self.sliding = None
         if hop is not None:
@@ -156,6 +166,8 @@ class Pipeline:
         times = np.asarray(times, dtype=np.float64)
         if len(times) == 0:
             return []
+        if self._map is not None:
+            data = self._map(data)
         if self.pre is not None:
             processed = self.pre.process(data.astype(np.float32, copy=False))
             kept = self._kept_times(times, len(processed))
@@ -181,6 +193,17 @@ class Pipeline:
             sink.close()
 
     # ------------------------------------------------------------------ internals
+    def _mapped_names(self, channel_map: ChannelMap | None) -> list[str]:
+        """The channel names after ``channel_map`` (the stream's own names without one)."""
+        if channel_map is None:
+            return self.ch_names
+        check_type("channel_map", channel_map, ChannelMap, "a ChannelMap (bci.preprocessing.channel_map) or None")
+        if list(channel_map.stream_names) != self.ch_names:
+            raise ValueError(f"channel_map was built for stream channels {list(channel_map.stream_names[:3])}... "
+                             f"({len(channel_map.stream_names)}) but the stream has {self.ch_names[:3]}... "
+                             f"({len(self.ch_names)}); build the map from this stream's channel names")
+        return list(channel_map.model_names)
+
     def _kept_times(self, times: np.ndarray, n_out: int) -> np.ndarray:
         """Timestamps of the samples a decimating preprocessor kept (the last of each group)."""
         if self._decim == 1:

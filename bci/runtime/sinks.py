@@ -67,6 +67,13 @@ class EventsFileSink:
                 self._file.write(line)
                 self._file.flush()
 
+    def write_header(self, header: dict[str, Any]) -> None:
+        """Write ``{"type": "header", **header}`` (the run's stream and channel map) as a line of its own.
+
+        The pipeline factory calls it when the data stream is known, before any record.
+        """
+        self.write({"type": "header", **header})
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:

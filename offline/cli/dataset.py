@@ -65,12 +65,15 @@ class _Progress:
 
 # --------------------------------------------------------------------------- bci epochs
 def _cmd_epochs(args: argparse.Namespace) -> int:
+    from bci.cli.decode import CHANNEL_MAP_FLAGS
+    from bci.preprocessing.channel_map import ChannelMapOptions
     from offline.data.build import LabelOptions, WindowOptions, epochs_from_sessions
 
     sessions, out = list(args.sessions), args.out
+    channels = ChannelMapOptions(**{n: _value(getattr(args, n)) for n in CHANNEL_MAP_FLAGS})
     window = WindowOptions(preprocessing=None if args.raw else "default", model=args.model, offset=args.offset,
                            n_times=args.n_times, marker_filter=_value(args.marker_filter), data_stream=args.stream,
-                           marker_stream=args.markers)
+                           marker_stream=args.markers, channels=channels)
     labels = LabelOptions(subject=args.subject, block_gap=args.block_gap)
     progress = _Progress(len(sessions), "epochs")
     try:
@@ -111,6 +114,9 @@ def _add_epochs(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the splits [0]")
     p.add_argument("--chunk-epochs", type=_positive_int, default=64, help="epochs per Zarr chunk [64]")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    from bci.cli.decode import add_channel_map_options
+
+    add_channel_map_options(p)  # needs --model: the epochs get the model's channels, mapped as bci live maps
     p.set_defaults(func=_cmd_epochs)
 
 

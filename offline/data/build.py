@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bci.preprocessing.channel_map import INTERPOLATED, ChannelMap, ChannelMapOptions
 from bci.runtime.pipeline import Pipeline
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
 from bci.runtime.replay import decode_session
@@ -371,12 +372,20 @@ def _classes_from_map(image_map: Mapping[str, str | int], class_names: Sequence[
 
 
 # --------------------------------------------------------------------------- building
-def _from_model(model: str | os.PathLike) -> tuple[PreprocessConfig | None, int, float, list[str] | None]:
+def _from_model(model: str | os.PathLike) -> tuple[PreprocessConfig | None, int, float, Any]:
     from bci.models.checkpoint import read_config
 
     cfg = read_config(model)
     pre = PreprocessConfig.from_dict(cfg.preprocessing) if cfg.preprocessing else None
-    return pre, int(cfg.n_times), float(cfg.sfreq), cfg.ch_names
+    return pre, int(cfg.n_times), float(cfg.sfreq), cfg
+
+
+def _dataset_channels(first: _SessionPlan, cmap: ChannelMap | None) -> tuple[list[str], list[str]]:
+    """Channel names and types of the epochs: the sessions' own, or the model's after a channel map."""
+    if cmap is None or cmap.is_identity:
+        return first.ch_names, first.ch_types
+    fallback = next((first.ch_types[s] for s in cmap.sources if s != INTERPOLATED), "EEG")
+    return list(cmap.model_names), [first.ch_types[s] if s != INTERPOLATED else fallback for s in cmap.sources]
 
 
 def _check_plans(plans: list[_SessionPlan]) -> None:
@@ -453,7 +462,7 @@ def epochs_from_sessions(
              for p in _checked_paths(sessions)]
     _check_plans(plans)
     marker_filter = window.marker_filter or None
-    pre, spec, out_sfreq = _window_setup(plans[0], window)
+    pre, spec, out_sfreq, cmap = _window_setup(plans[0], window)
     classes = _resolve_classes(plans, labels)
     for plan in plans:  # every label resolves before anything is written
         for image_id, label, _ in plan.stim.values():
@@ -462,14 +471,17 @@ def epochs_from_sessions(
     window_attrs = {"offset": spec.offset, "n_times": spec.n_times, "input_sfreq": first.sfreq,
                     "marker_filter": marker_filter,
                     "code_path": "bci.runtime.replay.decode_session -> bci.runtime.pipeline.Pipeline"}
+    if cmap is not None and not cmap.is_identity:
+        window_attrs["channel_map"] = cmap.to_dict()
+    ch_names, ch_types = _dataset_channels(first, cmap)
     writer = EpochDatasetWriter(
-        out, n_channels=len(first.ch_names), n_times=spec.n_times, sfreq=out_sfreq, ch_names=first.ch_names,
-        ch_types=first.ch_types, class_names=classes.names, modality=first.modality, chunk_epochs=chunk_epochs,
+        out, n_channels=len(ch_names), n_times=spec.n_times, sfreq=out_sfreq, ch_names=ch_names,
+        ch_types=ch_types, class_names=classes.names, modality=first.modality, chunk_epochs=chunk_epochs,
         overwrite=overwrite, preprocessing=None if pre is None else pre.to_dict(), attrs={"window": window_attrs},
     )
     try:
         report = _write_sessions(writer, plans, spec=spec, pre=pre, marker_filter=marker_filter, classes=classes,
-                                 subject=labels.subject, progress=progress,
+                                 subject=labels.subject, progress=progress, channel_map=cmap,
                                  source=lambda per_session: _source(plans, per_session, classes, window.model,
                                                                     source))
     except BaseException:
@@ -480,30 +492,38 @@ def epochs_from_sessions(
     return report
 
 
-def _window_setup(first: _SessionPlan,
-                  window: WindowOptions) -> tuple[PreprocessConfig | None, WindowSpec, float]:
-    """Preprocessing, window and output rate (from a checkpoint when ``window.model`` is given)."""
+def _window_setup(first: _SessionPlan, window: WindowOptions
+                  ) -> tuple[PreprocessConfig | None, WindowSpec, float, ChannelMap | None]:
+    """Preprocessing, window, output rate and channel map (from a checkpoint when ``window.model`` is given).
+
+    With a model, the sessions' channels are mapped onto the model's (``window.channels``) exactly as
+    ``bci live`` maps a stream; the pipeline applies the map before preprocessing.
+    """
     pre, n_times, model = window.preprocess_config(), window.n_times, window.model
-    model_sfreq, model_names = None, None
+    model_sfreq, model_names, cmap = None, None, None
     if model is not None:
-        pre, n_times, model_sfreq, model_names = _from_model(model)
+        pre, n_times, model_sfreq, config = _from_model(model)
+        model_names = config.ch_names
+        cmap = (window.channels or ChannelMapOptions()).for_model(first.ch_names, config)  # as bci live maps
     spec = WindowSpec(n_times=int(n_times if n_times is not None else DEFAULT_N_TIMES[first.modality]),
                       offset=float(window.offset if window.offset is not None else DEFAULT_OFFSET[first.modality]))
-    out_sfreq = OnlinePreprocessor(pre, first.sfreq, first.ch_names).out_sfreq if pre is not None else first.sfreq
-    _check_model_fit(model, model_sfreq, model_names, out_sfreq, first.ch_names)
-    return pre, spec, out_sfreq
+    out_names = _dataset_channels(first, cmap)[0]
+    out_sfreq = OnlinePreprocessor(pre, first.sfreq, out_names).out_sfreq if pre is not None else first.sfreq
+    _check_model_fit(model, model_sfreq, model_names, out_sfreq, out_names)
+    return pre, spec, out_sfreq, cmap
 
 
 def _write_sessions(writer: EpochDatasetWriter, plans: list[_SessionPlan], *, spec: WindowSpec,
                     pre: PreprocessConfig | None, marker_filter: str | None, classes: _Classes,
                     subject: str | int | None, progress: ProgressFn | None,
-                    source: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> BuildReport:
+                    source: Callable[[list[dict[str, Any]]], dict[str, Any]],
+                    channel_map: ChannelMap | None = None) -> BuildReport:
     """Cut every session into ``writer``, add the image table and provenance, close it."""
     subj_codes, subj_names = _subject_codes(plans, subject)
     per_session, dropped, skipped = [], {}, 0
     for i, plan in enumerate(plans):
         info = _cut_session(plan, i, len(plans), writer, spec=spec, pre=pre, marker_filter=marker_filter,
-                            classes=classes, subject=subj_codes[i], progress=progress)
+                            classes=classes, subject=subj_codes[i], progress=progress, channel_map=channel_map)
         per_session.append(info)
         skipped += info["skipped"]
         for k, v in info["dropped"].items():
@@ -543,7 +563,7 @@ def _check_model_fit(model: Any, sfreq: float | None, names: list[str] | None, o
 
 def _cut_session(plan: _SessionPlan, index: int, n_sessions: int, writer: EpochDatasetWriter, *, spec: WindowSpec,
                  pre: PreprocessConfig | None, marker_filter: str | None, classes: _Classes, subject: int,
-                 progress: ProgressFn | None) -> dict[str, Any]:
+                 progress: ProgressFn | None, channel_map: ChannelMap | None = None) -> dict[str, Any]:
     """Run one session through the runtime pipeline and append its windows."""
     reader = SessionReader(plan.path)
     times = reader.times(plan.data_key)
@@ -565,7 +585,7 @@ def _cut_session(plan: _SessionPlan, index: int, n_sessions: int, writer: EpochD
 
     sink = _EpochSink(tap, on_window)
     pipeline = Pipeline(tap, sfreq=plan.sfreq, ch_names=plan.ch_names, preprocess=pre, window=spec,  # type: ignore[arg-type]
-                        marker_filter=marker_filter, sinks=[sink], stream_name=plan.name)
+                        marker_filter=marker_filter, sinks=[sink], stream_name=plan.name, channel_map=channel_map)
     decode_session(reader, pipeline, data_key=plan.data_key, marker_key=plan.marker_key)
     pipeline.close()
     if progress is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bci.preprocessing import PreprocessConfig
+from bci.preprocessing.channel_map import ChannelMapOptions
 from streams._checks import check_float, check_int, check_type, check_value
 from streams.synthetic import StimulusSet
 
@@ -75,6 +76,9 @@ class WindowOptions:
     data_stream, marker_stream : str, optional
         Stream selection (key, name or ``type=EEG``); None: the first EEG/fMRI stream and the
         first marker stream.
+    channels : ChannelMapOptions, optional
+        Map the sessions' channels onto the ``model``'s as ``bci live`` does (needs ``model``);
+        None: match by name only.
     """
 
     preprocessing: PreprocessConfig | Mapping[str, Any] | str | None = "default"
@@ -84,9 +88,14 @@ class WindowOptions:
     marker_filter: str | None = "^stim/"
     data_stream: str | None = None
     marker_stream: str | None = None
+    channels: ChannelMapOptions | None = None
 
     def __post_init__(self) -> None:
         preprocess_config(self.preprocessing)
+        _optional("channels", self.channels, ChannelMapOptions, "ChannelMapOptions or None")
+        if self.channels is not None and self.channels.given and self.model is None:
+            raise ValueError("a channel map (--channel-map/--stream-montage) maps onto a model's channels: "
+                             "pass the model too (--model DIR)")
         _optional("model", self.model, _PATH, "a checkpoint directory (str or os.PathLike)")
         if self.offset is not None:
             check_float("offset", self.offset)
