@@ -191,8 +191,8 @@ def consume_ours(name: str, n_markers: int, deadline: float, checkpoint: Path, t
     for r in sink.records:
         if r["type"] != "window":
             continue
-        row = {"seq": seq_of_marker(r["marker"]), "t_in_hand": r["emitted_time"], "window_end_time": r["window_end_time"],
-               "pipeline_latency_ms": r["latency_ms"], "marker_lateness_ms": r["marker_lateness_ms"],
+        row = {"seq": seq_of_marker(r["marker"]), "t_in_hand": r["emitted_time"],
+               "window_end_time": r["window_end_time"], "pipeline_latency_ms": r["latency_ms"], "marker_lateness_ms": r["marker_lateness_ms"],
                "t_delivered": r["delivered_time"]}
         if tracer is not None:
             row["stages"] = tracer.window_times(r, N_TIMES)
@@ -268,8 +268,20 @@ def run_consumer(args: argparse.Namespace) -> dict:
 
 
 # ====================================================================== orchestration
+#: Optional module each consumer needs (checked before its producer starts).
+NEEDS = {"mne-lsl": "mne_lsl"}
+
+
 def run_one(kind: str, args: argparse.Namespace, workdir: Path, checkpoint: Path) -> dict:
-    """Fresh producer + one consumer process; returns the analysed result."""
+    """Fresh producer + one consumer process; returns the analysed result.
+
+    Raises
+    ------
+    MissingDependency
+        The consumer needs a module that is not installed (:func:`benchmarks.common.run_optional` skips it).
+    """
+    if kind in NEEDS:
+        common.require(NEEDS[kind])
     name = f"bench{os.getpid()}-{kind}"
     prod_log, cons_out = workdir / f"producer-{kind}.json", workdir / f"consumer-{kind}.json"
     n_markers = args.warmup + args.duration
@@ -423,7 +435,10 @@ def main(argv: list[str] | None = None) -> int:
             if i:
                 time.sleep(args.pause)
             print(f"[{kind}] {args.duration} s ...", flush=True)
-            results[kind] = run_one(kind, args, workdir, checkpoint)
+            result = common.run_optional(f"consumer {kind}", run_one, kind, args, workdir, checkpoint)
+            if result is None:
+                continue
+            results[kind] = result
             r = results[kind]["latency_ms"]
             print(f"[{kind}] p50 {r['p50']:.2f} p99 {r['p99']:.2f} ms, CPU {results[kind]['cpu_percent']:.1f} %",
                   flush=True)
