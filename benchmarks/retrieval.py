@@ -62,8 +62,6 @@ def build(gallery: Any, backend: str, args: argparse.Namespace) -> tuple[Any, di
     """Build one retriever; its build time, memory growth and index size."""
     from bci.retrieval.search import Retriever
 
-    if backend.startswith("faiss"):
-        common.require("faiss")
     set_threads(args.threads if backend == "torch" else args.build_threads)
     gc.collect()
     rss0 = common.rss_mb()
@@ -136,6 +134,8 @@ def time_queries(retriever: Any, queries: np.ndarray, k: int, warmup: int) -> di
 
 def run_backend(gallery: Any, backend: str, tune_q: np.ndarray, queries: np.ndarray,
                 args: argparse.Namespace) -> dict[str, Any]:
+    if backend.startswith("faiss"):
+        common.require("faiss")  # before saying anything: a missing FAISS is its own one line
     print(f"{backend}: building", flush=True)
     retriever, info = build(gallery, backend, args)
     print(f"{backend}: built in {info['build_s']:.1f} s, index {info['index_mb']:.0f} MB", flush=True)

@@ -78,6 +78,7 @@ class StageTrace:
         self.n_drains_with_data = 0
         self.current: dict[str, float] = {}
         self._pulled = 0.0
+        self._no_preprocess = False
 
     # ------------------------------------------------------------------ installing
     def install(self, runtime: Any) -> None:
@@ -119,7 +120,8 @@ class StageTrace:
 
     def _wrap_pipeline(self, pipeline: Any) -> None:
         clock = self.clock
-        push_data, poll, process = pipeline.push_data, pipeline.windower.poll, pipeline.pre.process
+        push_data, poll = pipeline.push_data, pipeline.windower.poll
+        process = pipeline.pre.process if pipeline.pre is not None else None
 
         def traced_push_data(data: np.ndarray, times: np.ndarray, arrival: float | None = None) -> list[dict]:
             self.n_drains_with_data += 1
@@ -139,7 +141,10 @@ class StageTrace:
             return out
 
         pipeline.push_data = traced_push_data
-        pipeline.pre.process = traced_process
+        if process is not None:
+            pipeline.pre.process = traced_process
+        else:  # no preprocessing: the stage is empty
+            self._no_preprocess = True
         pipeline.windower.poll = traced_poll
         pipeline.encoder = _EncoderTimer(pipeline.encoder, self)
 
@@ -156,7 +161,9 @@ class StageTrace:
 
     def window_times(self, record: dict[str, Any], n_times: int) -> dict[str, float] | None:
         """Stage end times of one window record (None when a stamp is missing)."""
-        stamps = record.get("trace") or {}
+        stamps = dict(record.get("trace") or {})
+        if self._no_preprocess and "push_data" in stamps:
+            stamps["preprocess_start"] = stamps["preprocess_end"] = stamps["push_data"]
         k = self.chunk_of(int(record["window_start_index"]) + n_times)
         need = ("push_data", "preprocess_start", "preprocess_end", "window_cut", "encoder_end")
         if k is None or any(s not in stamps for s in need):

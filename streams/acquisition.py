@@ -244,8 +244,9 @@ class StreamReceiver:
             if values:
                 data[:] = values
             return data, np.asarray(stamps, dtype=np.float64)
-        _, stamps = inlet.pull_chunk(timeout=_PULL_TIMEOUT, max_samples=len(dest), dest_obj=dest, min_samples=1)
-        stamps = np.asarray(stamps, dtype=np.float64)
+        # as_numpy: the timestamps come back as a float64 array (no list round trip)
+        _, stamps = inlet.pull_chunk(timeout=_PULL_TIMEOUT, max_samples=len(dest), dest_obj=dest, min_samples=1,
+                                     as_numpy=True)
         return dest[: len(stamps)], stamps
 
     def _accept(self, data: np.ndarray, stamps: np.ndarray) -> None:
