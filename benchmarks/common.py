@@ -9,6 +9,8 @@ scripts run from the repository root (``python -m benchmarks.latency`` or
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable, Sequence, TypeVar
 
 import numpy as np
@@ -31,6 +34,75 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 _T = TypeVar("_T")
+
+
+# ---------------------------------------------------------------------- optional dependencies
+#: How to install each optional module a benchmark part needs (the extras are in pyproject.toml).
+INSTALL = {
+    "mne_lsl": "pip install -e .[bench]",
+    "psutil": "pip install -e .[bench]",
+    "faiss": "pip install -e .[faiss]",
+    "mne": "pip install -e .",
+    "soxr": "pip install soxr",
+    "pyqtgraph": "pip install -e .",
+    "open_clip": "pip install -e .",
+}
+#: Comma-separated module names the helpers treat as not installed (e.g. ``BCI_BENCH_MISSING=mne_lsl``):
+#: to see, and test, what a benchmark does on a machine without them. Child processes inherit it.
+MISSING_ENV = "BCI_BENCH_MISSING"
+#: Parts of this run skipped for a missing module (:func:`run_optional`); :func:`write_report` stores them.
+SKIPPED: list[dict[str, str]] = []
+
+
+class MissingDependency(ImportError):
+    """An optional module a benchmark part needs is not installed; the message says what to install."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.install = INSTALL.get(module, f"pip install {module}")
+        super().__init__(f"module {module!r} is not installed ({self.install})", name=module)
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional ``module``, or raise :class:`MissingDependency` (also when :data:`MISSING_ENV` names it).
+
+    Parameters
+    ----------
+    module : str
+        The import name (``"mne_lsl"``, ``"psutil"``, ``"faiss"`` ...).
+
+    Returns
+    -------
+    module
+        The imported module.
+    """
+    forced = {m.strip() for m in os.environ.get(MISSING_ENV, "").split(",") if m.strip()}
+    if module in forced or importlib.util.find_spec(module) is None:
+        raise MissingDependency(module)
+    return importlib.import_module(module)
+
+
+def run_optional(what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+    """``fn(*args, **kwargs)``; if it needs a missing module: one line on stderr, ``None``, the rest goes on.
+
+    The part is noted in :data:`SKIPPED` (written to the report by :func:`write_report`), so
+    a run without, e.g., mne-lsl still reports every consumer that ran.
+
+    Parameters
+    ----------
+    what : str
+        The part, as the line names it (``"consumer mne-lsl"``).
+    fn : callable
+        Runs the part; it imports its optional modules with :func:`require`.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except MissingDependency as err:
+        line = f"skipped {what}: {err}"
+        if all(s["message"] != line for s in SKIPPED):  # said once per run
+            print(line, file=sys.stderr, flush=True)
+            SKIPPED.append({"part": what, "module": err.module, "install": err.install, "message": line})
+        return None
 
 
 # ---------------------------------------------------------------------- statistics
@@ -62,7 +134,7 @@ def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99)) -> 
 # ---------------------------------------------------------------------- CPU
 @dataclass
 class CpuMonitor:
-    """Sample this process's CPU time (all threads) against ``clock`` every ``period`` s.
+    """Sample this process's CPU time (all threads, ``time.process_time``) against ``clock`` every ``period`` s.
 
     Use :meth:`percent_between` afterwards to get the CPU use, in % of one core, over
     the part of the run that was measured (e.g. from the first to the last window).
@@ -74,9 +146,6 @@ class CpuMonitor:
     samples: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-monitor", daemon=True)
 
@@ -93,8 +162,8 @@ class CpuMonitor:
         self._sample()
 
     def _sample(self) -> None:
-        t = self._proc.cpu_times()
-        self.samples.append((float(self.clock()), float(t.user + t.system)))
+        # CPU time of the whole process, all threads (user + system), without psutil
+        self.samples.append((float(self.clock()), time.process_time()))
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -152,6 +221,12 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (psutil); NaN, with the one-line note, without psutil."""
+    psutil = run_optional("memory (RSS) figures", require, "psutil")
+    return float("nan") if psutil is None else psutil.Process().memory_info().rss / 2**20
+
+
 def machine_info() -> dict[str, Any]:
     """CPU count and model, load, Python and library versions, git commit (for the JSON files).
 
@@ -171,8 +246,7 @@ def machine_info() -> dict[str, Any]:
         except Exception:  # not installed / no version: leave it out
             pass
     try:
-        import psutil
-
+        psutil = require("psutil")
         info["load_avg_1min"] = load_avg()
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except Exception:
@@ -226,7 +300,8 @@ def write_report(out: str | os.PathLike, machine: dict[str, Any], sections: dict
     machine : dict
         :func:`machine_info`, taken when the benchmark started.
     sections : dict
-        The rest of the report (config, results ...), in the order they are written.
+        The rest of the report (config, results ...), in the order they are written; then
+        ``skipped`` (parts skipped for a missing module, :data:`SKIPPED`) when there are any.
     benchmark : str or None
         The ``benchmark`` key; ``None`` leaves it out (``dataset_loading``'s reports have none).
 
@@ -236,7 +311,8 @@ def write_report(out: str | os.PathLike, machine: dict[str, Any], sections: dict
         The file written.
     """
     head: dict[str, Any] = {} if benchmark is None else {"benchmark": benchmark}
-    return write_json(out, {**head, "command": command_line(), "machine": machine, **sections})
+    tail = {"skipped": list(SKIPPED)} if SKIPPED else {}
+    return write_json(out, {**head, "command": command_line(), "machine": machine, **sections, **tail})
 
 
 # ---------------------------------------------------------------------- command line

@@ -85,8 +85,6 @@ def stream_names(session: Path, suffix: str) -> tuple[str, str, float]:
 
 def decode_replay(session: Path, checkpoint: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Start the replay process, decode it live until it ends; returns raw results."""
-    import psutil
-
     from bci.runtime.assemble import load_encoder, pipeline_factory
     from bci.runtime.live import LiveRuntime
     from streams.lsl import local_clock
@@ -101,8 +99,7 @@ def decode_replay(session: Path, checkpoint: Path, args: argparse.Namespace, wor
         runtime = LiveRuntime(f"name={data_name}", f"name={marker_name}",
                               pipeline_factory(encoder, [sink], marker_filter=args.marker_filter),
                               resolve_timeout=30.0, dejitter=args.speed == 1.0)  # as `bci replay --decode`
-        proc = psutil.Process()
-        rss0 = proc.memory_info().rss
+        rss0 = common.rss_mb()
         monitor = CpuMonitor(local_clock, period=1.0).start()
         runtime.start()
         while producer.poll() is None and runtime.error is None:
@@ -110,12 +107,12 @@ def decode_replay(session: Path, checkpoint: Path, args: argparse.Namespace, wor
         time.sleep(1.0)
         runtime.stop()
         monitor.stop()
-        rss1 = proc.memory_info().rss
+        rss1 = common.rss_mb()
         if runtime.error is not None:
             raise runtime.error
     snap = runtime.data_receiver.snapshot()
     return {"sink": sink, "producer": json.loads(log.read_text()), "monitor": monitor,
-            "rss_start_mb": rss0 / 2**20, "rss_end_mb": rss1 / 2**20,
+            "rss_start_mb": rss0, "rss_end_mb": rss1,
             "gaps": [g.to_dict() for g in snap.gaps], "samples_received": snap.n_samples,
             "rate": runtime.data_receiver.desc.nominal_rate, "data_t0": data_t0,
             "pipeline_summary": runtime.pipeline.stats.summary(),

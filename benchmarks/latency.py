@@ -53,7 +53,8 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.common import REPO_ROOT, CpuMonitor, format_table, percentiles
-from benchmarks.producer import CODE_CYCLE, seq_of_marker
+from benchmarks.producer import CHUNKS, CODE_CYCLE, seq_of_marker
+from benchmarks.trace import STAGES, StageTrace, stage_table
 from streams._checks import check_int, check_value
 
 CONSUMERS = ("floor-block", "floor-poll", "floor-spin", "ours", "mne-lsl")
@@ -147,24 +148,30 @@ def _serve_floor(ring: _Ring, pending: list[list], rows: list[dict], clock: Call
     return still
 
 
-def consume_ours(name: str, n_markers: int, deadline: float, checkpoint: Path) -> list[dict]:
-    """LiveRuntime + Pipeline, default model and preprocessing, CPU, ListSink."""
+def consume_ours(name: str, n_markers: int, deadline: float, checkpoint: Path, trace: bool = False) -> list[dict]:
+    """LiveRuntime + Pipeline, default model and preprocessing, CPU, ListSink (``trace``: per-stage times)."""
     from bci.runtime.assemble import load_encoder, pipeline_factory
     from bci.runtime.inference import measure_latency
     from bci.runtime.sinks import ListSink
     from bci.runtime.live import LiveRuntime
     from streams.lsl import local_clock
 
+    tracer = StageTrace(local_clock) if trace else None
+
     class StampingSink(ListSink):
-        """A ListSink that also notes when each record reached it."""
+        """A ListSink that also notes when each record reached it (and, tracing, the drain's stamps)."""
 
         def write(self, record: dict[str, Any]) -> None:
-            super().write({**record, "delivered_time": local_clock()})
+            t = local_clock()
+            extra = {"trace": tracer.stamp(record)} if tracer is not None else {}
+            super().write({**record, "delivered_time": t, **extra})
 
     encoder = load_encoder(checkpoint, device="cpu")
     sink = StampingSink()
     runtime = LiveRuntime(f"name={name}", f"name={name}-Markers", pipeline_factory(encoder, [sink]),
                           resolve_timeout=30.0)
+    if tracer is not None:
+        tracer.install(runtime)
     runtime.start()
     last = f"stim/img{n_markers - 1:04d}/"
     try:
@@ -178,12 +185,19 @@ def consume_ours(name: str, n_markers: int, deadline: float, checkpoint: Path) -
         raise runtime.error
     _OURS_EXTRA["encoder_alone_ms"] = measure_latency(encoder, n_calls=300)
     _OURS_EXTRA["pipeline_stats"] = runtime.pipeline.stats.summary()
-    return [
-        {"seq": seq_of_marker(r["marker"]), "t_in_hand": r["emitted_time"], "window_end_time": r["window_end_time"],
-         "pipeline_latency_ms": r["latency_ms"], "marker_lateness_ms": r["marker_lateness_ms"],
-         "t_delivered": r["delivered_time"]}
-        for r in sink.records if r["type"] == "window"
-    ] + [{"seq": None, "dropped": r["reason"]} for r in sink.records if r["type"] == "dropped"]
+    if tracer is not None:
+        _OURS_EXTRA["trace_counts"] = tracer.counts()
+    rows = []
+    for r in sink.records:
+        if r["type"] != "window":
+            continue
+        row = {"seq": seq_of_marker(r["marker"]), "t_in_hand": r["emitted_time"],
+               "window_end_time": r["window_end_time"], "pipeline_latency_ms": r["latency_ms"], "marker_lateness_ms": r["marker_lateness_ms"],
+               "t_delivered": r["delivered_time"]}
+        if tracer is not None:
+            row["stages"] = tracer.window_times(r, N_TIMES)
+        rows.append(row)
+    return rows + [{"seq": None, "dropped": r["reason"]} for r in sink.records if r["type"] == "dropped"]
 
 
 def consume_mne_lsl(name: str, n_markers: int, deadline: float) -> list[dict]:
@@ -244,7 +258,7 @@ def run_consumer(args: argparse.Namespace) -> dict:
     if kind.startswith("floor-"):
         rows = consume_floor(args.name, args.n_markers, deadline, kind.split("-", 1)[1])
     elif kind == "ours":
-        rows = consume_ours(args.name, args.n_markers, deadline, args.checkpoint)
+        rows = consume_ours(args.name, args.n_markers, deadline, args.checkpoint, trace=args.trace)
     else:  # mne-lsl
         rows = consume_mne_lsl(args.name, args.n_markers, deadline)
     monitor.stop()
@@ -254,19 +268,32 @@ def run_consumer(args: argparse.Namespace) -> dict:
 
 
 # ====================================================================== orchestration
+#: Optional module each consumer needs (checked before its producer starts).
+NEEDS = {"mne-lsl": "mne_lsl"}
+
+
 def run_one(kind: str, args: argparse.Namespace, workdir: Path, checkpoint: Path) -> dict:
-    """Fresh producer + one consumer process; returns the analysed result."""
+    """Fresh producer + one consumer process; returns the analysed result.
+
+    Raises
+    ------
+    MissingDependency
+        The consumer needs a module that is not installed (:func:`benchmarks.common.run_optional` skips it).
+    """
+    if kind in NEEDS:
+        common.require(NEEDS[kind])
     name = f"bench{os.getpid()}-{kind}"
     prod_log, cons_out = workdir / f"producer-{kind}.json", workdir / f"consumer-{kind}.json"
     n_markers = args.warmup + args.duration
     load_before = common.load_avg()
     producer_args = ["--name", name, "--duration", str(n_markers), "--log", str(prod_log),
-                     "--channels", str(args.channels), "--chunk", str(args.chunk)]
+                     "--channels", str(args.channels), "--chunk", str(args.chunk), "--chunks", args.chunks,
+                     "--seed", str(args.seed)]
     with common.producer_process(producer_args, f"producer for {kind}", stop_timeout=10) as producer:
         consumer = subprocess.run(
             [sys.executable, "-m", "benchmarks.latency", "--run-consumer", kind, "--name", name,
              "--n-markers", str(int(n_markers)), "--warmup-markers", str(int(args.warmup)), "--result", str(cons_out),
-             "--checkpoint", str(checkpoint), "--timeout", str(n_markers + 60)],
+             "--checkpoint", str(checkpoint), "--timeout", str(n_markers + 60), *(["--trace"] if args.trace else [])],
             cwd=REPO_ROOT, timeout=n_markers + 120)
         if consumer.returncode != 0:
             raise RuntimeError(f"consumer {kind} failed with exit code {consumer.returncode}")
@@ -301,6 +328,11 @@ def analyse(kind: str, producer: dict, consumer: dict, warmup: int) -> dict:
                                                   for r in rows)
         out["emitted_minus_window_end_ms"] = percentiles((r["t_in_hand"] - r["window_end_time"]) * 1e3 for r in rows)
         out.update(consumer.get("extra", {}))
+        traced = [(r, truth[r["seq"]]["window_end_push_time"]) for r in rows if r.get("stages")]
+        if traced:
+            stage_rows = [{**r["stages"], "emitted": r["t_in_hand"], "delivered": r["t_delivered"]} for r, _ in traced]
+            out["trace"] = {**stage_table(stage_rows, [p for _, p in traced]), "windows_traced": len(traced),
+                            "counts": consumer.get("extra", {}).get("trace_counts", {})}
     return out
 
 
@@ -337,8 +369,21 @@ def print_report(results: dict[str, dict], comp: dict[str, float]) -> None:
               f"p99 {pl['p99']:.2f}; encoder alone (300 calls after the run): p50 {enc.get('p50', float('nan')):.2f} "
               f"p99 {enc.get('p99', float('nan')):.2f}")
         print(f"ours, record delivered to the sink - push: p50 {dl['p50']:.2f} p95 {dl['p95']:.2f} p99 {dl['p99']:.2f}")
+        if "trace" in ours:
+            print_trace(ours["trace"])
     for key, value in comp.items():
         print(f"{key}: {value:.2f}")
+
+
+def print_trace(trace: dict[str, Any]) -> None:
+    """The per-stage table of ``--trace`` (ms, per window)."""
+    stages, extras = trace["stages"], trace["extras"]
+    rows = [[s, stages[s]["p50"], stages[s]["p99"], stages[s]["mean"]] for s in STAGES]
+    rows += [[k, v["p50"], v["p99"], v["mean"]] for k, v in extras.items()]
+    print(f"\nours, per stage ({trace['windows_traced']} windows; each from the end of the previous stage):")
+    print(format_table(["stage", "p50 ms", "p99 ms", "mean ms"], rows))
+    if trace.get("counts"):
+        print("wake-ups: " + ", ".join(f"{k} {v}" for k, v in trace["counts"].items()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -347,7 +392,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=60, help="measured seconds (= markers) per consumer [60]")
     p.add_argument("--warmup", type=int, default=3, help="markers discarded at the start [3]")
     p.add_argument("--channels", type=int, default=128)
-    p.add_argument("--chunk", type=int, default=10, help="samples per chunk [10]")
+    p.add_argument("--chunk", type=int, default=10, help="samples per chunk with --chunks fixed [10]")
+    p.add_argument("--chunks", choices=CHUNKS, default="fixed",
+                   help="fixed: --chunk samples per chunk; random: 1-97 samples, seeded by --seed [fixed]")
+    p.add_argument("--trace", action="store_true",
+                   help="ours: time each stage of every window (push -> pull -> hand-over -> preprocess -> "
+                        "window -> encoder -> record -> sink); off by default")
+    common.add_seed(p)
     p.add_argument("--pause", type=float, default=2.0, help="seconds between consumers [2]")
     common.add_out(p, "latency")
     # child-process mode
@@ -384,14 +435,18 @@ def main(argv: list[str] | None = None) -> int:
             if i:
                 time.sleep(args.pause)
             print(f"[{kind}] {args.duration} s ...", flush=True)
-            results[kind] = run_one(kind, args, workdir, checkpoint)
+            result = common.run_optional(f"consumer {kind}", run_one, kind, args, workdir, checkpoint)
+            if result is None:
+                continue
+            results[kind] = result
             r = results[kind]["latency_ms"]
             print(f"[{kind}] p50 {r['p50']:.2f} p99 {r['p99']:.2f} ms, CPU {results[kind]['cpu_percent']:.1f} %",
                   flush=True)
     comp = comparisons(results)
     print()
     print_report(results, comp)
-    sections = {"config": {"channels": args.channels, "rate": 1000.0, "chunk": args.chunk, "markers_per_s": 1.0,
+    sections = {"config": {"channels": args.channels, "rate": 1000.0, "chunk": args.chunk, "chunks": args.chunks,
+                           "trace": args.trace, "markers_per_s": 1.0,
                            "duration_s": args.duration, "warmup_markers": args.warmup, "offset_s": OFFSET,
                            "n_times": N_TIMES, "mne_lsl_tmax": MNE_TMAX, "order": args.kinds},
                 "results": results, "comparisons": comp}

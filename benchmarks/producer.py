@@ -3,7 +3,8 @@
 Run in its own process (``latency.py`` starts it). Three outlets:
 
 * ``NAME``: type ``EEG``, ``--channels`` float32 channels at ``--rate`` Hz, pushed in
-  chunks of ``--chunk`` samples in real time. The data is deterministic pink-ish noise
+  chunks of ``--chunk`` samples in real time (``--chunks random``: 1-97 samples each,
+  seeded). The data is deterministic pink-ish noise
   (first-order low-passed white noise, ~10 µV, looped every 10 s): its content does not
   matter for timing.
 * ``NAME-Markers``: string markers ``stim/imgNNNN/labelKK`` (NNNN = marker number).
@@ -51,6 +52,10 @@ from streams.lsl import Outlet, local_clock
 
 #: Event codes cycle through 1..CODE_CYCLE (mne-lsl stores them as int16).
 CODE_CYCLE = 1000
+#: ``--chunks``: ``fixed`` (``--chunk`` samples each) or ``random`` (1..RANDOM_CHUNK_MAX, seeded).
+CHUNKS = ("fixed", "random")
+#: Largest chunk of ``--chunks random`` (uniform in 1..97 samples, like irregular amplifier drivers).
+RANDOM_CHUNK_MAX = 97
 
 
 def marker_code(seq: int) -> int:
@@ -104,6 +109,22 @@ def onset_schedule(rate: float, chunk: int, duration: float, interval: float, le
     return first + step * np.arange(n_markers)
 
 
+def chunk_ends(n_total: int, chunk: int, chunks: str, window_ends: np.ndarray, seed: int) -> np.ndarray:
+    """Index of the last sample of every chunk to push, in order.
+
+    ``fixed``: every ``chunk`` samples. ``random``: sizes drawn uniformly from
+    1..:data:`RANDOM_CHUNK_MAX` (seeded), and every window's last sample (``window_ends``)
+    also ends a chunk, so a window can be had as soon as that chunk is pushed.
+    """
+    if chunks == "fixed":
+        return np.minimum(np.arange(chunk, n_total + chunk, chunk), n_total) - 1
+    rng = np.random.default_rng(seed + 1)
+    sizes = rng.integers(1, RANDOM_CHUNK_MAX + 1, size=n_total)
+    ends = np.cumsum(sizes) - 1
+    ends = ends[ends < n_total - 1]
+    return np.union1d(np.union1d(ends, window_ends[window_ends < n_total]), [n_total - 1]).astype(np.int64)
+
+
 def wait_for_consumers(data: Outlet, markers: tuple[Outlet, ...], timeout: float) -> bool:
     """Block until the data outlet and at least one marker outlet have an inlet."""
     end = time.monotonic() + timeout
@@ -119,13 +140,15 @@ def wait_for_consumers(data: Outlet, markers: tuple[Outlet, ...], timeout: float
 def stream(args: argparse.Namespace) -> dict:
     """Push the synthetic session in real time; return the log."""
     d_data, d_markers, d_codes = descriptions(args.name, args.channels, args.rate)
-    onsets = onset_schedule(args.rate, args.chunk, args.duration, args.interval, args.lead_in,
+    align = args.chunk if args.chunks == "fixed" else 1  # random chunks are split at window ends instead
+    onsets = onset_schedule(args.rate, align, args.duration, args.interval, args.lead_in,
                             args.offset, args.n_times)
     n_total = int(onsets[-1] + round((args.offset + args.n_times / args.rate + args.tail) * args.rate))
-    n_chunks = -(-n_total // args.chunk)
     block = noise_block(10 * int(args.rate) // args.chunk * args.chunk, args.channels, args.seed)
     end_index = onsets + int(round(args.offset * args.rate)) + args.n_times - 1
-    needed = {int(i // args.chunk): k for k, i in enumerate(end_index)}
+    ends = chunk_ends(n_total, args.chunk, args.chunks, end_index, args.seed)
+    n_chunks = len(ends)
+    needed = {int(np.searchsorted(ends, i)): k for k, i in enumerate(end_index)}
     with Outlet(d_data) as data, Outlet(d_markers) as markers, Outlet(d_codes) as codes:
         print("ready", flush=True)
         connected = wait_for_consumers(data, (markers, codes), args.wait_consumers)
@@ -135,16 +158,14 @@ def stream(args: argparse.Namespace) -> dict:
         lateness = np.empty(n_chunks)
         push_times = np.full(len(onsets), np.nan)
         next_marker = 0
-        for j in range(n_chunks):
-            first = j * args.chunk
-            last = min(first + args.chunk, n_total) - 1
+        first = 0
+        for j, last in enumerate(ends.tolist()):
             due = t0 + last / args.rate
             delay = due - local_clock()
             if delay > 0:
                 time.sleep(delay)
             now = local_clock()
-            b = first % len(block)
-            data.push_chunk(block[b : b + last - first + 1], due)
+            data.push_chunk(_block_rows(block, first, last - first + 1), due)
             lateness[j] = now - due
             if j in needed:
                 push_times[needed[j]] = now
@@ -153,6 +174,7 @@ def stream(args: argparse.Namespace) -> dict:
                 markers.push_sample([marker_string(next_marker)], t_m)
                 codes.push_sample([marker_code(next_marker)], t_m)
                 next_marker += 1
+            first = last + 1
         time.sleep(args.linger)
     rows = [
         {"seq": k, "onset_sample": int(s), "marker_time": t0 + s / args.rate,
@@ -160,10 +182,19 @@ def stream(args: argparse.Namespace) -> dict:
         for k, (s, e, p) in enumerate(zip(onsets, end_index, push_times))
     ]
     return {
-        "name": args.name, "t0": t0, "rate": args.rate, "chunk": args.chunk, "channels": args.channels,
-        "n_chunks": n_chunks, "consumer_connected": connected, "markers": rows,
+        "name": args.name, "t0": t0, "rate": args.rate, "chunk": args.chunk, "chunks": args.chunks,
+        "channels": args.channels, "n_chunks": n_chunks, "chunk_sizes": percentiles(np.diff(ends, prepend=-1)),
+        "consumer_connected": connected, "markers": rows,
         "push_lateness_ms": percentiles(lateness * 1000.0),
     }
+
+
+def _block_rows(block: np.ndarray, first: int, n: int) -> np.ndarray:
+    """``n`` consecutive rows of the looped noise ``block`` from sample ``first`` (wrapping)."""
+    b = first % len(block)
+    if b + n <= len(block):
+        return block[b : b + n]
+    return np.concatenate((block[b:], block[: n - (len(block) - b)]))
 
 
 def replay(args: argparse.Namespace) -> dict:
@@ -191,7 +222,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="BenchEEG", help="data stream name (markers: NAME-Markers, NAME-Codes)")
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--rate", type=float, default=1000.0, help="Hz")
-    p.add_argument("--chunk", type=int, default=10, help="samples per pushed chunk")
+    p.add_argument("--chunk", type=int, default=10, help="samples per pushed chunk (--chunks fixed)")
+    p.add_argument("--chunks", choices=CHUNKS, default="fixed",
+                   help=f"fixed: --chunk samples each; random: 1..{RANDOM_CHUNK_MAX} samples, seeded by --seed")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of markers (one every --interval)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between markers")
     p.add_argument("--lead-in", type=float, default=1.0, help="seconds of data before the first marker")

@@ -125,7 +125,7 @@ def time_zarr_read(session: Path) -> float:
 
 def mne_offline(session: Path) -> dict[str, Any]:
     """mne's offline path on the same data (data already read from Zarr)."""
-    import mne
+    mne = common.require("mne")
 
     from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
     from streams.session import SessionReader
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for chunk in args.chunks:
             ours.append(decode_ours(session, checkpoint, chunk))
             print(f"ours, chunk {chunk or 'default'}: {ours[-1]['x_real_time']:.0f}x real time", flush=True)
-        mne_r = {} if args.no_mne else mne_offline(session)
+        mne_r = {} if args.no_mne else common.run_optional("the mne offline peer", mne_offline, session) or {}
     print()
     print_report(ours, mne_r, read_s)
     sections = {"config": {"duration_s": args.duration, "seed": args.seed, "chunk_sizes": args.chunks,

@@ -47,20 +47,15 @@ from streams._checks import check_int, check_value
 BACKENDS = ("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process (psutil)."""
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
 def set_threads(n: int) -> None:
-    """Threads for torch and FAISS."""
-    import faiss
+    """Threads for torch and (when installed) FAISS."""
     import torch
 
     torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
+    try:
+        common.require("faiss").omp_set_num_threads(n)
+    except common.MissingDependency:
+        pass  # a torch-only run: the FAISS backends are skipped, each with its own line
 
 
 def build(gallery: Any, backend: str, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -69,12 +64,12 @@ def build(gallery: Any, backend: str, args: argparse.Namespace) -> tuple[Any, di
 
     set_threads(args.threads if backend == "torch" else args.build_threads)
     gc.collect()
-    rss0 = rss_bytes()
+    rss0 = common.rss_mb()
     retriever = Retriever(gallery, backend=backend, k=args.k, hnsw_m=args.hnsw_m,
                           ef_construction=args.ef_construction, ef_search=args.ef_search[0],
                           nprobe=args.nprobe[0])
     gc.collect()
-    info = {"build_s": retriever.build_seconds, "rss_growth_mb": (rss_bytes() - rss0) / 2**20,
+    info = {"build_s": retriever.build_seconds, "rss_growth_mb": common.rss_mb() - rss0,
             "index_mb": retriever.index_bytes / 2**20}
     set_threads(args.threads)
     return retriever, info
@@ -139,6 +134,8 @@ def time_queries(retriever: Any, queries: np.ndarray, k: int, warmup: int) -> di
 
 def run_backend(gallery: Any, backend: str, tune_q: np.ndarray, queries: np.ndarray,
                 args: argparse.Namespace) -> dict[str, Any]:
+    if backend.startswith("faiss"):
+        common.require("faiss")  # before saying anything: a missing FAISS is its own one line
     print(f"{backend}: building", flush=True)
     retriever, info = build(gallery, backend, args)
     print(f"{backend}: built in {info['build_s']:.1f} s, index {info['index_mb']:.0f} MB", flush=True)
@@ -230,12 +227,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     machine = common.machine_info()
-    import faiss
     import torch
 
     from bci.retrieval.search import clustered_unit_vectors, gallery_from_vectors
 
-    machine["faiss"] = faiss.__version__
+    try:
+        faiss = common.require("faiss")
+        machine["faiss"] = faiss.__version__
+    except common.MissingDependency:
+        faiss = None  # each FAISS backend says it is skipped
     t = time.perf_counter()
     vectors, q = clustered_unit_vectors(args.n, args.dim, n_queries=args.tune_queries + args.queries,
                                         n_clusters=args.clusters, spread=args.spread, seed=args.seed)
@@ -244,12 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     tune_q, queries = q[:args.tune_queries], q[args.tune_queries:]
     print(f"gallery {args.n} x {args.dim} ({args.clusters} clusters) drawn in {time.perf_counter() - t:.1f} s; "
           f"search threads {args.threads}, build threads {args.build_threads}", flush=True)
-    results = {b: run_backend(gallery, b, tune_q, queries, args) for b in args.backend_list}
+    ran = {b: common.run_optional(f"backend {b}", run_backend, gallery, b, tune_q, queries, args)
+           for b in args.backend_list}
+    results = {b: r for b, r in ran.items() if r is not None}
     rel = ratios(results)
     print()
     print_report(results, rel, args.k)
     print(f"\nsingle-query latency over {args.queries} queries, k={args.k}; torch {torch.__version__} and faiss "
-          f"{faiss.__version__} with {args.threads} search thread(s), FAISS indexes built with "
+          f"{getattr(faiss, '__version__', '(not installed)')} with {args.threads} search thread(s), FAISS indexes "
+          f"built with "
           f"{args.build_threads} thread(s); ratios are within this run")
     sections = {"config": {"n": args.n, "dim": args.dim, "clusters": args.clusters, "spread": args.spread,
                            "queries": args.queries, "tune_queries": args.tune_queries, "warmup": args.warmup,

@@ -40,10 +40,11 @@ def test_replay_speed_benchmark_runs(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(110)
 def test_latency_benchmark_runs(tmp_path: Path) -> None:
+    """Both consumers decode every window; --trace gives every stage of every window of ours."""
     out = tmp_path / "latency.json"
     _run(
         ["-m", "benchmarks.latency", "--consumers", "floor-block,ours", "--duration", "4",
-         "--warmup", "1", "--pause", "0.5", "--out", str(out)],
+         "--warmup", "1", "--pause", "0.5", "--trace", "--out", str(out)],
         100,
     )
     result = json.loads(out.read_text())
@@ -52,6 +53,64 @@ def test_latency_benchmark_runs(tmp_path: Path) -> None:
         assert entry["windows"] == 4 and entry["missing"] == 0
         assert entry["latency_ms"]["p99"] > 0
     assert "ours_minus_floor-block_p99_ms" in result["comparisons"]
+    trace = result["results"]["ours"]["trace"]
+    assert trace["windows_traced"] == 4
+    from benchmarks.trace import STAGES
+
+    assert list(trace["stages"]) == list(STAGES)
+    # the stages follow one another: their means add up to the delivered latency
+    total = sum(trace["stages"][s]["mean"] for s in STAGES)
+    assert total == pytest.approx(result["results"]["ours"]["delivered_latency_ms"]["mean"], rel=1e-6)
+    assert all(trace["stages"][s]["n"] == 4 for s in STAGES)
+    counts = trace["counts"]
+    assert counts["chunks"] >= 400 and 0 < counts["drains_with_data"] <= counts["chunks"]
+    assert "skipped" not in result
+
+
+@pytest.mark.timeout(90)
+def test_latency_benchmark_without_mne_lsl(tmp_path: Path) -> None:
+    """mne-lsl missing (forced through BCI_BENCH_MISSING): one line, the other consumers' results kept.
+
+    Also runs the random-chunk producer (1-97 samples): every window still arrives.
+    """
+    import os
+
+    out = tmp_path / "latency.json"
+    env = {**os.environ, "BCI_BENCH_MISSING": "mne_lsl"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency", "--consumers", "mne-lsl,floor-block", "--duration", "3",
+         "--warmup", "1", "--pause", "0.2", "--chunks", "random", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=80, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "mne_lsl" in line]
+    assert lines == ["skipped consumer mne-lsl: module 'mne_lsl' is not installed (pip install -e .[bench])"]
+    result = json.loads(out.read_text())
+    assert list(result["results"]) == ["floor-block"]
+    entry = result["results"]["floor-block"]
+    assert entry["windows"] == 3 and entry["missing"] == 0
+    assert result["config"]["chunks"] == "random"
+    assert [s["part"] for s in result["skipped"]] == ["consumer mne-lsl"]
+    assert result["skipped"][0]["install"] == "pip install -e .[bench]"
+
+
+def test_require_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module that is really absent, and one forced absent, both raise MissingDependency with the pip line."""
+    from benchmarks import common
+
+    with pytest.raises(common.MissingDependency, match=r"'no_such_module_xyz' is not installed \(pip install no_such"):
+        common.require("no_such_module_xyz")
+    assert common.require("numpy").__name__ == "numpy"
+    monkeypatch.setenv(common.MISSING_ENV, "numpy, faiss")
+    with pytest.raises(common.MissingDependency, match=r"\(pip install -e \.\[faiss\]\)"):
+        common.require("faiss")
+    with pytest.raises(ImportError):
+        common.require("numpy")
+    monkeypatch.setattr(common, "SKIPPED", [])
+    assert common.run_optional("part a", common.require, "numpy") is None
+    assert common.run_optional("part a", common.require, "numpy") is None  # said once
+    assert [s["part"] for s in common.SKIPPED] == ["part a"]
 
 
 @pytest.mark.parametrize(

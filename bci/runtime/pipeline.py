@@ -225,9 +225,11 @@ class Pipeline:
         return records
 
     def _decode(self, windows: list[Window]) -> list[dict]:
-        batch = np.stack([w.data for w in windows])
+        # one window (the live case): a view, not a stacked copy; the per-window steps then
+        # run once on the whole batch (the same values as window by window, one copy fewer)
+        batch = windows[0].data[None] if len(windows) == 1 else np.stack([w.data for w in windows])
         if self.pre is not None:
-            batch = np.stack([self.pre.apply_window(x) for x in batch])
+            batch = self.pre.apply_window(batch)
         out = self.encoder(batch)
         records = [self._window_record(w, out, i) for i, w in enumerate(windows)]
         if self.steps:
