@@ -171,3 +171,41 @@ def test_a_stream_that_comes_back_changed_is_refused_and_nothing_is_overwritten(
         run_live(_options(unique_name, small_model, tmp_path), say=lambda _: None)
     assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns)
                   for p in (tmp_path / "rec.zarr").rglob("*")) == listing
+
+
+def test_samples_pushed_out_before_the_pipeline_starts_are_a_recorded_gap(
+        small_model: Path, unique_name: str, tmp_path: Path) -> None:
+    """A start slower than the receivers' buffer: the loss is a gap, its markers dropped records."""
+    import time
+
+    from bci.runtime.assemble import load_encoder, pipeline_factory
+    from bci.runtime.sinks import ListSink
+    from streams.recorder import SessionRecording
+
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "tests.lsl_event_producer", "--name", unique_name,
+                             "--markers-at", "300,2600", "--duration", "3.5"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sink = ListSink()
+    runtime = LiveRuntime(unique_name, unique_name + "-Markers", buffer_seconds=1.0, resolve_timeout=15)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        runtime.open()
+        runtime.record_to(SessionRecording(tmp_path / "rec.zarr"))
+        while runtime.data_receiver.buffer.total < 1800:  # a slow model load: 1.8 s, buffer 1 s
+            time.sleep(0.05)
+        runtime.start(pipeline_factory(load_encoder(small_model, device="cpu"), [sink]))
+        assert proc.stdout.readline().startswith("done")
+        time.sleep(0.3)
+    finally:
+        runtime.stop()
+        proc.kill()
+        proc.communicate()
+    assert runtime.decoder_overwritten > 0
+    rec = SessionReader(tmp_path / "rec.zarr")
+    gaps = rec.gaps(rec.find("type=EEG"))
+    assert len(gaps) == 1 and "overwritten" in gaps[0]["reason"]
+    assert rec.n_samples(rec.find("type=EEG")) == runtime.pipeline.stats.n_samples
+    by_marker = {r["marker"]: r for r in sink.records}
+    assert len(by_marker) == len(rec.markers()[0]) == 2
+    assert by_marker["stim/img0000/300"]["type"] == "dropped"  # its data was pushed out: a record, not silence
+    assert by_marker["stim/img0001/2600"]["type"] == "window"
