@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bci.models.checkpoint import read_config
 from bci.runtime.assemble import DecodeOptions, warn_stderr, assemble
 from bci.runtime.pipeline import Pipeline
 from streams._checks import check_float, check_type, ensure_path
@@ -486,7 +487,8 @@ def run_live(options: LiveOptions, *, loop: RunLoop | None = None, say: Callable
     check_type("options", options, LiveOptions)
     loop = RunLoop() if loop is None else check_type("loop", loop, RunLoop)
     say = say or _say
-    recording = _recording(options) if options.record is not None else None  # refuses an existing path first
+    read_config(options.decode.model)  # a missing or broken checkpoint fails at once, before any stream is opened
+    recording = _recording(options) if options.record is not None else None  # so does an existing --record path
     runtime = LiveRuntime(options.data_stream, options.markers, resolve_timeout=options.resolve_timeout)
     runtime.open()  # the inlets buffer while the model loads
     try:
