@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from streams._checks import check_bool, ensure_path
 from streams.acquisition import Gap, StreamReceiver
 from streams.errors import BufferOverflowError, OutputExistsError, StreamsError
 from streams.description import StreamDescription
@@ -284,7 +285,8 @@ class SessionRecording:
 
     def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, flush_seconds: float = 1.0,
                  attrs: dict[str, Any] | None = None, option: str = "--record") -> None:
-        self.out = Path(out)
+        self.out = ensure_path("out", out)
+        check_bool("overwrite", overwrite)
         if (self.out.exists() or self.out.is_symlink()) and not overwrite:
             raise OutputExistsError(f"{option} {str(self.out)!r} already exists; choose a new path or pass --overwrite")
         self.overwrite = bool(overwrite)

@@ -175,7 +175,10 @@ def test_a_stream_that_comes_back_changed_is_refused_and_nothing_is_overwritten(
 
 def test_samples_pushed_out_before_the_pipeline_starts_are_a_recorded_gap(
         small_model: Path, unique_name: str, tmp_path: Path) -> None:
-    """A start slower than the receivers' buffer: the loss is a gap, its markers dropped records."""
+    """A start slower than the receivers' buffer: the loss is a gap, its markers dropped records.
+
+    Also: the pipeline's channel map (when it has one) is stored with the recorded data stream.
+    """
     import time
 
     from bci.runtime.assemble import load_encoder, pipeline_factory
@@ -193,7 +196,18 @@ def test_samples_pushed_out_before_the_pipeline_starts_are_a_recorded_gap(
         runtime.record_to(SessionRecording(tmp_path / "rec.zarr"))
         while runtime.data_receiver.buffer.total < 1800:  # a slow model load: 1.8 s, buffer 1 s
             time.sleep(0.05)
-        runtime.start(pipeline_factory(load_encoder(small_model, device="cpu"), [sink]))
+        make = pipeline_factory(load_encoder(small_model, device="cpu"), [sink])
+
+        class Map:  # the shape of the channel-map object a pipeline may carry
+            def to_dict(self) -> dict:
+                return {"E0": "E0", "method": "names"}
+
+        def with_map(desc):
+            pipeline = make(desc)
+            pipeline.channel_map = Map()
+            return pipeline
+
+        runtime.start(with_map)
         assert proc.stdout.readline().startswith("done")
         time.sleep(0.3)
     finally:
@@ -205,6 +219,7 @@ def test_samples_pushed_out_before_the_pipeline_starts_are_a_recorded_gap(
     gaps = rec.gaps(rec.find("type=EEG"))
     assert len(gaps) == 1 and "overwritten" in gaps[0]["reason"]
     assert rec.n_samples(rec.find("type=EEG")) == runtime.pipeline.stats.n_samples
+    assert rec.stream_attrs(rec.find("type=EEG"))["channel_map"] == {"E0": "E0", "method": "names"}
     by_marker = {r["marker"]: r for r in sink.records}
     assert len(by_marker) == len(rec.markers()[0]) == 2
     assert by_marker["stim/img0000/300"]["type"] == "dropped"  # its data was pushed out: a record, not silence
