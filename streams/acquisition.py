@@ -184,7 +184,11 @@ class StreamReceiver:
         self._chunk_listeners.append(callback)
 
     def add_gap_listener(self, callback: Callable[[Gap], None]) -> None:
-        """Call ``callback(gap)`` on the acquisition thread when a gap is recorded."""
+        """Call ``callback(gap)`` on the acquisition thread when a gap is recorded.
+
+        The gap is listed (and its listeners called) just before the first sample after it
+        is pushed into the ring buffer.
+        """
         self._gap_listeners.append(callback)
 
     def snapshot(self) -> AcquisitionStats:
@@ -256,6 +260,8 @@ class StreamReceiver:
             n_bad = int(np.count_nonzero(~np.isfinite(data).all(axis=1)))
             if n_bad:
                 logger.warning("%s: %d samples with NaN/inf (kept, counted)", self.desc.name, n_bad)
+        if gap is not None:  # listed before its first sample is buffered: a reader never sees one without the other
+            self._record_gap(gap)
         self.buffer.push(data, stamps)
         with self._lock:
             s = self._stats
@@ -265,8 +271,6 @@ class StreamReceiver:
             if s.first_time is None:
                 s.first_time = float(stamps[0])
             s.last_time = float(stamps[-1])
-        if gap is not None:
-            self._record_gap(gap)
         self._notify(self._chunk_listeners, data, stamps)
 
     def _check_jump(self, first_new: float) -> Gap | None:

@@ -1,6 +1,12 @@
-"""Record one or more LSL streams into one Zarr session.
+"""Record streams into one Zarr session: from inlets of its own, or from another consumer's.
 
-Each stream has a :class:`~streams.acquisition.StreamReceiver` (its own thread and
+* :class:`Recorder` (``bci record``) opens a :class:`~streams.acquisition.StreamReceiver`
+  per stream and records everything they receive.
+* :class:`SessionRecording` opens nothing: the process's one consumer of each stream
+  (``bci live --record``: the decoder) hands it exactly the samples, gaps and results it
+  consumed, and a writer thread appends them, so disk I/O never delays the consumer.
+
+For :class:`Recorder`: each stream has a :class:`~streams.acquisition.StreamReceiver` (its own thread and
 ring buffer). :meth:`Recorder.drain` moves what arrived since the last call from
 each ring buffer into the :class:`~streams.session.SessionWriter`, which appends
 to disk in ~1 s blocks. The writer is only touched from the thread that calls
@@ -14,13 +20,19 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
+
+from streams._checks import check_bool, ensure_path
 from streams.acquisition import Gap, StreamReceiver
 from streams.errors import BufferOverflowError, OutputExistsError, StreamsError
+from streams.description import StreamDescription
 from streams.lsl import StreamQuery
 from streams.session import SessionWriter
 
@@ -247,3 +259,130 @@ class Recorder:
         gap = Gap(track.last_time, resume_time, f"recorder fell behind: {n_lost} samples overwritten in the ring buffer")
         logger.error("%s: %s", track.receiver.desc.name, gap.reason)
         self._writer.add_gap(track.key, gap.start_time, gap.end_time, gap.reason)
+
+
+class SessionRecording:
+    """A Zarr session written from what another consumer of the streams received (no inlet of its own).
+
+    :meth:`append` and :meth:`add_gap` may be called from any thread (they queue copies);
+    a writer thread appends them to the :class:`~streams.session.SessionWriter` in order.
+    Nothing is created before :meth:`start`.
+
+    Parameters
+    ----------
+    out : path
+        Session directory to create.
+    overwrite : bool
+        Replace ``out`` if it exists (otherwise :class:`~streams.errors.OutputExistsError`,
+        raised at once, before any stream is opened).
+    flush_seconds : float
+        How much data the writer buffers before appending a block.
+    attrs : dict, optional
+        Root attributes (JSON types), e.g. ``{"recorded_with": "bci live"}``.
+    option : str
+        The option that named ``out``, for messages (default ``--record``).
+    """
+
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, flush_seconds: float = 1.0,
+                 attrs: dict[str, Any] | None = None, option: str = "--record") -> None:
+        self.out = ensure_path("out", out)
+        check_bool("overwrite", overwrite)
+        if (self.out.exists() or self.out.is_symlink()) and not overwrite:
+            raise OutputExistsError(f"{option} {str(self.out)!r} already exists; choose a new path or pass --overwrite")
+        self.overwrite = bool(overwrite)
+        self.flush_seconds = flush_seconds
+        self.attrs = dict(attrs or {})
+        self.error: BaseException | None = None
+        self._writer: SessionWriter | None = None
+        self._lock = threading.Lock()  # the writer is used by one thread at a time
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._names: dict[str, str] = {}
+        self._counts: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> SessionRecording:
+        """Create the session and start the writer thread."""
+        if self._writer is not None:
+            raise RuntimeError(f"recording {str(self.out)!r} is already started")
+        self._writer = SessionWriter(self.out, overwrite=self.overwrite, flush_seconds=self.flush_seconds,
+                                     attrs=self.attrs)
+        self._thread = threading.Thread(target=self._run, name="session-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Write everything queued, mark the session complete and close it (idempotent).
+
+        Raises the writer thread's error, if it had one (what was written before stays).
+        """
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            if self._writer is not None:
+                try:
+                    if self.error is None:
+                        self._writer.set_attrs(stopped_cleanly=True)
+                finally:
+                    self._writer.close()
+                    self._writer = None
+        if self.error is not None:
+            raise self.error
+
+    # ------------------------------------------------------------------ streams
+    def add_stream(self, desc: StreamDescription) -> str:
+        """Add a stream (its description becomes the group's ``stream`` attribute); returns its key."""
+        with self._lock:
+            key = self._started().add_stream(desc)
+        self._names[key] = desc.name
+        self._counts[key] = 0
+        return key
+
+    def set_attrs(self, key: str | None = None, **attrs: Any) -> None:
+        """Set attributes at the root (``key=None``) or on stream ``key`` (written at once)."""
+        with self._lock:
+            self._started().set_attrs(key, **attrs)
+
+    def append(self, key: str, data: np.ndarray, times: np.ndarray) -> None:
+        """Queue samples of stream ``key`` (copied; appended in call order)."""
+        self._counts[key] = self._counts.get(key, 0) + len(times)
+        self._queue.put(("append", key, np.array(data, copy=True), np.array(times, dtype=np.float64, copy=True)))
+
+    def add_gap(self, key: str, gap: Gap) -> None:
+        """Queue a gap of stream ``key``."""
+        self._queue.put(("gap", key, gap))
+
+    @property
+    def streams(self) -> list[str]:
+        """Names of the recorded streams, in the order they were added."""
+        return list(self._names.values())
+
+    def n_samples(self, key: str) -> int:
+        """Samples handed to :meth:`append` for stream ``key`` so far."""
+        return self._counts[key]
+
+    # ------------------------------------------------------------------ writer thread
+    def _started(self) -> SessionWriter:
+        if self._writer is None:
+            raise RuntimeError(f"recording {str(self.out)!r} is not started (or already closed); call start()")
+        return self._writer
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # keep draining the queue; close() reports the first error
+            try:
+                with self._lock:
+                    if item[0] == "append":
+                        self._writer.append(item[1], item[2], item[3])
+                    else:
+                        gap = item[2]
+                        self._writer.add_gap(item[1], gap.start_time, gap.end_time, gap.reason)
+            except Exception as exc:  # reported by close(); the consumer must not stop
+                self.error = exc
+                logger.exception("recording to %s failed; what was written before is kept", self.out)

@@ -2,12 +2,16 @@
 
 Two :class:`~streams.acquisition.StreamReceiver` threads (data, markers) fill their
 ring buffers; their chunk listeners wake one decoding thread (an event, not a polling
-loop), which moves the new markers and samples into the pipeline. The time a chunk
+loop), which moves the new markers and samples into the pipeline, tells it of every gap
+at the sample where it happened (:meth:`Pipeline.gap`) and, when recording, hands the
+same samples, gaps and results to a :class:`~streams.recorder.SessionRecording`: one
+inlet per stream, and the session holds exactly what the pipeline consumed. The time a chunk
 reached the process is taken on the acquisition thread, so ``latency_ms`` covers
 hand-off, preprocessing, windowing, encoding and output.
 
-:func:`run_live` is the whole ``bci live`` run from :class:`LiveOptions`: assemble the
-decoder, record if asked, decode until the duration ends, report. Recorded sessions are
+:func:`run_live` is the whole ``bci live`` run from :class:`LiveOptions`: open the
+inlets, assemble the decoder (the inlets buffer meanwhile), record if asked, decode until
+the duration ends, report. Recorded sessions are
 decoded by :mod:`bci.runtime.replay`.
 """
 
@@ -24,12 +28,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bci.models.checkpoint import read_config
 from bci.runtime.assemble import DecodeOptions, warn_stderr, assemble
 from bci.runtime.pipeline import Pipeline
 from streams._checks import check_float, check_type, ensure_path
-from streams.acquisition import StreamReceiver
+from bci.runtime.sinks import results_description, to_json
+from streams.acquisition import Gap, StreamReceiver
 from streams.description import StreamDescription
 from streams.lsl import StreamQuery, local_clock
+from streams.recorder import SessionRecording
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,24 @@ class _Cursor:
     receiver: StreamReceiver
     index: int = 0
     overwritten: int = 0  # samples that left the ring buffer before the decoder read them
+    last_time: float = float("nan")  # of the last sample read
+    n_gaps: int = 0  # receiver gaps handed on
+    key: str | None = None  # session key when recording
+
+
+class _SessionResultsSink:
+    """Writes every record into the recording's results stream (one JSON string, stamped ``emitted_time``)."""
+
+    def __init__(self, recording: SessionRecording, key: str) -> None:
+        self.recording = recording
+        self.key = key
+
+    def write(self, record: dict[str, Any]) -> None:
+        stamp = record.get("emitted_time") or 0.0
+        self.recording.append(self.key, np.array([[to_json(record)]], dtype=object), np.array([float(stamp)]))
+
+    def close(self) -> None:
+        pass  # the runtime closes the recording after the pipeline's last record
 
 
 class _ListenerSink:
@@ -72,19 +97,23 @@ class LiveRuntime:
         The EEG (or fMRI) stream.
     marker_stream : str or StreamQuery, optional
         The marker stream (None: no event windows).
-    make_pipeline : callable
+    make_pipeline : callable, optional
         Builds the pipeline from the data stream's description (so the model can be
-        checked against the real channel count and rate before anything runs).
+        checked against the real channel count and rate before anything runs); may
+        instead be given to :meth:`start`.
     resolve_timeout, buffer_seconds, lost_timeout, dejitter
         Passed to the receivers (turn dejitter off for replays faster than real time:
-        LSL's dejitter assumes the nominal rate).
+        LSL's dejitter assumes the nominal rate). ``buffer_seconds`` is also how long
+        the receivers may buffer between :meth:`open` and :meth:`start` (e.g. while a
+        model loads); older samples are reported as overwritten (a gap, with its markers
+        dropped).
     """
 
     def __init__(
         self,
         data_stream: str | StreamQuery,
         marker_stream: str | StreamQuery | None,
-        make_pipeline: PipelineFactory,
+        make_pipeline: PipelineFactory | None = None,
         *,
         resolve_timeout: float = 5.0,
         buffer_seconds: float = 30.0,
@@ -103,6 +132,9 @@ class LiveRuntime:
         self._listeners: list[_ListenerSink] = []
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=10_000)
         self._thread: threading.Thread | None = None
+        self._opened = False
+        self.recording: SessionRecording | None = None
+        self._results_desc: StreamDescription | None = None
         self.error: BaseException | None = None
 
     @property
@@ -144,24 +176,71 @@ class LiveRuntime:
         """Ask a :meth:`run` in progress (on any thread) to return; it then stops cleanly."""
         self._stop_requested.set()
 
-    def start(self) -> LiveRuntime:
-        """Resolve streams, build the pipeline (model checked against the stream), start threads."""
+    def open(self) -> LiveRuntime:
+        """Resolve the streams, open their inlets and start buffering (idempotent).
+
+        Call it before anything slow (loading a model): everything received from now on
+        reaches the pipeline that :meth:`start` builds (within ``buffer_seconds``).
+        """
+        if self._opened:
+            return self
         desc = self._data.receiver.open()
         if not desc.is_regular:
+            self._data.receiver.stop()
             raise ValueError(f"data stream {desc.name!r} is irregular; decode a regular EEG/fMRI stream")
         if self._markers is not None:
             mdesc = self._markers.receiver.open()
             if mdesc.n_channels < 1:
                 raise ValueError(f"marker stream {mdesc.name!r} has no channels")
-        self.pipeline = self._make_pipeline(desc)
-        self.pipeline.sinks.extend(self._listeners)
         self._data.receiver.add_chunk_listener(self._on_data)
         if self._markers is not None:
             self._markers.receiver.add_chunk_listener(self._on_marker)
             self._markers.receiver.start()
         self._data.receiver.start()
+        self._opened = True
+        return self
+
+    def record_to(self, recording: SessionRecording, *, results: StreamDescription | None = None) -> None:
+        """Record what the pipeline consumes into ``recording`` (started here if not yet).
+
+        The data and marker streams get exactly the samples (values and the receiver's
+        corrected, dejittered timestamps) and the gaps handed to the pipeline; ``results``
+        (a string stream, e.g. :func:`~bci.runtime.sinks.results_description`) gets every
+        record. Call between :meth:`open` and :meth:`start`; :meth:`stop` closes the recording.
+        """
+        check_type("recording", recording, SessionRecording)
+        if self._thread is not None:
+            raise RuntimeError("record_to() must come before start(): the recording holds everything decoded")
+        self.open()
+        if recording._writer is None:
+            recording.start()
+        self.recording = recording
+        self._results_desc = results
+        for cursor in (self._data, self._markers):
+            if cursor is not None:
+                cursor.key = recording.add_stream(cursor.receiver.desc)
+
+    def start(self, make_pipeline: PipelineFactory | None = None) -> LiveRuntime:
+        """Open (if needed), build the pipeline (model checked against the stream), start decoding.
+
+        The pipeline consumes everything buffered since :meth:`open`.
+        """
+        self.open()
+        make = make_pipeline or self._make_pipeline
+        if make is None:
+            raise TypeError("no pipeline factory: pass make_pipeline to LiveRuntime(...) or to start()")
+        self.pipeline = make(self._data.receiver.desc)
+        if self.recording is not None:
+            if self._results_desc is not None:
+                key = self.recording.add_stream(self._results_desc)
+                self.pipeline.sinks.append(_SessionResultsSink(self.recording, key))
+            channel_map = getattr(self.pipeline, "channel_map", None)
+            if channel_map is not None:
+                self.recording.set_attrs(self._data.key, channel_map=channel_map.to_dict())
+        self.pipeline.sinks.extend(self._listeners)
         self._thread = threading.Thread(target=self._run, name="bci-decode", daemon=True)
         self._thread.start()
+        self._wake.set()  # what arrived while the pipeline was built
         return self
 
     def stop(self) -> None:
@@ -173,10 +252,21 @@ class LiveRuntime:
         for cursor in (self._data, self._markers):
             if cursor is not None:
                 cursor.receiver.stop()
-        if self.pipeline is not None:
-            self._drain()
-            self.pipeline.finish()
-            self.pipeline.close()
+        try:
+            if self.pipeline is not None:
+                self._drain()
+                self.pipeline.finish()
+                self.pipeline.close()
+        finally:
+            if self.recording is not None:
+                self._close_recording()
+
+    def _close_recording(self) -> None:
+        """Note a failed stream (e.g. it came back with other channels) and close the session."""
+        for cursor in (self._data, self._markers):
+            if cursor is not None and cursor.receiver.error is not None and cursor.key is not None:
+                self.recording.set_attrs(cursor.key, error=str(cursor.receiver.error))
+        self.recording.close()
 
     def run(self, duration: float | None = None, on_tick: Callable[[], None] | None = None,
             tick: float = 1.0) -> None:
@@ -221,13 +311,32 @@ class LiveRuntime:
     def _drain(self) -> None:
         pipeline = self.pipeline
         if self._markers is not None:
-            values, times = _take_new(self._markers)
+            values, times, lost = _take_new(self._markers)
+            gaps = _new_gaps(self._markers, times, lost)
+            self._record(self._markers, values, times, gaps)
             if len(times):
                 pipeline.push_markers([str(v[0]) for v in values], times, arrival=local_clock())
-        data, times = _take_new(self._data)
+        data, times, lost = _take_new(self._data)
+        if not len(times):
+            return
+        gaps = _new_gaps(self._data, times, lost)
+        self._record(self._data, data, times, gaps)
+        arrival = self._arrival_for(self._data.index)
+        start = 0
+        for at, gap in gaps:  # the pipeline hears of each gap at its first sample, as a replay does
+            if at > start:
+                pipeline.push_data(data[start:at], times[start:at], arrival=arrival)
+                start = at
+            pipeline.gap(gap.start_time, gap.end_time, gap.reason)
+        pipeline.push_data(data[start:], times[start:], arrival=arrival)
+
+    def _record(self, cursor: _Cursor, data: np.ndarray, times: np.ndarray, gaps: list[tuple[int, Gap]]) -> None:
+        if self.recording is None or cursor.key is None:
+            return
+        for _, gap in gaps:
+            self.recording.add_gap(cursor.key, gap)
         if len(times):
-            arrival = self._arrival_for(self._data.index)
-            pipeline.push_data(data, times, arrival=arrival)
+            self.recording.append(cursor.key, data, times)
 
     def _arrival_for(self, total: int) -> float | None:
         while self._arrivals:
@@ -238,18 +347,43 @@ class LiveRuntime:
         return None
 
 
-def _take_new(cursor: _Cursor) -> tuple[np.ndarray, np.ndarray]:
+def _take_new(cursor: _Cursor) -> tuple[np.ndarray, np.ndarray, int]:
+    """New samples of a receiver's ring buffer, and how many were overwritten before they could be read."""
     buf = cursor.receiver.buffer
     total = buf.total
     if total <= cursor.index:
-        return np.empty((0, buf.n_channels), buf.dtype), np.empty(0)
+        return np.empty((0, buf.n_channels), buf.dtype), np.empty(0), 0
     start = max(cursor.index, buf.oldest_index)
-    if start > cursor.index:
-        cursor.overwritten += start - cursor.index
-        logger.error("decoder fell behind: %d samples overwritten before decoding", start - cursor.index)
+    lost = start - cursor.index
+    if lost:
+        cursor.overwritten += lost
+        logger.error("decoder fell behind: %d samples of %s overwritten before decoding", lost,
+                     cursor.receiver.desc.name)
     data, times = buf.get(start, total)
     cursor.index = total
-    return data, times
+    return data, times, lost
+
+
+def _new_gaps(cursor: _Cursor, times: np.ndarray, lost: int) -> list[tuple[int, Gap]]:
+    """Gaps that end within ``times`` (just read), with the index of their first sample after.
+
+    The receiver lists a gap before it buffers the first sample after it, so every gap of
+    the samples just read is listed; later ones wait for the next read. Samples lost to
+    an overwrite are a gap too.
+    """
+    out: list[tuple[int, Gap]] = []
+    if lost and len(times):
+        out.append((0, Gap(cursor.last_time, float(times[0]),
+                           f"decoder fell behind: {lost} samples overwritten in the ring buffer")))
+    gaps = cursor.receiver.gaps
+    while cursor.n_gaps < len(gaps) and len(times) and gaps[cursor.n_gaps].end_time <= times[-1]:
+        gap = gaps[cursor.n_gaps]
+        out.append((int(np.searchsorted(times, gap.end_time, side="left")), gap))
+        cursor.n_gaps += 1
+    if len(times):
+        cursor.last_time = float(times[-1])
+    out.sort(key=lambda item: item[0])
+    return out
 
 
 # --------------------------------------------------------------------------- a whole live run
@@ -268,8 +402,9 @@ class LiveOptions:
     duration : float, optional
         Seconds to run (None: until Ctrl-C / the loop stops).
     record : path, optional
-        Also record the data, marker and results streams into this Zarr session (needs
-        ``decode.results_stream``).
+        Also record the data, marker and results streams into this Zarr session: the
+        samples, gaps and records the decoder consumed and produced, from its own
+        receivers (the results stream is named ``decode.results_stream``, which must be set).
     resolve_timeout : float
         Seconds to find each stream.
     """
@@ -295,8 +430,8 @@ class LiveOptions:
             raise ValueError("without --markers there are no events to decode; pass --markers NAME or --hop S "
                              "for sliding windows")
         if self.record is not None and not self.decode.results_stream:
-            raise ValueError("--record stores the results from the LSL results outlet; do not disable "
-                             "--results-stream")
+            raise ValueError("--record stores the results as the results stream (type BCIResults) under its "
+                             "--results-stream name; do not disable --results-stream")
 
 
 def _run_headless(runtime: LiveRuntime, duration: float | None, on_tick: Callable[[], None] | None) -> None:
@@ -352,29 +487,31 @@ def run_live(options: LiveOptions, *, loop: RunLoop | None = None, say: Callable
     check_type("options", options, LiveOptions)
     loop = RunLoop() if loop is None else check_type("loop", loop, RunLoop)
     say = say or _say
-    decoder = assemble(options.decode, warn=warn)
-    runtime = LiveRuntime(options.data_stream, options.markers, decoder.make_pipeline,
-                          resolve_timeout=options.resolve_timeout)
-    recorder = _start_recorder(options) if options.record is not None else None  # first: it sees every result
-    runtime.start()
+    read_config(options.decode.model)  # a missing or broken checkpoint fails at once, before any stream is opened
+    recording = _recording(options) if options.record is not None else None  # so does an existing --record path
+    runtime = LiveRuntime(options.data_stream, options.markers, resolve_timeout=options.resolve_timeout)
+    runtime.open()  # the inlets buffer while the model loads
+    try:
+        decoder = assemble(options.decode, warn=warn)
+        if recording is not None:
+            runtime.record_to(recording, results=results_description(options.decode.results_stream))
+        runtime.start(decoder.make_pipeline)
+    except BaseException:
+        runtime.stop()
+        raise
     duration = options.duration
     say(f"decoding {runtime.data_receiver.desc.name!r}"
         + (f" at markers of {runtime.marker_receiver.desc.name!r}" if runtime.marker_receiver else "")
         + f" with {decoder.encoder.config.name} on {decoder.encoder.device}"
-        + (f", recording to {options.record}" if recorder else "")
+        + (f", recording to {options.record}" if recording else "")
         + loop.note
         + (f" for {duration:g} s" if duration else loop.until if loop.until is not None else "; Ctrl-C stops"))
-    try:
-        loop.run(runtime, duration, recorder.drain if recorder else None)
-    finally:
-        if recorder is not None:
-            time.sleep(0.3)  # let the last results reach the recorder's inlet
-            recorder.stop()
-    recorded = [s.name for s in recorder.status()] if recorder is not None else []
+    loop.run(runtime, duration, None)  # stopping the runtime closes the recording
+    recorded = recording.streams if recording is not None else []
     say(runtime.pipeline.stats.summary())
     if loop.done is not None:
         say(loop.done)
-    if recorder is not None:
+    if recording is not None:
         say(f"recorded {', '.join(recorded)} to {options.record}")
     return LiveResult(runtime, recorded)
 
@@ -383,11 +520,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _start_recorder(options: LiveOptions):
-    """Record the data, marker and results streams into one Zarr session (``record``)."""
-    from streams.recorder import Recorder
-
-    streams = [options.data_stream] + ([options.markers] if options.markers else [])
-    streams.append(f"name={options.decode.results_stream},type=BCIResults")
-    return Recorder(streams, Path(options.record), overwrite=options.decode.overwrite,
-                    resolve_timeout=options.resolve_timeout).start()
+def _recording(options: LiveOptions) -> SessionRecording:
+    """The session ``record`` names, fed by the runtime's receivers (nothing is created yet)."""
+    return SessionRecording(Path(options.record), overwrite=options.decode.overwrite,
+                            attrs={"recorded_with": "bci live"})

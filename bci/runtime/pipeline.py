@@ -38,6 +38,7 @@ class PipelineStats:
     n_samples: int = 0
     n_markers: int = 0
     n_windows: int = 0
+    n_gaps: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -179,6 +180,27 @@ class Pipeline:
             self.buffer.push(processed, kept)
             self._arrivals.append((self.buffer.total, self.clock() if arrival is None else arrival))
         return self._decode_ready()
+
+    def gap(self, start_time: float, end_time: float, reason: str = "") -> None:
+        """The stream was interrupted: the next sample pushed is the first after the gap.
+
+        Live (:class:`~bci.runtime.live.LiveRuntime`, from the receiver's gaps) and replay
+        (:func:`~bci.runtime.replay.decode_session`, from the recorded gaps) both call it
+        at the same sample, so both restart the preprocessor's filters there, as at the
+        start of a stream. Windows spanning the gap and markers inside it are dropped by
+        the windower (reason ``gap``).
+
+        Parameters
+        ----------
+        start_time, end_time : float
+            Last sample before and first sample after the gap (seconds).
+        reason : str
+            Why (logged).
+        """
+        self.stats.n_gaps += 1
+        logger.info("gap of %.3f s in the data (%s): filters restart", end_time - start_time, reason or "?")
+        if self.pre is not None:
+            self.pre.reset()
 
     def finish(self) -> list[dict]:
         """End of data: decode what is complete, report markers left waiting."""

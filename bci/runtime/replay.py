@@ -129,7 +129,9 @@ def decode_session(
 
     Data are fed in ``chunk_size`` chunks (default: one second of samples; the
     results do not depend on it); before each chunk, every marker with a timestamp
-    up to that chunk's last sample is fed, as a live run would have seen it.
+    up to that chunk's last sample is fed, as a live run would have seen it. Each
+    recorded gap of the data stream is passed on with :meth:`Pipeline.gap` just before
+    its first sample after, where the live run that recorded it called it too.
     ``arrival`` is the time the chunk is handed over, so ``latency_ms`` measures
     processing time.
     """
@@ -142,8 +144,11 @@ def decode_session(
     else:
         m_times, m_values = np.empty(0), np.empty(0, dtype=object)
     next_marker = 0
-    for start in range(0, len(times), chunk_size):
-        stop = min(start + chunk_size, len(times))
+    gaps_at = _gap_indices(times, session.gaps(data_key))
+    bounds = sorted(set(range(0, len(times), chunk_size)) | set(gaps_at))
+    for start, stop in zip(bounds, bounds[1:] + [len(times)]):
+        for gap in gaps_at.get(start, ()):
+            pipeline.gap(gap["start_time"], gap["end_time"], gap["reason"])
         t_last = times[stop - 1]
         end_m = int(np.searchsorted(m_times, t_last, side="right"))
         if end_m > next_marker:
@@ -153,3 +158,15 @@ def decode_session(
     if next_marker < len(m_times):
         pipeline.push_markers(list(m_values[next_marker:]), m_times[next_marker:], arrival=clock())
     pipeline.finish()
+
+
+def _gap_indices(times: np.ndarray, gaps: list[dict]) -> dict[int, list[dict]]:
+    """Recorded gaps by the index of their first sample after (gaps with an unknown end are skipped)."""
+    out: dict[int, list[dict]] = {}
+    for gap in gaps:
+        if not math.isfinite(gap["end_time"]):
+            continue
+        at = int(np.searchsorted(times, gap["end_time"], side="left"))
+        if 0 < at < len(times):
+            out.setdefault(at, []).append(gap)
+    return out
