@@ -89,7 +89,10 @@ def _options(name: str, model: Path, tmp_path: Path, **kw) -> LiveOptions:
 
 
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The window and dropped records of an events file (its header line aside)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert records[0]["type"] == "header"
+    return records[1:]
 
 
 def test_record_is_what_the_decoder_consumed_and_replays_to_the_live_events(
