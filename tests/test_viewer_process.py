@@ -248,3 +248,20 @@ def test_a_viewer_that_cannot_start_leaves_the_decoder_running(procs, unique_nam
     assert len(said) == 1 and said[0].endswith("; decoding goes on without it (Ctrl-C stops)"), res.stderr
     assert "windows decoded:" in res.stdout and len(_windows(tmp_path / "events.jsonl")) >= 3
     assert _gone(_viewer_pid(res.stderr))
+
+
+# --------------------------------------------------------------------------- the benchmark (no run: flags, arithmetic)
+def test_viewer_latency_benchmark_flags_and_comparisons(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import viewer_latency as vl
+
+    with pytest.raises(SystemExit):
+        vl.parse_args(["--variants", "headless,nope"])
+    assert "--variants='nope' is not one of" in capsys.readouterr().err
+    results = {k: {"latency_ms": {"p50": p50, "p99": p99}} for k, p50, p99 in
+               (("headless", 2.0, 4.0), ("inline", 4.0, 16.0), ("process", 2.5, 4.5))}
+    comp = vl.comparisons(results)
+    assert comp["inline_over_headless_p99"] == 4.0 and comp["process_minus_headless_p99_ms"] == 0.5
+    assert comp["goal_process_p99_within_1ms"] is True
+    results["process"]["latency_ms"]["p99"] = 5.5
+    assert vl.comparisons(results)["goal_process_p99_within_1ms"] is False
+    assert vl.comparisons({"process": results["process"]}) == {}  # nothing to compare with
