@@ -20,7 +20,7 @@ import pytest
 from bci.viewer.app import ViewerOptions
 from bci.viewer.process import ViewerProcessOptions, describe_exit, stream_query, viewer_command
 from streams.description import StreamDescription
-from tests.test_viewer import COLORS, _count_color, _start, _trace_pixels, gallery_dir  # noqa: F401 (fixture)
+from tests.test_viewer import COLORS, _count_color, _trace_pixels, gallery_dir, procs  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,22 +46,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _producer(procs, name: str, seconds: float) -> subprocess.Popen:
     return procs("tests.lsl_event_producer", "--name", name, "--markers-at", ",".join(map(str, _marks(seconds))),
                  "--duration", str(seconds))
-
-
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-
-    def start(module: str, *args: str) -> subprocess.Popen:
-        p = _start(module, *args)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
 
 
 def _live(name: str, model: Path, tmp: Path, *extra: str) -> list[str]:
