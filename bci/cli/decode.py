@@ -99,23 +99,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     timeout = {} if isinstance(args.resolve_timeout, Default) else {"resolve_timeout": args.resolve_timeout}
     options = LiveOptions(args.eeg or args.fmri, args.markers, decode_options(args), duration=args.duration,
                           record=args.record, **timeout)
-    run_live(options, loop=_live_view_loop(args))  # the loop first: it says at once when it will run headless
+    from bci.cli.view import live_view_loop
+
+    run_live(options, loop=live_view_loop(args, options))  # the loop first: it says at once when it will run headless
     return 0
-
-
-def _live_view_loop(args: argparse.Namespace):
-    """The viewer's run loop for ``bci live``, or None to run headless (``--no-view`` or no display)."""
-    if args.no_view:
-        if args.screenshot is not None:
-            raise ValueError("--screenshot renders the viewer; do not combine it with --no-view")
-        return None
-    from bci.viewer.live_loop import show_viewer, viewer_loop
-
-    if not show_viewer(args.screenshot):
-        return None
-    from bci.cli.view import viewer_options
-
-    return viewer_loop(viewer_options(args))
 
 
 def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
@@ -127,15 +114,14 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
         "bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --events events.jsonl --no-view\n"
         "  bci live --eeg SimEEG --markers SimEEG-Markers --model models/eeg --gallery galleries/sim   # with the viewer",
     )
-    from bci.cli.view import add_source_options, add_viewer_options
+    from bci.cli.view import add_live_view_options, add_source_options
 
     add_source_options(p)
     add_decode_options(p, model_required=True)
     p.add_argument("--duration", type=float, default=None, help="seconds to run [until Ctrl-C]")
     p.add_argument("--record", type=Path, default=None, metavar="DIR",
                    help="also record the data, markers and results streams into this Zarr session")
-    p.add_argument("--no-view", action="store_true", help="run without the viewer")
-    add_viewer_options(p)
+    add_live_view_options(p)
     p.add_argument("--resolve-timeout", type=float, default=Default.of("bci.runtime.live:LiveOptions", "resolve_timeout"),
                    help="seconds to find each stream [%(default)s]")
     p.set_defaults(func=cmd_live)

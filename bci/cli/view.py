@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 from bci.cli.types import positive_float
 
 DEFAULT_SIZE = (1280, 800)  # as bci.viewer.app.DEFAULT_SIZE (not imported: keeps `bci --help` light)
+#: ``bci live --view``: the viewer in its own process (the default) or in the decoder's process (debugging).
+VIEW_MODES = ("process", "inline")
+DEFAULT_VIEW_MODE = "process"
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -23,10 +27,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if not sep or size[0] < 640 or size[1] < 400:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT of at least 640x400, got {text!r}")
     return size
-
-
-
-
 
 
 def add_source_options(p: argparse.ArgumentParser) -> None:
@@ -57,14 +57,61 @@ def add_viewer_options(p: argparse.ArgumentParser) -> None:
                    help="window size [1280x800]")
 
 
-def viewer_options(args: argparse.Namespace, duration: float | None = None) -> Any:
-    """Plain :class:`~bci.viewer.app.ViewerOptions` from the shared flags."""
+def viewer_options(args: argparse.Namespace, duration: float | None = None, *, with_gallery: bool = True) -> Any:
+    """Plain :class:`~bci.viewer.app.ViewerOptions` from the shared flags (``with_gallery``: load its thumbnails)."""
     from bci.viewer.app import ViewerOptions
     from bci.viewer.images import load_gallery
 
-    gallery = load_gallery(args.gallery) if args.gallery is not None else None
+    gallery = load_gallery(args.gallery) if args.gallery is not None and with_gallery else None
     return ViewerOptions(fps=args.fps, seconds=args.seconds, gallery=gallery, processed=args.preprocessed,
-                         screenshot=args.screenshot, after=args.after, size=tuple(args.size), duration=duration)
+                         screenshot=args.screenshot, after=args.after, size=tuple(args.size), duration=duration,
+                         parent_pid=getattr(args, "parent_pid", None))
+
+
+def add_live_view_options(p: argparse.ArgumentParser) -> None:
+    """``bci live``'s viewer flags: ``--no-view``, ``--view {process,inline}`` and the shared viewer flags."""
+    p.add_argument("--no-view", action="store_true", help="run without the viewer")
+    p.add_argument("--view", choices=VIEW_MODES, default=None,
+                   help="where the viewer runs: in its own process, subscribed to the results stream (the decoder "
+                        "never waits for it), or inline in the decoder's process (debugging) "
+                        f"[{DEFAULT_VIEW_MODE}]")
+    add_viewer_options(p)
+
+
+def live_view_loop(args: argparse.Namespace, live: Any) -> Any:
+    """The :class:`~bci.runtime.live.RunLoop` of ``bci live``'s viewer flags, or None to run headless.
+
+    Headless with ``--no-view`` or without a display (said in one line). ``--view process``
+    (the default) needs the results outlet; with ``--results-stream ''`` the default falls
+    back to ``inline`` and says so.
+    """
+    if args.no_view:
+        if args.screenshot is not None:
+            raise ValueError("--screenshot renders the viewer; do not combine it with --no-view")
+        if args.view is not None:
+            raise ValueError(f"--no-view and --view {args.view} contradict each other; pass one of them")
+        return None
+    from bci.viewer.live_loop import show_viewer, viewer_loop
+
+    if not show_viewer(args.screenshot):
+        return None
+    results = live.decode.results_stream
+    mode = args.view
+    if mode is None:
+        mode = DEFAULT_VIEW_MODE if results else "inline"
+        if not results:
+            print("viewer: --results-stream '' leaves no results outlet for a viewer process; showing the viewer "
+                  "in-process (--view inline)", file=sys.stderr, flush=True)
+    elif mode == "process" and not results:
+        raise ValueError("--view process subscribes to the decoder's results outlet; do not disable "
+                         "--results-stream, or pass --view inline")
+    if mode == "inline":
+        return viewer_loop(viewer_options(args))
+    from bci.viewer.process import ViewerProcessOptions, viewer_process_loop
+
+    return viewer_process_loop(ViewerProcessOptions(results, viewer_options(args, with_gallery=False),
+                                                    gallery=args.gallery, model=args.model,
+                                                    resolve_timeout=live.resolve_timeout))
 
 
 def preprocess_from_model(model_dir: Path | None) -> dict[str, Any]:
@@ -123,4 +170,5 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
     add_viewer_options(p)
     p.add_argument("--duration", type=positive_float, default=None, help="close after S seconds [never]")
     p.add_argument("--resolve-timeout", type=positive_float, default=5.0, help="seconds to find each stream [5]")
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # bci live's viewer child
     p.set_defaults(func=cmd_view)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bci.viewer.display import NoDisplayError, display_available
 from bci.viewer.sources import LslProvider, Provider, RuntimeProvider
-from streams._checks import check_float
+from streams._checks import check_float, check_int
 from streams.errors import StreamLostError
 
 if TYPE_CHECKING:
@@ -60,6 +60,9 @@ class ViewerOptions:
         Window size in pixels.
     duration : float, optional
         Close after this many seconds (None: until the window is closed / Ctrl-C).
+    parent_pid : int, optional
+        Close when this process is no longer the viewer's parent (the viewer child of
+        ``bci live``: it never outlives the decoder, even one that was killed).
     """
 
     fps: float = 30.0
@@ -71,10 +74,13 @@ class ViewerOptions:
     after: float = 5.0
     size: tuple[int, int] = DEFAULT_SIZE
     duration: float | None = None
+    parent_pid: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("fps", "seconds", "after"):
             check_float(name, getattr(self, name), positive=True, finite=False)
+        if self.parent_pid is not None:
+            self.parent_pid = check_int("parent_pid", self.parent_pid, low=1)
         if self.duration is not None and not self.duration > 0:
             raise ValueError(f"duration={self.duration!r} must be a positive number of seconds or None")
         w, h = self.size
@@ -233,6 +239,9 @@ def _control_tick(win: Any, provider: Provider, options: ViewerOptions, should_s
     if should_stop is not None and should_stop():
         done = True
     if options.duration is not None and now - state.started >= options.duration:
+        done = True
+    if options.parent_pid is not None and os.getppid() != options.parent_pid:
+        logger.warning("the process that started the viewer (%d) has ended; closing", options.parent_pid)
         done = True
     errors = getattr(provider, "errors", lambda: [])()
     if errors:

@@ -33,6 +33,9 @@ from streams.errors import BufferOverflowError
 from streams.lsl import StreamQuery
 from streams.ringbuffer import RingBuffer
 
+#: Seconds :meth:`LslProvider.stop` waits for its receivers (stopped together).
+STOP_TIMEOUT = 2.0
+
 if TYPE_CHECKING:
     from bci.preprocessing import PreprocessConfig
     from bci.runtime.live import LiveRuntime
@@ -405,12 +408,21 @@ class LslProvider:
         return self.data.snapshot().n_samples
 
     def stop(self) -> None:
-        """Stop every receiver and the preprocessing thread."""
+        """Stop every receiver and the preprocessing thread, all at once and within ``STOP_TIMEOUT`` seconds.
+
+        A receiver whose stream was lost may be waiting to re-resolve it: stopping the receivers
+        one after another could take their resolve timeouts added up (the viewer process of
+        ``bci live`` must end soon after SIGTERM). Their threads are daemons.
+        """
         if self.processed is not None:
             self.processed.stop()
-        for receiver in (self.data, self.results, self.markers):
-            if receiver is not None:
-                receiver.stop()
+        stoppers = [threading.Thread(target=r.stop, args=(STOP_TIMEOUT,), name=f"viewer-stop-{r.query}", daemon=True)
+                    for r in (self.data, self.results, self.markers) if r is not None]
+        for t in stoppers:
+            t.start()
+        end = time.monotonic() + STOP_TIMEOUT + 0.5
+        for t in stoppers:
+            t.join(max(0.0, end - time.monotonic()))
 
     def errors(self) -> list[BaseException]:
         """Errors that stopped a receiver (e.g. a reconnect to a different stream)."""
