@@ -14,8 +14,8 @@ are reused on the next run unless ``force``):
 6. **live** – a simulated amplifier streams a *new* session of the same subject
    (``bci simulate --session 1``) over LSL from another process; :func:`bci.runtime.live.run_live`
    (what ``bci live`` runs) decodes it (retrieval against the gallery), records data +
-   markers + results to Zarr and writes the events file; the viewer shows it when a
-   display is available;
+   markers + results to Zarr and writes the events file; the viewer (its own process)
+   shows it when a display is available;
 7. **replay** – :func:`bci.runtime.replay.replay_decode` at ``--speed max`` (what
    ``bci replay --decode`` runs) of that recording gives the same windows and embeddings
    as the live run.
@@ -208,9 +208,9 @@ def _live_step(work: Path, sample: Path, gallery: Path, seed: int, seconds: floa
     )
     _say(f"      simulated amplifier: pid {simulator.pid}, streams {name!r} + {name + '-Markers'!r} "
          f"(subject {seed}, NEW session 1: data the model never saw)")
+    options = _live_options(name, tag, sample, gallery, events, recording, seconds)
     try:
-        run_live(_live_options(name, tag, sample, gallery, events, recording, seconds),
-                 loop=_view_loop(gallery) if view is not False else None)
+        run_live(options, loop=_view_loop(gallery, options.decode.results_stream) if view is not False else None)
     finally:
         try:
             simulator.wait(timeout=seconds + 30)
@@ -244,16 +244,16 @@ def _replay_options(recording: str | os.PathLike, sample: Path, gallery: Path, e
     return ReplayOptions(recording, decode, speed=float("inf"))
 
 
-def _view_loop(gallery: Path):
-    """The viewer (with the gallery's thumbnails) as the live run's loop; None when there is no display."""
-    from bci.viewer.live_loop import show_viewer, viewer_loop
+def _view_loop(gallery: Path, results_stream: str):
+    """The viewer (with the gallery's thumbnails) in its own process, as ``bci live`` runs it; None without a display."""
+    from bci.viewer.live_loop import show_viewer
 
     if not show_viewer():
         return None
     from bci.viewer.app import ViewerOptions
-    from bci.viewer.images import load_gallery
+    from bci.viewer.process import ViewerProcessOptions, viewer_process_loop
 
-    return viewer_loop(ViewerOptions(gallery=load_gallery(gallery)))
+    return viewer_process_loop(ViewerProcessOptions(results_stream, ViewerOptions(), gallery=gallery))
 
 
 def _replay_step(work: Path, sample: Path, gallery: Path, live: dict[str, Any], t0: float) -> dict[str, Any]:
@@ -299,21 +299,21 @@ def _hit_rates(windows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _same_windows(live: list[dict[str, Any]], replay: list[dict[str, Any]]) -> bool:
-    """Every live window is in the replay with the same start sample and embedding.
+    """The replay holds exactly the live windows: same markers, start samples and times, embeddings.
 
-    The replay may hold a window more: the recording goes on a moment after the live
-    run stopped decoding.
+    ``bci live --record`` records what the decoder consumed (one acquisition per stream), so
+    the replay sees the same samples with the same times; embeddings agree to float32
+    rounding (live encodes windows as they complete, replay in batches).
     """
-    # Matched by marker and first sample: LSL times differ by microseconds between the live
-    # inlet and the recorder's (each has its own clock-offset estimate), the samples do not.
-    by_start = {(r["marker"], r["window_start_index"]): r for r in replay}
-    if not live:
+    key = lambda r: (r["marker"], r["window_start_index"])  # noqa: E731
+    by_start = {key(r): r for r in replay}
+    if not live or len(by_start) != len(replay) or {key(r) for r in live} != set(by_start):
         return False
     for r in live:
-        other = by_start.get((r["marker"], r["window_start_index"]))
-        if other is None or abs(other["window_start_time"] - r["window_start_time"]) > 1e-3:
+        other = by_start[key(r)]
+        if other["window_start_time"] != r["window_start_time"]:
             return False
-        if not np.allclose(r["embedding"], other["embedding"], atol=1e-4):
+        if not np.allclose(r["embedding"], other["embedding"], rtol=0, atol=1e-5):
             return False
     return True
 
