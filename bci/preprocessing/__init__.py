@@ -40,21 +40,30 @@ from bci.preprocessing.config import (ANTIALIAS_EDGE, ANTIALIAS_ORDER, ANTIALIAS
                                       MAX_FILTER_ORDER, PreprocessConfig)
 from bci.preprocessing.filters import design_sos, resample_factor
 from bci.preprocessing.online import OnlinePreprocessor, measure_speed, preprocess_recording
+from bci.preprocessing.resample import (DEFAULT_HALF_WIDTH, PASSBAND_FRACTION, RatePlan, RationalResampler,
+                                        plan_rate, rational_ratio, resample_taps)
 from bci.preprocessing.scaler import FLAT_STD_FRACTION, ChannelScaler, flat_channels
 
 __all__ = [
     "ANTIALIAS_EDGE",
     "ANTIALIAS_ORDER",
     "ANTIALIAS_RIPPLE_DB",
+    "DEFAULT_HALF_WIDTH",
     "DEFAULT_NOTCH_Q",
     "FLAT_STD_FRACTION",
     "MAX_FILTER_ORDER",
+    "PASSBAND_FRACTION",
     "ChannelScaler",
     "OnlinePreprocessor",
     "PreprocessConfig",
+    "RatePlan",
+    "RationalResampler",
     "design_sos",
     "flat_channels",
     "measure_speed",
+    "plan_rate",
     "preprocess_recording",
+    "rational_ratio",
     "resample_factor",
+    "resample_taps",
 ]

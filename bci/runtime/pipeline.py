@@ -19,7 +19,7 @@ import numpy as np
 
 from bci.runtime.inference import Encoder
 from bci.runtime.sinks import Sink
-from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
+from bci.preprocessing import OnlinePreprocessor, PreprocessConfig, plan_rate
 from bci.runtime.steps import ResultStep, run_steps
 from bci.runtime.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
 from streams.lsl import local_clock
@@ -64,7 +64,11 @@ class Pipeline:
     encoder : Encoder
         The model, already on its device.
     sfreq : float
-        Rate of the incoming stream.
+        Rate of the incoming stream. Any rate the model can be served from: the model's rate or an
+        integer multiple decimated by ``preprocess.resample_to`` (unchanged path), otherwise a
+        :class:`~bci.preprocessing.RationalResampler` to the model's rate runs before the
+        preprocessing (:func:`~bci.preprocessing.plan_rate`; a rate that cannot carry the model's
+        band is a ValueError naming both rates and the model's low-pass).
     ch_names : list of str
         Channel names of the incoming stream.
     preprocess : PreprocessConfig or None
@@ -107,10 +111,14 @@ class Pipeline:
     ) -> None:
         self.encoder = encoder
         self.ch_names = list(ch_names)
-        self.pre = OnlinePreprocessor(preprocess, sfreq, self.ch_names) if preprocess is not None else None
-        self.out_sfreq = self.pre.out_sfreq if self.pre is not None else float(sfreq)
-        self._decim = int(round(sfreq / self.out_sfreq))
         cfg = encoder.config
+        # rate handling: the integer path as before, or a rational resampler to the model's rate first
+        self.rate_plan = plan_rate(sfreq, getattr(cfg, "sfreq", None), preprocess, model_name=f"model {cfg.name!r}")
+        self.resampler = self.rate_plan.resampler(len(self.ch_names))
+        pre_cfg, pre_sfreq = self.rate_plan.preprocess, self.rate_plan.preprocess_sfreq
+        self.pre = OnlinePreprocessor(pre_cfg, pre_sfreq, self.ch_names) if pre_cfg is not None else None
+        self.out_sfreq = self.pre.out_sfreq if self.pre is not None else float(pre_sfreq)
+        self._decim = int(round(pre_sfreq / self.out_sfreq))
         self.window = window or WindowSpec(n_times=cfg.n_times)
         if self.window.n_times != cfg.n_times:
             raise ValueError(
@@ -156,13 +164,16 @@ class Pipeline:
         times = np.asarray(times, dtype=np.float64)
         if len(times) == 0:
             return []
+        n_stream = len(times)
+        if self.resampler is not None:
+            data, times = self.resampler.process(data, times)
         if self.pre is not None:
             processed = self.pre.process(data.astype(np.float32, copy=False))
             kept = self._kept_times(times, len(processed))
         else:
             processed, kept = data.astype(np.float32, copy=False), times
         self._n_in += len(times)
-        self.stats.n_samples += len(times)
+        self.stats.n_samples += n_stream
         if len(kept):
             self.buffer.push(processed, kept)
             self._arrivals.append((self.buffer.total, self.clock() if arrival is None else arrival))
