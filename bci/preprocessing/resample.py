@@ -64,7 +64,7 @@ def rational_ratio(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
     if abs(float(ratio) - float(exact)) > 1e-12 * float(exact) or max(ratio.numerator,
                                                                        ratio.denominator) > MAX_RATIO_TERM:
         raise ValueError(
-            f"cannot resample {sfreq_in:g} Hz to {sfreq_out:g} Hz: the ratio is not a fraction up/down with "
+            f"cannot resample {sfreq_in:.10g} Hz to {sfreq_out:.10g} Hz: the ratio is not a fraction up/down with "
             f"terms up to {MAX_RATIO_TERM}; check the stream's nominal rate"
         )
     return ratio.numerator, ratio.denominator
