@@ -13,8 +13,8 @@ emitting each output once its last input sample has arrived, not by shifting it)
 Time base: output ``k`` gets the timestamp interpolated linearly between the input samples
 ``floor(f)`` and ``floor(f) + 1`` with ``f = k * down / up``.
 
-Determinism: every output is a fixed sum over fixed input samples, accumulated tap by tap in
-the same order whatever the chunking, so the output (samples and timestamps) is bit-identical
+Determinism: every output is a fixed sum over fixed input samples, one matrix product of the same
+shape per output whatever the chunking, so the output (samples and timestamps) is bit-identical
 for any chunking of the same input. Before the first sample the input is taken as constant at
 the first sample's value (the FIR's steady state, like the IIR filters' start-up rule).
 
@@ -120,6 +120,8 @@ class RationalResampler:
         padded[: len(taps)] = taps
         # phase r, tap t multiplies input sample (i_hi - t): (up, n_taps)
         self._phases = np.ascontiguousarray(padded.reshape(self._n_taps, self.up).T)
+        self._phases_rev = np.ascontiguousarray(self._phases[:, ::-1])
+        self._tap_offsets = np.arange(self._n_taps)
         self.latency = math.ceil(self._half_len / self.up) / self.sfreq_in
         self.n_in = 0
         self.n_out = 0
@@ -182,10 +184,12 @@ class RationalResampler:
             return np.zeros((0, self.n_channels)), np.zeros(0)
         m = ks * self.down + self._half_len
         rows = m // self.up - self._buf_start
-        coef = self._phases[m % self.up]  # (n_out, n_taps)
-        out = self._buf[rows] * coef[:, :1]
-        for tap in range(1, self._n_taps):  # tap by tap: the same sum order for any chunking
-            out += self._buf[rows - tap] * coef[:, tap : tap + 1]
+        coef = self._phases_rev[m % self.up]  # (n_out, n_taps), oldest input first
+        # (n_out, n_taps, n_channels): the input samples each output needs, oldest first
+        support = self._buf[(rows - (self._n_taps - 1))[:, None] + self._tap_offsets[None, :]]
+        # one (1, n_taps) @ (n_taps, n_channels) product per output, of the same shape whatever the
+        # chunking, so every output is summed in the same order (bit-identical for any chunking)
+        out = np.matmul(coef[:, None, :], support)[:, 0, :]
         pos = ks * self.down
         left = pos // self.up - self._tbuf_start
         frac = (pos % self.up) / self.up
