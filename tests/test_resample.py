@@ -261,3 +261,28 @@ def test_live_512hz_amplifier_with_a_1khz_model_and_its_replay(encoder: Encoder,
     np.testing.assert_allclose([r["window_start_time"] for r in again], [r["window_start_time"] for r in live],
                                rtol=0, atol=1e-4)
     np.testing.assert_allclose([r["embedding"] for r in again], [r["embedding"] for r in live], atol=1e-5)
+
+
+def test_epochs_from_a_512hz_session_for_a_1khz_model_are_the_pipelines_windows(encoder: Encoder,
+                                                                                  tmp_path: Path) -> None:
+    """``bci epochs --model``: a session at another rate is cut with the runtime's resampler (offline = online)."""
+    from bci.models.checkpoint import save_checkpoint
+    from offline.data.build import epochs_from_sessions
+    from offline.data.build_options import WindowOptions
+    from offline.data.epochs import EpochDataset
+    from streams.description import StreamDescription
+    from streams.session import SessionWriter
+
+    data, times = _signal(512.0)
+    path = tmp_path / "amp512.zarr"
+    with SessionWriter(path) as writer:
+        eeg = writer.add_stream(StreamDescription("Amp", "EEG", "amp", tuple(NAMES), nominal_rate=512.0))
+        mk = writer.add_stream(StreamDescription("Amp-Markers", "Markers", "amp-m", ("marker",), dtype="string"))
+        writer.append(eeg, data, times)
+        writer.append(mk, np.array([[f"stim/img{i:04d}/c{i % 2}"] for i in range(3)], dtype=object), MARKER_TIMES)
+    model = save_checkpoint(encoder.model, tmp_path / "ck")
+    report = epochs_from_sessions([path], tmp_path / "ep.zarr", WindowOptions(model=model, offset=OFFSET), splits=())
+    ds = EpochDataset.open(report.path)
+    assert report.n_epochs == 3 and ds.sfreq == 1000.0
+    records, cap, _ = _decode(encoder, 512.0, data, times)
+    np.testing.assert_array_equal(np.asarray(ds.data[:]), np.stack(cap.windows))
