@@ -158,3 +158,12 @@ def test_session_or_simulate_keeps_a_given_session(tmp_path: Path) -> None:
     given = tmp_path / "given.zarr"
     assert session_or_simulate(given, tmp_path, 10.0, 0) == (given, None)
     assert not (tmp_path / "session").exists()
+
+
+def test_resampler_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "resampler.json"
+    _run(["-m", "benchmarks.resampler", "--rates", "512", "--seconds", "2", "--out", str(out)], 120)
+    rows = json.loads(out.read_text())["results"]
+    ours = next(r for r in rows if r["method"] == "polyphase (ours)")
+    assert ours["max_abs_error_vs_resample_poly"] < 1e-12 and ours["chunking_max_abs_diff"] == 0.0
+    assert abs(ours["max_abs_group_delay_samples"]) < 1e-3 and ours["output_lag_ms"]["p50"] < 25

@@ -361,11 +361,12 @@ def test_offline_windows_equal_the_runtime_windows(tmp_path: Path) -> None:
 
 
 def test_model_with_another_rate_is_refused(tmp_path: Path) -> None:
+    """A model at another rate is served by resampling (tests/test_resample.py) unless its band does not fit."""
     session = _simulated_session(tmp_path, 4.0)
-    config = default_config("eeg_convnet", n_times=110, sfreq=250.0).replace(
+    config = default_config("eeg_convnet", n_times=110, sfreq=64.0).replace(
         preprocessing=PreprocessConfig().to_dict())
     ckpt = save_checkpoint(build_model(config), tmp_path / "model")
-    with pytest.raises(ValueError, match="expects 250 Hz but its preprocessing gives 1000 Hz"):
+    with pytest.raises(ValueError, match="cannot serve model .* at 64 Hz: the model's low-pass h_freq=40 Hz"):
         epochs_from_sessions([session], tmp_path / "ds.zarr", WindowOptions(model=ckpt))
     assert not (tmp_path / "ds.zarr").exists()
 

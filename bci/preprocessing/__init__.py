@@ -1,7 +1,8 @@
 """Online preprocessing: causal filters with carried state, re-reference, decimation, scaling.
 
 Modules: :mod:`~bci.preprocessing.config` (:class:`PreprocessConfig`), :mod:`~bci.preprocessing.filters`
-(filter design, the decimation factor, the filtering kernel), :mod:`~bci.preprocessing.online`
+(filter design, the decimation factor, the filtering kernel), :mod:`~bci.preprocessing.resample`
+(:class:`RationalResampler`, :func:`plan_rate`), :mod:`~bci.preprocessing.online`
 (:class:`OnlinePreprocessor`, :func:`preprocess_recording`) and :mod:`~bci.preprocessing.scaler`
 (:class:`ChannelScaler`, the flat-channel rule). The names below are importable from the package.
 
@@ -11,7 +12,10 @@ continuous ``(n_samples, n_channels)`` stream chunk by chunk and keeps all state
 the stream was cut into chunks: :func:`preprocess_recording` (the offline path) runs
 the very same object over a whole recording and gives bit-identical samples.
 
-Per chunk, in this fixed order:
+A stream at a rate the model was not trained at (neither its rate nor an integer multiple that
+``resample_to`` decimates) is first resampled to the model's rate by
+:class:`~bci.preprocessing.resample.RationalResampler` (:func:`plan_rate` decides; the steps below
+then run at the model's rate). Per chunk, in this fixed order:
 
 1. re-reference (in float64, before filtering): subtract the mean of all channels
    (``"average"``), of the named channels, or nothing (``"none"``);
@@ -40,21 +44,30 @@ from bci.preprocessing.config import (ANTIALIAS_EDGE, ANTIALIAS_ORDER, ANTIALIAS
                                       MAX_FILTER_ORDER, PreprocessConfig)
 from bci.preprocessing.filters import design_sos, resample_factor
 from bci.preprocessing.online import OnlinePreprocessor, measure_speed, preprocess_recording
+from bci.preprocessing.resample import (DEFAULT_HALF_WIDTH, PASSBAND_FRACTION, RatePlan, RationalResampler,
+                                        plan_rate, rational_ratio, resample_taps)
 from bci.preprocessing.scaler import FLAT_STD_FRACTION, ChannelScaler, flat_channels
 
 __all__ = [
     "ANTIALIAS_EDGE",
     "ANTIALIAS_ORDER",
     "ANTIALIAS_RIPPLE_DB",
+    "DEFAULT_HALF_WIDTH",
     "DEFAULT_NOTCH_Q",
     "FLAT_STD_FRACTION",
     "MAX_FILTER_ORDER",
+    "PASSBAND_FRACTION",
     "ChannelScaler",
     "OnlinePreprocessor",
     "PreprocessConfig",
+    "RatePlan",
+    "RationalResampler",
     "design_sos",
     "flat_channels",
     "measure_speed",
+    "plan_rate",
     "preprocess_recording",
+    "rational_ratio",
     "resample_factor",
+    "resample_taps",
 ]

@@ -12,6 +12,7 @@ import scipy.signal as ss
 
 from bci.preprocessing.config import PreprocessConfig
 from bci.preprocessing.filters import _KERNEL, _check_sfreq, _finite_runs, design_sos, resample_factor
+from bci.preprocessing.resample import plan_rate
 from bci.preprocessing.scaler import _window_copy
 from streams._checks import check_int
 
@@ -268,8 +269,10 @@ def preprocess_recording(
     ch_names: Sequence[str],
     config: PreprocessConfig,
     chunk_size: int = 1000,
+    *,
+    model_sfreq: float | None = None,
 ) -> np.ndarray:
-    """Preprocess a whole recording with the same :class:`OnlinePreprocessor` as live use.
+    """Preprocess a whole recording with the same :class:`OnlinePreprocessor` (and resampler) as live use.
 
     Parameters
     ----------
@@ -284,6 +287,12 @@ def preprocess_recording(
     chunk_size : int
         Samples per call to :meth:`OnlinePreprocessor.process` (memory only: the
         output does not depend on it).
+    model_sfreq : float, optional
+        Rate the output must have (a model's ``sfreq``). When ``sfreq`` is neither it nor an integer
+        multiple decimated by ``config.resample_to``, the recording is first resampled to it with the
+        runtime's :class:`~bci.preprocessing.RationalResampler` (:func:`~bci.preprocessing.plan_rate`,
+        the same rule as :class:`bci.runtime.pipeline.Pipeline`); output ``k`` then sits at input
+        index ``k * sfreq / model_sfreq``.
 
     Returns
     -------
@@ -291,13 +300,21 @@ def preprocess_recording(
         Bit-identical to feeding ``data`` to a fresh preprocessor in any chunking.
     """
     chunk_size = check_int("chunk_size", chunk_size, low=1)
-    pre = OnlinePreprocessor(config, sfreq, ch_names)
+    plan = plan_rate(sfreq, model_sfreq, config)
+    pre = OnlinePreprocessor(plan.preprocess, plan.preprocess_sfreq, ch_names)
+    resampler = plan.resampler(pre.n_channels)
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[1] != pre.n_channels:
         raise ValueError(
             f"data of shape {data.shape} must be (n_samples, n_channels={pre.n_channels}), time-major"
         )
-    parts = [pre.process(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)]
+
+    def step(chunk: np.ndarray) -> np.ndarray:
+        if resampler is not None:  # as Pipeline.push_data: resampled, then float32 into the filters
+            chunk = resampler.process(chunk, np.zeros(len(chunk)))[0].astype(np.float32)
+        return pre.process(chunk)
+
+    parts = [step(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)]
     if not parts:
         return np.zeros((0, pre.n_channels), dtype=np.float32)
     return np.concatenate(parts, axis=0)

@@ -19,7 +19,7 @@ import numpy as np
 
 from bci.runtime.inference import Encoder
 from bci.runtime.sinks import Sink
-from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
+from bci.preprocessing import OnlinePreprocessor, PreprocessConfig, plan_rate
 from bci.preprocessing.channel_map import ChannelMap
 from bci.runtime.steps import ResultStep, run_steps
 from bci.runtime.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
@@ -67,7 +67,11 @@ class Pipeline:
     encoder : Encoder
         The model, already on its device.
     sfreq : float
-        Rate of the incoming stream.
+        Rate of the incoming stream. Any rate the model can be served from: the model's rate or an
+        integer multiple decimated by ``preprocess.resample_to`` (unchanged path), otherwise a
+        :class:`~bci.preprocessing.RationalResampler` to the model's rate runs before the
+        preprocessing (:func:`~bci.preprocessing.plan_rate`; a rate that cannot carry the model's
+        band is a ValueError naming both rates and the model's low-pass).
     ch_names : list of str
         Channel names of the incoming stream.
     channel_map : ChannelMap, optional
@@ -118,10 +122,15 @@ class Pipeline:
         self.channel_map = channel_map
         names = self._mapped_names(channel_map)
         self._map = None if channel_map is None or channel_map.is_identity else channel_map.apply
-        self.pre = OnlinePreprocessor(preprocess, sfreq, names) if preprocess is not None else None
-        self.out_sfreq = self.pre.out_sfreq if self.pre is not None else float(sfreq)
-        self._decim = int(round(sfreq / self.out_sfreq))
         cfg = encoder.config
+        # rate handling: the integer path as before, or a rational resampler to the model's rate
+        # (after the channel map, so it runs on the model's channels)
+        self.rate_plan = plan_rate(sfreq, getattr(cfg, "sfreq", None), preprocess, model_name=f"model {cfg.name!r}")
+        self.resampler = self.rate_plan.resampler(len(names))
+        pre_cfg, pre_sfreq = self.rate_plan.preprocess, self.rate_plan.preprocess_sfreq
+        self.pre = OnlinePreprocessor(pre_cfg, pre_sfreq, names) if pre_cfg is not None else None
+        self.out_sfreq = self.pre.out_sfreq if self.pre is not None else float(pre_sfreq)
+        self._decim = int(round(pre_sfreq / self.out_sfreq))
         self.window = window or WindowSpec(n_times=cfg.n_times)
         if self.window.n_times != cfg.n_times:
             raise ValueError(
@@ -167,27 +176,34 @@ class Pipeline:
         times = np.asarray(times, dtype=np.float64)
         if len(times) == 0:
             return []
+        self.stats.n_samples += len(times)
         if self._map is not None:
             data = self._map(data)
+        if self.resampler is not None:
+            data, times = self.resampler.process(data, times)
+        self._push_model_rate(data, times, arrival)
+        return self._decode_ready()
+
+    def _push_model_rate(self, data: np.ndarray, times: np.ndarray, arrival: float | None) -> None:
+        """Preprocess samples already at the model's channels and rate (or its integer multiple); buffer them."""
         if self.pre is not None:
             processed = self.pre.process(data.astype(np.float32, copy=False))
             kept = self._kept_times(times, len(processed))
         else:
             processed, kept = data.astype(np.float32, copy=False), times
         self._n_in += len(times)
-        self.stats.n_samples += len(times)
         if len(kept):
             self.buffer.push(processed, kept)
             self._arrivals.append((self.buffer.total, self.clock() if arrival is None else arrival))
-        return self._decode_ready()
 
     def gap(self, start_time: float, end_time: float, reason: str = "") -> None:
         """The stream was interrupted: the next sample pushed is the first after the gap.
 
         Live (:class:`~bci.runtime.live.LiveRuntime`, from the receiver's gaps) and replay
         (:func:`~bci.runtime.replay.decode_session`, from the recorded gaps) both call it
-        at the same sample, so both restart the preprocessor's filters there, as at the
-        start of a stream. Windows spanning the gap and markers inside it are dropped by
+        at the same sample, so both restart the preprocessor's filters there (and a resampler,
+        after emitting the samples it still owed from before the gap), as at the start of a
+        stream. Windows spanning the gap and markers inside it are dropped by
         the windower (reason ``gap``).
 
         Parameters
@@ -199,11 +215,20 @@ class Pipeline:
         """
         self.stats.n_gaps += 1
         logger.info("gap of %.3f s in the data (%s): filters restart", end_time - start_time, reason or "?")
+        if self.resampler is not None and self.resampler.n_in:
+            # the samples before the gap still owed by the resampler, then a fresh segment after it
+            data, times = self.resampler.flush()
+            if len(times):
+                self._push_model_rate(data, times, None)
         if self.pre is not None:
             self.pre.reset()
 
     def finish(self) -> list[dict]:
         """End of data: decode what is complete, report markers left waiting."""
+        if self.resampler is not None and self.resampler.n_in:
+            data, times = self.resampler.flush()  # the last input samples' outputs
+            if len(times):
+                self._push_model_rate(data, times, None)
         records = self._decode_ready()
         return records + self._emit_dropped(self.windower.flush())
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from bci.preprocessing.channel_map import INTERPOLATED, ChannelMap, ChannelMapOptions
 from bci.runtime.pipeline import Pipeline
-from bci.preprocessing import OnlinePreprocessor, PreprocessConfig
+from bci.preprocessing import OnlinePreprocessor, PreprocessConfig, plan_rate
 from bci.runtime.replay import decode_session
 from bci.runtime.windowing import WindowSpec
 from offline.data.build_options import (
@@ -144,13 +144,14 @@ class _TapConfig:
     n_times: int
     name: str = "epoch-builder (window tap)"
     labels: list[str] | None = None
+    sfreq: float | None = None  # the windows' rate: the pipeline resamples other stream rates to it
 
 
 class _WindowTap:
     """Takes the encoder's place in a :class:`Pipeline`: keeps every window batch as the model would get it."""
 
-    def __init__(self, n_times: int) -> None:
-        self.config = _TapConfig(n_times=n_times)
+    def __init__(self, n_times: int, sfreq: float | None = None) -> None:
+        self.config = _TapConfig(n_times=n_times, sfreq=sfreq)
         self.windows: deque[np.ndarray] = deque()
 
     def check_stream(self, n_channels: int, sfreq: float, ch_names: Sequence[str] | None = None, *,
@@ -480,8 +481,8 @@ def epochs_from_sessions(
         overwrite=overwrite, preprocessing=None if pre is None else pre.to_dict(), attrs={"window": window_attrs},
     )
     try:
-        report = _write_sessions(writer, plans, spec=spec, pre=pre, marker_filter=marker_filter, classes=classes,
-                                 subject=labels.subject, progress=progress, channel_map=cmap,
+        report = _write_sessions(writer, plans, spec=spec, sfreq=out_sfreq, pre=pre, marker_filter=marker_filter,
+                                 classes=classes, subject=labels.subject, progress=progress, channel_map=cmap,
                                  source=lambda per_session: _source(plans, per_session, classes, window.model,
                                                                     source))
     except BaseException:
@@ -508,12 +509,16 @@ def _window_setup(first: _SessionPlan, window: WindowOptions
     spec = WindowSpec(n_times=int(n_times if n_times is not None else DEFAULT_N_TIMES[first.modality]),
                       offset=float(window.offset if window.offset is not None else DEFAULT_OFFSET[first.modality]))
     out_names = _dataset_channels(first, cmap)[0]
-    out_sfreq = OnlinePreprocessor(pre, first.sfreq, out_names).out_sfreq if pre is not None else first.sfreq
+    if model_sfreq is not None and plan_rate(first.sfreq, model_sfreq, pre,
+                                             model_name=f"model {str(model)!r}").resample:
+        out_sfreq = model_sfreq  # the pipeline resamples the sessions to the model's rate, as live
+    else:
+        out_sfreq = OnlinePreprocessor(pre, first.sfreq, out_names).out_sfreq if pre is not None else first.sfreq
     _check_model_fit(model, model_sfreq, model_names, out_sfreq, out_names)
     return pre, spec, out_sfreq, cmap
 
 
-def _write_sessions(writer: EpochDatasetWriter, plans: list[_SessionPlan], *, spec: WindowSpec,
+def _write_sessions(writer: EpochDatasetWriter, plans: list[_SessionPlan], *, spec: WindowSpec, sfreq: float,
                     pre: PreprocessConfig | None, marker_filter: str | None, classes: _Classes,
                     subject: str | int | None, progress: ProgressFn | None,
                     source: Callable[[list[dict[str, Any]]], dict[str, Any]],
@@ -522,8 +527,9 @@ def _write_sessions(writer: EpochDatasetWriter, plans: list[_SessionPlan], *, sp
     subj_codes, subj_names = _subject_codes(plans, subject)
     per_session, dropped, skipped = [], {}, 0
     for i, plan in enumerate(plans):
-        info = _cut_session(plan, i, len(plans), writer, spec=spec, pre=pre, marker_filter=marker_filter,
-                            classes=classes, subject=subj_codes[i], progress=progress, channel_map=channel_map)
+        info = _cut_session(plan, i, len(plans), writer, spec=spec, sfreq=sfreq, pre=pre,
+                            marker_filter=marker_filter, classes=classes, subject=subj_codes[i], progress=progress,
+                            channel_map=channel_map)
         per_session.append(info)
         skipped += info["skipped"]
         for k, v in info["dropped"].items():
@@ -562,13 +568,14 @@ def _check_model_fit(model: Any, sfreq: float | None, names: list[str] | None, o
 
 
 def _cut_session(plan: _SessionPlan, index: int, n_sessions: int, writer: EpochDatasetWriter, *, spec: WindowSpec,
+                 sfreq: float,
                  pre: PreprocessConfig | None, marker_filter: str | None, classes: _Classes, subject: int,
                  progress: ProgressFn | None, channel_map: ChannelMap | None = None) -> dict[str, Any]:
     """Run one session through the runtime pipeline and append its windows."""
     reader = SessionReader(plan.path)
     times = reader.times(plan.data_key)
     t_first, t_span = (float(times[0]), float(times[-1] - times[0])) if len(times) else (0.0, 0.0)
-    tap = _WindowTap(spec.n_times)
+    tap = _WindowTap(spec.n_times, sfreq)
     counts = {"epochs": 0, "skipped": 0}
 
     def on_window(window: np.ndarray, record: dict[str, Any]) -> None:
