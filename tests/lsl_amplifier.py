@@ -22,12 +22,12 @@ import numpy as np
 import pylsl
 
 
-def eeg_outlet(name: str, rate: float, channels: int) -> pylsl.StreamOutlet:
+def eeg_outlet(name: str, rate: float, channels: int, first_label: int = 0) -> pylsl.StreamOutlet:
     info = pylsl.StreamInfo(name, "EEG", channels, rate, "float32", name + "-src")
     chans = info.desc().append_child("channels")
     for c in range(channels):
         ch = chans.append_child("channel")
-        ch.append_child_value("label", f"E{c}")
+        ch.append_child_value("label", f"E{c + first_label}")
         ch.append_child_value("type", "EEG")
         ch.append_child_value("unit", "volts")
     return pylsl.StreamOutlet(info, chunk_size=1)
@@ -45,10 +45,11 @@ def main() -> None:
     p.add_argument("--after-channels", type=int, default=None)
     p.add_argument("--marker-every", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--first-label", type=int, default=0, help="channels are labelled E<first>, E<first+1>, ...")
     a = p.parse_args()
     rng = np.random.default_rng(a.seed)
     markers = pylsl.StreamOutlet(pylsl.StreamInfo(a.name + "-Markers", "Markers", 1, 0.0, "string", a.name + "-m"))
-    eeg = eeg_outlet(a.name, a.rate, a.channels)
+    eeg = eeg_outlet(a.name, a.rate, a.channels, a.first_label)
     print("ready", flush=True)
     for outlet in (eeg, markers):
         outlet.wait_for_consumers(30)
@@ -87,7 +88,7 @@ def main() -> None:
         markers.push_sample([f"during/{pylsl.local_clock() - t_drop:.2f}"], pylsl.local_clock())
     rate = a.after_rate or a.rate
     channels = a.after_channels or a.channels
-    eeg = eeg_outlet(a.name, rate, channels)
+    eeg = eeg_outlet(a.name, rate, channels, a.first_label)
     eeg.wait_for_consumers(15)
     run(eeg, rate, channels, a.after, 5e-4)
     time.sleep(0.5)

@@ -199,18 +199,7 @@ def test_samples_pushed_out_before_the_pipeline_starts_are_a_recorded_gap(
         runtime.record_to(SessionRecording(tmp_path / "rec.zarr"))
         while runtime.data_receiver.buffer.total < 1800:  # a slow model load: 1.8 s, buffer 1 s
             time.sleep(0.05)
-        make = pipeline_factory(load_encoder(small_model, device="cpu"), [sink])
-
-        class Map:  # the shape of the channel-map object a pipeline may carry
-            def to_dict(self) -> dict:
-                return {"E0": "E0", "method": "names"}
-
-        def with_map(desc):
-            pipeline = make(desc)
-            pipeline.channel_map = Map()
-            return pipeline
-
-        runtime.start(with_map)
+        runtime.start(pipeline_factory(load_encoder(small_model, device="cpu"), [sink]))
         assert proc.stdout.readline().startswith("done")
         time.sleep(0.3)
     finally:
@@ -222,8 +211,57 @@ def test_samples_pushed_out_before_the_pipeline_starts_are_a_recorded_gap(
     gaps = rec.gaps(rec.find("type=EEG"))
     assert len(gaps) == 1 and "overwritten" in gaps[0]["reason"]
     assert rec.n_samples(rec.find("type=EEG")) == runtime.pipeline.stats.n_samples
-    assert rec.stream_attrs(rec.find("type=EEG"))["channel_map"] == {"E0": "E0", "method": "names"}
     by_marker = {r["marker"]: r for r in sink.records}
     assert len(by_marker) == len(rec.markers()[0]) == 2
     assert by_marker["stim/img0000/300"]["type"] == "dropped"  # its data was pushed out: a record, not silence
     assert by_marker["stim/img0001/2600"]["type"] == "window"
+
+
+def test_an_egi_named_512hz_amplifier_decodes_with_a_map_file_and_replays_to_the_live_events(
+        unique_name: str, tmp_path: Path) -> None:
+    """Issue 14's "done when": E1..E8 at 512 Hz, a 1 kHz model named Fp1..O2, a map file, a dropout."""
+    torch.manual_seed(1)
+    names = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "O1", "O2"]
+    cfg = replace(default_config("eeg_convnet", n_chans=8, n_times=440, ch_names=names),
+                  preprocessing=PreprocessConfig().to_dict())
+    model = save_checkpoint(build_model(cfg), tmp_path / "model")
+    order = [3, 0, 7, 1, 6, 2, 5, 4]  # E<i+1> -> names[order[i]]: not the identity
+    mapping = tmp_path / "amp.tsv"
+    mapping.write_text("stream\tmodel\n" + "".join(f"E{i + 1}\t{names[j]}\n" for i, j in enumerate(order)))
+    amp = _Amplifier(unique_name, "--rate", "512", "--first-label", "1", "--before", "2", "--after", "2")
+    options = _options(unique_name, model, tmp_path)
+    options = replace(options, decode=replace(options.decode, channel_map=mapping))
+    try:
+        result = run_live(options, loop=_loop_until_exit(amp, {}), say=lambda _: None)
+    finally:
+        amp.kill()
+    pipeline = result.runtime.pipeline
+    assert pipeline.resampler is not None and pipeline.out_sfreq == 1000.0 and pipeline.stats.n_gaps == 1
+    rec = SessionReader(tmp_path / "rec.zarr")
+    data_key = rec.find("type=EEG")
+    assert rec.n_samples(data_key) == amp.count("done")  # the stream's own 512 Hz samples, all of them
+    stored = rec.stream_attrs(data_key)["channel_map"]
+    header = json.loads((tmp_path / "live.jsonl").read_text().splitlines()[0])
+    assert stored == header["channel_map"] == pipeline.channel_map.to_dict()
+    live = _records(tmp_path / "live.jsonl")
+    m_times, m_values = rec.markers(rec.marker_keys()[0])
+    assert sorted((r["marker"], r["marker_time"]) for r in live) == sorted(zip(m_values, m_times))
+    windows = [r for r in live if r["type"] == "window"]
+    gap_end = rec.gaps(data_key)[0]["end_time"]
+    assert any(r["window_start_time"] > gap_end for r in windows) and len(windows) >= 8
+    onset_error = [abs(r["window_start_time"] - (r["marker_time"] + 0.020)) for r in windows]
+    assert max(onset_error) <= 1 / 512  # aligned to one stream sample (default EEG offset 20 ms)
+    replay_events = tmp_path / "replay.jsonl"
+    replay_decode(ReplayOptions(tmp_path / "rec.zarr",
+                                DecodeOptions(model, events=replay_events, results_stream="", device="cpu",
+                                              channel_map=mapping),
+                                speed=float("inf")), say=lambda _: None)
+    replay = _records(replay_events)
+
+    def key(r: dict) -> tuple:
+        return r["type"], r["marker"], r["marker_time"], r.get("reason"), r.get("window_start_time")
+
+    assert sorted(map(key, replay)) == sorted(map(key, live))
+    by_key = {key(r): r for r in replay}
+    for r in windows:
+        np.testing.assert_allclose(by_key[key(r)]["embedding"], r["embedding"], rtol=1e-5, atol=1e-6)
