@@ -64,7 +64,15 @@ class _Amplifier:
 def _inlets_of(name: str) -> int:
     """pylsl inlets alive in this process on the stream ``name``."""
     gc.collect()
-    return sum(1 for o in gc.get_objects() if type(o) is pylsl.StreamInlet and o.info().name() == name)
+    return sum(1 for o in gc.get_objects() if type(o) is pylsl.StreamInlet and _inlet_name(o) == name)
+
+
+def _inlet_name(inlet: pylsl.StreamInlet) -> str | None:
+    """The stream name of an inlet; None for an inlet of an earlier test whose stream is gone."""
+    try:
+        return inlet.info(timeout=1.0).name()
+    except (pylsl.util.LostError, TimeoutError):
+        return None
 
 
 def _loop_until_exit(amp: _Amplifier, seen: dict) -> RunLoop:
