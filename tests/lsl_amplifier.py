@@ -78,7 +78,7 @@ def main() -> None:
         state["next_marker"] = 0.1
 
     run(eeg, a.rate, a.channels, a.before, 0.0)
-    time.sleep(0.3)  # let the inlet take the last chunk
+    time.sleep(1.0)  # let liblsl send the last chunk before the outlet goes (0.3 s lost samples under load)
     del eeg  # the amplifier drops out
     print(f"pushed {state['k']}", flush=True)
     end = time.monotonic() + a.dropout
