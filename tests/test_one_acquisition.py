@@ -103,6 +103,28 @@ def _records(path: Path) -> list[dict]:
     return records[1:]
 
 
+def _assert_replay_is_live(tmp_path: Path, decode: DecodeOptions, live: list[dict], *, start: str) -> None:
+    """``bci replay --decode`` of ``tmp_path/rec.zarr`` gives the live events: the same records (keyed by
+    type, marker, reason and ``start``) and the same embeddings.
+
+    Same samples, same filter state; the encoder batches differ (live: as windows complete;
+    replay: per 1 s chunk), hence float32 rounding.
+    """
+    replay_events = tmp_path / "replay.jsonl"
+    replay_decode(ReplayOptions(tmp_path / "rec.zarr", replace(decode, events=replay_events), speed=float("inf")),
+                  say=lambda _: None)
+    replay = _records(replay_events)
+
+    def key(r: dict) -> tuple:
+        return r["type"], r["marker"], r["marker_time"], r.get("reason"), r.get(start)
+
+    assert sorted(map(key, replay)) == sorted(map(key, live))
+    by_key = {key(r): r for r in replay}
+    for r in live:
+        if r["type"] == "window":
+            np.testing.assert_allclose(by_key[key(r)]["embedding"], r["embedding"], rtol=1e-5, atol=1e-6)
+
+
 def test_record_is_what_the_decoder_consumed_and_replays_to_the_live_events(
         small_model: Path, unique_name: str, tmp_path: Path) -> None:
     amp = _Amplifier(unique_name, "--before", "2", "--after", "2")
@@ -141,21 +163,8 @@ def test_record_is_what_the_decoder_consumed_and_replays_to_the_live_events(
     results = [json.loads(v) for v in rec.data(rec.find("type=BCIResults"))[:, 0]]
     assert results == live
     # bci replay --decode of the recording gives the same events
-    replay_events = tmp_path / "replay.jsonl"
-    replay_decode(ReplayOptions(tmp_path / "rec.zarr", DecodeOptions(small_model, events=replay_events,
-                                                                     results_stream="", device="cpu"),
-                                speed=float("inf")), say=lambda _: None)
-    replay = _records(replay_events)
-
-    def key(r: dict) -> tuple:
-        return r["type"], r["marker"], r["marker_time"], r.get("reason"), r.get("window_start_index")
-
-    assert sorted(map(key, replay)) == sorted(map(key, live))
-    by_key = {key(r): r for r in replay}
-    for r in windows:
-        # same samples, same filter state; the encoder batches differ (live: as windows
-        # complete; replay: per 1 s chunk), hence float32 rounding
-        np.testing.assert_allclose(by_key[key(r)]["embedding"], r["embedding"], rtol=1e-5, atol=1e-6)
+    _assert_replay_is_live(tmp_path, DecodeOptions(small_model, results_stream="", device="cpu"), live,
+                           start="window_start_index")
 
 
 @pytest.mark.parametrize("change", [("--after-rate", "500"), ("--after-channels", "9")], ids=["rate", "channels"])
@@ -259,17 +268,5 @@ def test_an_egi_named_512hz_amplifier_decodes_with_a_map_file_and_replays_to_the
     assert any(r["window_start_time"] > gap_end for r in windows) and len(windows) >= 8
     onset_error = [abs(r["window_start_time"] - (r["marker_time"] + 0.020)) for r in windows]
     assert max(onset_error) <= 1 / 512  # aligned to one stream sample (default EEG offset 20 ms)
-    replay_events = tmp_path / "replay.jsonl"
-    replay_decode(ReplayOptions(tmp_path / "rec.zarr",
-                                DecodeOptions(model, events=replay_events, results_stream="", device="cpu",
-                                              channel_map=mapping),
-                                speed=float("inf")), say=lambda _: None)
-    replay = _records(replay_events)
-
-    def key(r: dict) -> tuple:
-        return r["type"], r["marker"], r["marker_time"], r.get("reason"), r.get("window_start_time")
-
-    assert sorted(map(key, replay)) == sorted(map(key, live))
-    by_key = {key(r): r for r in replay}
-    for r in windows:
-        np.testing.assert_allclose(by_key[key(r)]["embedding"], r["embedding"], rtol=1e-5, atol=1e-6)
+    _assert_replay_is_live(tmp_path, DecodeOptions(model, results_stream="", device="cpu", channel_map=mapping),
+                           live, start="window_start_time")
