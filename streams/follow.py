@@ -67,7 +67,10 @@ class FollowOptions:
 
     def __post_init__(self) -> None:
         check_type("markers", self.markers, str, "the name of an LSL marker stream")
-        StreamQuery.parse(self.markers)  # a clear ValueError for an empty or malformed query
+        try:
+            StreamQuery.parse(self.markers)
+        except ValueError as exc:
+            raise ValueError(f"markers={self.markers!r} (--follow-markers) is not a stream query: {exc}") from None
         self.timeout = check_float("timeout", self.timeout, positive=True)
         self.latency_ms = check_float("latency_ms", self.latency_ms, low=0.0, high=10_000.0)
 
@@ -325,3 +328,53 @@ class FollowSimulation(PlayingContext):
             except Exception:  # the stimulus program may already be gone
                 pass
         self.data_outlet = self.marker_inlet = None
+
+
+def follow_markers(spec: SimulationSpec, options: FollowOptions, *, wait_for_consumers: float = 0.0,
+                   start_delay: float = 0.0, say: Callable[[str], None] | None = None,
+                   warn: Callable[[str], None] = _warn_stderr) -> FollowReport:
+    """The whole ``bci simulate --follow-markers`` run: open, wait, stream until ``spec.duration`` or Ctrl-C, report.
+
+    Parameters
+    ----------
+    spec : SimulationSpec
+        The world (EEG).
+    options : FollowOptions
+        The stimulus program's marker stream and the latency.
+    wait_for_consumers : float
+        Seconds to wait for an inlet on the data stream before streaming (0: none).
+    start_delay : float
+        Then wait this many more seconds.
+    say : callable, optional
+        Progress lines (default: print, flushed): the start line, ``following markers of …``
+        just before the first sample, and the summary (:meth:`FollowReport.summary`).
+    warn : callable
+        Late markers, unknown image ids (default: stderr).
+
+    Returns
+    -------
+    FollowReport
+    """
+    say = say or (lambda text: print(text, flush=True))
+    wait_for_consumers = check_float("wait_for_consumers", wait_for_consumers, low=0.0)
+    start_delay = check_float("start_delay", start_delay, low=0.0)
+    sim = FollowSimulation(spec, options, warn=warn)
+    try:
+        sim.open()
+        desc = sim.world.desc
+        say(f"streaming EEG {spec.name!r} ({desc.n_channels} ch, {sim.world.sfreq:g} Hz) for {spec.duration:g} s "
+            f"with the stimuli of marker stream {sim.marker_name!r} (no marker stream of its own); samples are "
+            f"pushed {options.latency_ms:g} ms after their timestamps; Ctrl-C stops")
+        if wait_for_consumers and not sim.wait_for_consumers(wait_for_consumers):
+            say(f"no consumer connected within {wait_for_consumers:g} s; streaming anyway")
+        if start_delay:
+            sim._stop.wait(start_delay)
+        say(f"following markers of {sim.marker_name!r} from now on")
+        try:
+            sim.run()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        sim.close()
+    say(f"pushed {sim.n_pushed} samples; {sim.report.summary()}")
+    return sim.report
