@@ -182,6 +182,11 @@ class FollowedEEG:
         bisect.insort(self._events, (sample, self._arrivals, image_index))
         self._arrivals += 1
 
+    def prepare(self) -> None:
+        """Generate the first block now (the filters' warm-up takes a while), so the first chunk is not late."""
+        if not len(self._pending):
+            self._pending = np.concatenate([self._pending, next(self._blocks)])
+
     def chunk(self, n: int) -> np.ndarray:
         """The next ``n`` samples, ``(n, n_channels)`` float32 volts."""
         n = check_int("n", n, low=1)
@@ -255,6 +260,7 @@ class FollowSimulation(PlayingContext):
             inlet.time_correction(timeout=self.options.timeout)  # the first estimate, before any marker counts
             self.marker_inlet, self.marker_name = inlet, info.name()
         if self.data_outlet is None:
+            self.eeg.prepare()
             self.data_outlet = Outlet(self.world.desc, chunk_size=self.spec.chunk_size)
 
     def wait_for_consumers(self, timeout: float) -> bool:
