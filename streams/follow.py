@@ -33,12 +33,12 @@ import pylsl
 from streams._checks import check_float, check_int, check_type
 from streams._context import PlayingContext
 from streams.lsl import Outlet, StreamQuery, local_clock, resolve
-from streams.simulate import SimulationSpec, _World
+from streams.simulate import SimulationSpec, _World, play
 from streams.synthetic.eeg import EEGSimulator
 from streams.synthetic.markers import parse_marker
 from streams.synthetic.schedule import StimulusEvent
 
-__all__ = ["FollowOptions", "FollowedEvent", "FollowReport", "FollowedEEG", "FollowSimulation"]
+__all__ = ["FollowOptions", "FollowedEvent", "FollowReport", "FollowedEEG", "FollowSimulation", "follow_markers"]
 
 
 def _warn_stderr(text: str) -> None:
@@ -362,25 +362,16 @@ def follow_markers(spec: SimulationSpec, options: FollowOptions, *, wait_for_con
     FollowReport
     """
     say = say or (lambda text: print(text, flush=True))
-    wait_for_consumers = check_float("wait_for_consumers", wait_for_consumers, low=0.0)
-    start_delay = check_float("start_delay", start_delay, low=0.0)
     sim = FollowSimulation(spec, options, warn=warn)
     try:
         sim.open()
-        desc = sim.world.desc
-        say(f"streaming EEG {spec.name!r} ({desc.n_channels} ch, {sim.world.sfreq:g} Hz) for {spec.duration:g} s "
-            f"with the stimuli of marker stream {sim.marker_name!r} (no marker stream of its own); samples are "
-            f"pushed {options.latency_ms:g} ms after their timestamps; Ctrl-C stops")
-        if wait_for_consumers and not sim.wait_for_consumers(wait_for_consumers):
-            say(f"no consumer connected within {wait_for_consumers:g} s; streaming anyway")
-        if start_delay:
-            sim._stop.wait(start_delay)
-        say(f"following markers of {sim.marker_name!r} from now on")
-        try:
-            sim.run()
-        except KeyboardInterrupt:
-            pass
-    finally:
+    except BaseException:
         sim.close()
+        raise
+    say(f"streaming EEG {spec.name!r} ({sim.world.desc.n_channels} ch, {sim.world.sfreq:g} Hz) for "
+        f"{spec.duration:g} s with the stimuli of marker stream {sim.marker_name!r} (no marker stream of its own); "
+        f"samples are pushed {options.latency_ms:g} ms after their timestamps; Ctrl-C stops")
+    play(sim, wait_for_consumers=wait_for_consumers, start_delay=start_delay, say=say,
+         start_line=f"following markers of {sim.marker_name!r} from now on")
     say(f"pushed {sim.n_pushed} samples; {sim.report.summary()}")
     return sim.report

@@ -12,7 +12,6 @@ import argparse
 import logging
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -61,7 +60,7 @@ class _StatusLine:
 
 # --------------------------------------------------------------------------- simulate
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.simulate import LiveSimulation, SimulationSpec, simulate_to_session
+    from streams.simulate import LiveSimulation, SimulationSpec, play, simulate_to_session
 
     spec = SimulationSpec(
         name=args.name,
@@ -94,16 +93,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"{sim.world.sfreq:g} Hz) + markers {spec.marker_name!r} for {spec.duration:g} s; Ctrl-C stops",
         flush=True,
     )
-    if args.wait_for_consumers and not sim.wait_for_consumers(args.wait_for_consumers):
-        print(f"no consumer connected within {args.wait_for_consumers:g} s; streaming anyway", flush=True)
-    if args.start_delay:
-        time.sleep(args.start_delay)  # let every consumer (e.g. bci live and its recorder) connect first
-    try:
-        sim.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.close()
+    play(sim, wait_for_consumers=args.wait_for_consumers, start_delay=args.start_delay)
     print(f"pushed {sim.n_pushed} samples and {sim.n_markers} markers")
     return 0
 
