@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from streams._checks import check_int
+from streams._checks import check_float, check_int
 from streams._context import PlayingContext
 from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
@@ -268,6 +271,40 @@ class LiveSimulation(PlayingContext):
             if outlet is not None:
                 outlet.close()
         self.data_outlet = self.marker_outlet = None
+
+
+def play(sim: LiveSimulation | Any, *, wait_for_consumers: float = 0.0, start_delay: float = 0.0,
+         say: Callable[[str], None] | None = None, start_line: str | None = None) -> None:
+    """Play a live simulation to its end or Ctrl-C: wait for consumers, then ``start_delay``, run, close.
+
+    Parameters
+    ----------
+    sim : LiveSimulation or FollowSimulation
+        Opened or not; closed on return.
+    wait_for_consumers : float
+        Seconds to wait for inlets before streaming (0: none).
+    start_delay : float
+        Then wait this many more seconds, so several consumers all see the first sample.
+    say : callable, optional
+        Progress lines (default: print, flushed).
+    start_line : str, optional
+        Said just before the first sample.
+    """
+    say = say or (lambda text: print(text, flush=True))
+    wait_for_consumers = check_float("wait_for_consumers", wait_for_consumers, low=0.0)
+    start_delay = check_float("start_delay", start_delay, low=0.0)
+    try:
+        if wait_for_consumers and not sim.wait_for_consumers(wait_for_consumers):
+            say(f"no consumer connected within {wait_for_consumers:g} s; streaming anyway")
+        if start_delay:
+            time.sleep(start_delay)  # let every consumer (e.g. bci live and its recorder) connect first
+        if start_line is not None:
+            say(start_line)
+        sim.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.close()
 
 
 def _session_attrs(spec: SimulationSpec) -> dict:

@@ -12,12 +12,12 @@ import argparse
 import logging
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bci import __version__
 
+from bci.cli.defaults import Default
 from bci.cli.types import positive_float as _positive_float, non_negative_float as _non_negative_float
 
 logger = logging.getLogger("bci")
@@ -60,7 +60,7 @@ class _StatusLine:
 
 # --------------------------------------------------------------------------- simulate
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.simulate import LiveSimulation, SimulationSpec, simulate_to_session
+    from streams.simulate import LiveSimulation, SimulationSpec, play, simulate_to_session
 
     spec = SimulationSpec(
         name=args.name,
@@ -74,6 +74,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
     if args.stimuli is not None:
         _write_stimuli(spec, args.stimuli, overwrite=args.overwrite)
+    if args.follow_markers is not None:
+        return _follow(args, spec)
     if args.out:
         path = simulate_to_session(spec, args.out, overwrite=args.overwrite)
         from streams.session import SessionReader
@@ -91,17 +93,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"{sim.world.sfreq:g} Hz) + markers {spec.marker_name!r} for {spec.duration:g} s; Ctrl-C stops",
         flush=True,
     )
-    if args.wait_for_consumers and not sim.wait_for_consumers(args.wait_for_consumers):
-        print(f"no consumer connected within {args.wait_for_consumers:g} s; streaming anyway", flush=True)
-    if args.start_delay:
-        time.sleep(args.start_delay)  # let every consumer (e.g. bci live and its recorder) connect first
-    try:
-        sim.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.close()
+    play(sim, wait_for_consumers=args.wait_for_consumers, start_delay=args.start_delay)
     print(f"pushed {sim.n_pushed} samples and {sim.n_markers} markers")
+    return 0
+
+
+def _follow(args: argparse.Namespace, spec: Any) -> int:
+    """``--follow-markers NAME``: stream the world's EEG with the stimuli of another program's marker stream."""
+    from bci.cli.defaults import given
+    from streams.follow import FollowOptions, follow_markers
+
+    if args.out:
+        raise ValueError("--follow-markers streams live over LSL and cannot write --out; drop one of them")
+    flags = given({"timeout": args.follow_timeout, "latency_ms": args.follow_latency_ms})
+    follow_markers(spec, FollowOptions(args.follow_markers, **flags),
+                   wait_for_consumers=args.wait_for_consumers, start_delay=args.start_delay)
     return 0
 
 
@@ -131,7 +137,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = _add_parser(sub, "simulate", "Stream the synthetic world (EEG or fMRI + markers) over LSL in real time, or "
                     "write it to Zarr.",
                     "bci simulate --name SimEEG --duration 60 --snr 1.0 --seed 0        # live over LSL\n"
-                    "  bci simulate --duration 120 --out sessions/sim.zarr                 # straight to Zarr, no LSL")
+                    "  bci simulate --duration 120 --out sessions/sim.zarr                 # straight to Zarr, no LSL\n"
+                    "  bci simulate --follow-markers PresenterMarkers --duration 600       # stimuli from a presenter")
     p.add_argument("--name", default="SimEEG", help="data stream name (markers: NAME-Markers) [SimEEG]")
     p.add_argument("--modality", choices=("eeg", "fmri"), default="eeg")
     p.add_argument("--duration", type=_positive_float, default=None,
@@ -153,6 +160,17 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="also write the images the markers name (EEG stimuli, fMRI patterns in the order shown) as "
                         "DIR/<id>.png + labels.csv, ready for 'bci gallery build DIR OUT'")
     p.add_argument("--overwrite", action="store_true", help="replace --out (and --stimuli) if they exist")
+    p.add_argument("--follow-markers", default=None, metavar="NAME",
+                   help="EEG: take the stimuli from another program's LSL marker stream NAME (stim/<image_id>/<label> "
+                        "markers add that image's response at their timestamps) instead of the own schedule; no "
+                        "NAME-Markers stream is published (see docs/synthetic-world.md)")
+    p.add_argument("--follow-timeout", type=_positive_float, metavar="S",
+                   default=Default.of("streams.follow:FollowOptions", "timeout"),
+                   help="seconds to wait for the --follow-markers stream [%(default)s]")
+    p.add_argument("--follow-latency-ms", type=_non_negative_float, metavar="MS",
+                   default=Default.of("streams.follow:FollowOptions", "latency_ms"),
+                   help="push each sample MS after its timestamp; markers arriving later than that are late and "
+                        "get only the rest of their response [%(default)s]")
     p.set_defaults(func=_cmd_simulate)
 
 

@@ -789,6 +789,31 @@ class EEGSimulator:
         lengths = np.round(rng.uniform(*_BLINK_DURATION, n) * self.sfreq).astype(int)
         return [(int(s), float(a), max(2, int(m))) for s, a, m in zip(starts, amps, lengths)]
 
+    def background_blocks(self) -> Iterator[np.ndarray]:
+        """The session without evoked responses, in blocks of :attr:`block_size` samples.
+
+        Yields float64 ``(block_size, n_channels)`` arrays (background and blinks). Adding
+        :meth:`trial_response` of each event in onset order and casting to float32 gives
+        :meth:`generate`'s samples bit for bit (used to follow markers that arrive live,
+        :mod:`streams.follow`).
+        """
+        run = _Run(self, [])
+        k = 0
+        while True:
+            yield run.base_block(k)
+            k += 1
+
+    def trial_response(self, start: int, image_index: int) -> np.ndarray:
+        """The evoked response of the trial starting at sample ``start``, ``(n_times, n_channels)`` float64.
+
+        Deterministic from ``(seed, session, start, image_index)``: the response
+        :meth:`generate` adds for an event at that sample.
+        """
+        start = check_int("start", start, low=0)
+        image_index = check_int("image_index", image_index, low=0, high=self.stimuli.n_images - 1)
+        rng = self._rng(_TAG_TRIAL, start, image_index)
+        return self.forward_model.trial_response(image_index, rng).T
+
     def _n_samples(self, duration: float) -> int:
         _check_number("duration", duration, low=0.0, strict=True)
         return int(round(float(duration) * self.sfreq))
@@ -814,13 +839,18 @@ class _Run:
             k += 1
 
     def _block(self, k: int) -> np.ndarray:
+        x = self.base_block(k)
+        n0 = k * self.sim.block_size
+        self._add_evoked(x, n0, n0 + self.sim.block_size)
+        return x.astype(np.float32)
+
+    def base_block(self, k: int) -> np.ndarray:
+        """Block ``k`` without evoked responses (background and blinks), float64; call for k = 0, 1, 2, ..."""
         sim = self.sim
         x = sim._background_block(k, self.state)
         n0 = k * sim.block_size
-        n1 = n0 + sim.block_size
-        self._add_blinks(x, k, n0, n1)
-        self._add_evoked(x, n0, n1)
-        return x.astype(np.float32)
+        self._add_blinks(x, k, n0, n0 + sim.block_size)
+        return x
 
     def _add_blinks(self, x: np.ndarray, k: int, n0: int, n1: int) -> None:
         current = self.sim._blinks(k)
@@ -840,8 +870,7 @@ class _Run:
         for e in range(lo, hi):
             start = int(self.samples[e])
             if e not in self._responses:
-                img = int(self.images[e])
-                self._responses[e] = fm.trial_response(img, self.sim._rng(_TAG_TRIAL, start, img)).T
+                self._responses[e] = self.sim.trial_response(start, int(self.images[e]))
             span = _overlap(n0, n1, start, n_ev)
             if span is not None:
                 a, b = span
