@@ -53,11 +53,13 @@ __all__ = [
     "METADATA_COLUMNS",
     "MneImport",
     "check_fif_name",
+    "describe_fif",
     "from_mne_epochs",
     "import_mne_epochs",
     "read_epochs_file",
     "save_epochs_fif",
     "to_mne_epochs",
+    "write_epochs_fif",
 ]
 
 #: ``info["description"]`` of epochs written by :func:`to_mne_epochs` starts with this.
@@ -232,6 +234,29 @@ def save_epochs_fif(epochs: Any, path: str | os.PathLike, *, overwrite: bool = F
         raise FileExistsError(f"{str(p)!r} already exists; choose a new file or pass overwrite=True (--overwrite)")
     epochs.save(p, overwrite=overwrite, verbose="error")
     return p
+
+
+def write_epochs_fif(dataset: EpochDataset | str | os.PathLike, path: str | os.PathLike, *,
+                     split: str | None = None, part: str | None = None, event_by: str = "label",
+                     overwrite: bool = False) -> Any:
+    """:func:`to_mne_epochs` then :func:`save_epochs_fif` (``bci epochs --to-fif``, ``bci dataset to-fif``).
+
+    The file name is checked before any conversion. Returns the :class:`mne.EpochsArray` written.
+    """
+    p = check_fif_name(path)
+    check_bool("overwrite", overwrite)
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{str(p)!r} already exists; choose a new file or pass overwrite=True (--overwrite)")
+    epochs = to_mne_epochs(dataset, split, part, event_by=event_by)
+    save_epochs_fif(epochs, p, overwrite=overwrite)
+    return epochs
+
+
+def describe_fif(epochs: Any, path: str | os.PathLike) -> str:
+    """One line about epochs written to ``path``: count, event ids, metadata columns."""
+    columns = ", ".join(map(str, epochs.metadata.columns)) if epochs.metadata is not None else "none"
+    return (f"wrote mne epochs {path}: {len(epochs)} epochs x {len(epochs.ch_names)} channels x {len(epochs.times)} "
+            f"samples, {len(epochs.event_id)} event ids; metadata columns: {columns}")
 
 
 def read_epochs_file(path: str | os.PathLike) -> Any:
