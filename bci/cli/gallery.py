@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from bci.cli.progress import add_progress_flag, show_progress
 from bci.cli.types import positive_int
 from bci.retrieval.build import load_embedder  # light: imports bci.clip only when called
 
@@ -59,7 +60,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                          strict=args.strict, thumb_size=args.thumb_size, image_size=args.image_size,
                          batch_size=args.batch_size, n_per_class=args.n_per_class, seed=args.seed,
                          caption=args.caption, name=args.name, overwrite=args.overwrite,
-                         progress=not args.no_progress)
+                         progress=show_progress(args.no_progress))
 
 
 # --------------------------------------------------------------------------- info
@@ -185,7 +186,7 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
                    help="with --synthetic: detailed captions or 'an image of a <class>' [detailed]")
     b.add_argument("--name", default=None, help="gallery name shown in messages [OUT's folder name]")
     b.add_argument("--overwrite", action="store_true", help="replace a gallery already in OUT")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(b)
     b.set_defaults(func=_cmd_build)
 
     i = _sub(gsub, "info", "Describe a gallery: size, dimension, CLIP, source.", "bci gallery info galleries/photos")

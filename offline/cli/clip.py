@@ -9,6 +9,7 @@ from typing import Callable
 from bci.cli.types import non_negative_int as _non_negative_int
 from bci.cli.types import positive_int as _positive_int
 from bci.cli.defaults import Default, given
+from bci.cli.progress import add_progress_flag
 
 __all__ = ["register_train_clip"]
 
@@ -43,7 +44,7 @@ def register_train_clip(train_sub: argparse._SubParsersAction, add_parser: AddPa
         p.add_argument(flag, type=kind, default=Default.of(_TRAINER, flag[2:].replace("-", "_")),
                        help=f"{text} [%(default)s]")
     p.add_argument("--force", action="store_true", help="retrain even if --out holds a model trained the same way")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(p, "--quiet", dest="quiet", help="no progress bar or status lines")
     p.set_defaults(func=_cmd_train_clip)
 
 

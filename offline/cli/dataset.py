@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bci.cli.defaults import Default
+from bci.cli.progress import add_progress_flag, show_progress
 from bci.cli.types import positive_int as _positive_int
 
 AddParser = Callable[[Any, str, str, str], argparse.ArgumentParser]
@@ -45,13 +46,14 @@ def _float(text: str) -> float:
 
 
 class _Progress:
-    """A tqdm bar over sessions (fractions of a session move it), shown on a terminal only."""
+    """A tqdm bar over sessions (fractions of a session move it), drawn when ``enabled`` (:func:`show_progress`)."""
 
-    def __init__(self, n_sessions: int, desc: str) -> None:
+    def __init__(self, n_sessions: int, desc: str, enabled: bool) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=n_sessions * 1000, desc=desc, unit="", bar_format=(
-            "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"), disable=None, file=sys.stderr)
+            "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"), disable=not enabled,
+            file=sys.stderr)
 
     def __call__(self, index: int, n_sessions: int, fraction: float, n_epochs: int) -> None:
         target = int(round((index + fraction) * 1000))
@@ -75,7 +77,14 @@ def _cmd_epochs(args: argparse.Namespace) -> int:
                            n_times=args.n_times, marker_filter=_value(args.marker_filter), data_stream=args.stream,
                            marker_stream=args.markers, channels=channels)
     labels = LabelOptions(subject=args.subject, block_gap=args.block_gap)
-    progress = _Progress(len(sessions), "epochs")
+    fif = None
+    if args.to_fif is not None:  # checked before the build: a bad name or an existing file wastes no time
+        from offline.data.mne_epochs import check_fif_name
+
+        fif = check_fif_name(args.to_fif, "--to-fif")
+        if fif.exists() and not args.overwrite:
+            raise FileExistsError(f"--to-fif {str(fif)!r} already exists; choose a new file or pass --overwrite")
+    progress = _Progress(len(sessions), "epochs", show_progress(args.no_progress))
     try:
         report = epochs_from_sessions(
             sessions, out, window, labels, splits=[s for s in args.splits.split(",") if s], seed=args.seed,
@@ -84,6 +93,10 @@ def _cmd_epochs(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(report)
+    if fif is not None:
+        from offline.data.mne_epochs import describe_fif, write_epochs_fif
+
+        print(describe_fif(write_epochs_fif(report.path, fif, overwrite=args.overwrite), fif))
     return 0
 
 
@@ -113,7 +126,11 @@ def _add_epochs(sub: Any, add_parser: AddParser) -> None:
                    help="splits to store: comma-separated from block,zero_shot,session,subject ['block']; '' none")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits [0]")
     p.add_argument("--chunk-epochs", type=_positive_int, default=64, help="epochs per Zarr chunk [64]")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--to-fif", default=None, metavar="FILE",
+                   help="also write the epochs as mne epochs, FILE ending in -epo.fif (events per class, metadata: "
+                        "image_id, label, subject, session, block, marker_time, split_<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT (and --to-fif FILE) if it exists")
+    add_progress_flag(p)
     from bci.cli.decode import add_channel_map_options
 
     add_channel_map_options(p)  # needs --model: the epochs get the model's channels, mapped as bci live maps
@@ -152,7 +169,7 @@ def _cmd_dataset_simulate(args: argparse.Namespace) -> int:
                                    snr=_value(args.snr), seed=_value(args.seed), n_classes=_value(args.classes),
                                    design=_value(args.design))
     window = WindowOptions(preprocessing=None if args.raw else "default")
-    progress = _Progress(1, "simulate+epochs")
+    progress = _Progress(1, "simulate+epochs", show_progress(args.no_progress))
     try:
         report = epochs_from_simulation(args.out, simulation, window, keep_session=args.keep_session,
                                         overwrite=args.overwrite, progress=progress)
@@ -184,6 +201,30 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dataset_to_fif(args: argparse.Namespace) -> int:
+    from offline.data.mne_epochs import describe_fif, write_epochs_fif
+
+    epochs = write_epochs_fif(args.dataset, args.file, split=args.split, part=args.part, event_by=args.event_by,
+                              overwrite=args.overwrite)
+    print(describe_fif(epochs, args.file))
+    return 0
+
+
+def _add_to_fif(inner: Any, add_parser: AddParser) -> None:
+    t = add_parser(inner, "to-fif", "Write an epoch dataset as mne epochs (-epo.fif): events per class or image, "
+                   "metadata image_id, label, subject, session, block, run, marker_time, split_<name>",
+                   "bci dataset to-fif sim.zarr sim-epo.fif --split block --part test")
+    t.add_argument("dataset", metavar="DS", help="epoch dataset (Zarr)")
+    t.add_argument("file", metavar="FILE", help="mne epochs file to create, ending in -epo.fif")
+    t.add_argument("--split", default=None, metavar="NAME", help="only the epochs of this stored split [all epochs]")
+    t.add_argument("--part", default=None, metavar="PART", help="with --split: only this part, e.g. test [all parts]")
+    t.add_argument("--event-by", choices=("label", "image"), default="label",
+                   help="event code per class (event_id {class: code}) or per image ({class/image_id: code}) "
+                        "[%(default)s]")
+    t.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    t.set_defaults(func=_cmd_dataset_to_fif)
+
+
 def _add_dataset(sub: Any, add_parser: AddParser) -> None:
     p = add_parser(sub, "dataset", "Epoch datasets: simulate one from the synthetic world, or describe one",
                    "bci dataset simulate sim.zarr --n-per-class 20 --blocks 4 --snr 0.5")
@@ -205,12 +246,14 @@ def _add_dataset(sub: Any, add_parser: AddParser) -> None:
     s.add_argument("--raw", action="store_true", help="no preprocessing [PreprocessConfig() defaults]")
     s.add_argument("--keep-session", default=None, metavar="DIR", help="also keep the simulated Zarr session")
     s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_progress_flag(s)
     s.set_defaults(func=_cmd_dataset_simulate)
     i = add_parser(inner, "info", "Describe an epoch dataset: shape, classes, image table, splits, fingerprint",
                    "bci dataset info sim.zarr --verify")
     i.add_argument("dataset", metavar="DS", help="epoch dataset (Zarr)")
     i.add_argument("--verify", action="store_true", help="read all data: check it is finite and matches its hash")
     i.set_defaults(func=_cmd_dataset_info)
+    _add_to_fif(inner, add_parser)
 
 
 def register(sub: Any, add_parser: AddParser) -> None:

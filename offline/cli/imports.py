@@ -1,4 +1,4 @@
-"""``bci import {raw,xdf,eeg-imagenet,things-eeg2,fmri}``: bring public formats into sessions and datasets.
+"""``bci import {raw,xdf,eeg-imagenet,things-eeg2,fmri,mne-epochs}``: bring public formats into sessions and datasets.
 
 Wiring (in ``bci/cli/main.py``): ``from offline.cli.imports import register; register(sub, _add_parser)``.
 Each handler turns the namespace into plain arguments, calls the importer in
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bci.cli.progress import add_progress_flag, show_progress
 from bci.cli.types import finite_float as _finite_float
 from bci.cli.types import positive_float as _positive_float
 from bci.cli.types import positive_int as _positive_int
@@ -23,7 +24,8 @@ EXAMPLES = (
     "  bci import eeg-imagenet eeg_55_95_std.pth --splits block_splits_by_image_all.pth datasets/eeg_imagenet\n"
     "  bci import things-eeg2 sub-01/preprocessed_eeg_training.npy sub-01/preprocessed_eeg_test.npy "
     "datasets/things_sub01 --trust-pickle\n"
-    "  bci import fmri miyawaki_s1.npz datasets/miyawaki --tr 2 --test-runs 21,22,23 --image-size 60"
+    "  bci import fmri miyawaki_s1.npz datasets/miyawaki --tr 2 --test-runs 21,22,23 --image-size 60\n"
+    "  bci import mne-epochs sub01-epo.fif datasets/sub01"
 )
 
 
@@ -119,7 +121,7 @@ def _cmd_raw(args: argparse.Namespace) -> int:
 
     event_map = load_event_map(args.event_map) if args.event_map is not None else None
     out = import_raw(args.file, args.out, event_map=event_map, stim_channel=args.stim_channel or None,
-                     overwrite=args.overwrite, progress=not args.no_progress)
+                     overwrite=args.overwrite, progress=show_progress(args.no_progress))
     print(summarize_session(out))
     return 0
 
@@ -128,7 +130,7 @@ def _cmd_xdf(args: argparse.Namespace) -> int:
     from offline.importers import import_xdf
 
     out = import_xdf(args.file, args.out, overwrite=args.overwrite, allow_damaged=args.allow_damaged,
-                     progress=not args.no_progress)
+                     progress=show_progress(args.no_progress))
     print(summarize_session(out))
     return 0
 
@@ -142,7 +144,7 @@ def _cmd_eeg_imagenet(args: argparse.Namespace) -> int:
         args.file, args.out, splits_path=args.splits, time_slice=parse_time_slice(args.time_slice),
         sfreq=args.sfreq, ch_names=channel_names_option(args.channel_names), class_names=class_names,
         images_dir=args.images, image_size=args.image_size, blocks=args.blocks, seed=args.seed,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=show_progress(args.no_progress),
     )
     print(summarize_dataset(out))
     return 0
@@ -155,7 +157,7 @@ def _cmd_things(args: argparse.Namespace) -> int:
         args.train, args.test, args.out, trust_pickle=args.trust_pickle,
         average_repetitions=args.average_repetitions, subject=args.subject, metadata_path=args.metadata,
         images_dir=args.images, image_size=args.image_size, images_per_concept=args.images_per_concept,
-        val=args.val, seed=args.seed, overwrite=args.overwrite, progress=not args.no_progress,
+        val=args.val, seed=args.seed, overwrite=args.overwrite, progress=show_progress(args.no_progress),
     )
     print(summarize_dataset(out))
     return 0
@@ -165,8 +167,17 @@ def _cmd_fmri(args: argparse.Namespace) -> int:
     from offline.importers import import_fmri
 
     out = import_fmri(args.file, args.out, tr=args.tr, image_size=args.image_size, test_runs=args.test_runs,
-                      seed=args.seed, offset=args.offset, overwrite=args.overwrite, progress=not args.no_progress)
+                      seed=args.seed, offset=args.offset, overwrite=args.overwrite, progress=show_progress(args.no_progress))
     print(summarize_dataset(out))
+    return 0
+
+
+def _cmd_mne_epochs(args: argparse.Namespace) -> int:
+    from offline.data.mne_epochs import import_mne_epochs
+
+    result = import_mne_epochs(args.file, args.out, overwrite=args.overwrite)
+    print(result)
+    print(summarize_dataset(result.path))
     return 0
 
 
@@ -178,7 +189,7 @@ def _sub(isub: Any, name: str, help_text: str, example: str) -> argparse.Argumen
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(p)
 
 
 def _add_raw(isub: Any) -> None:
@@ -279,11 +290,22 @@ def _add_fmri(isub: Any) -> None:
     p.set_defaults(func=_cmd_fmri)
 
 
+def _add_mne_epochs(isub: Any) -> None:
+    p = _sub(isub, "mne-epochs", "mne epochs (.fif, e.g. from mne.Epochs.save or bci epochs --to-fif) -> epoch "
+             "dataset: labels and image ids from the metadata columns label/image_id, else from the event names; "
+             "subject/session/block/run/marker_time and split_<name> columns when present.",
+             "bci import mne-epochs sub01-epo.fif datasets/sub01")
+    p.add_argument("file", type=Path, metavar="FILE", help="mne epochs file (-epo.fif)")
+    p.add_argument("out", type=Path, metavar="OUT", help="epoch dataset directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=_cmd_mne_epochs)
+
+
 def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``bci import raw|xdf|eeg-imagenet|things-eeg2|fmri`` to the ``bci`` sub-command parsers."""
+    """Add ``bci import raw|xdf|eeg-imagenet|things-eeg2|fmri|mne-epochs`` to the ``bci`` sub-command parsers."""
     p = add_parser(sub, "import", "Import recordings and public datasets (raw EEG files, XDF, EEG-ImageNet, "
-                   "THINGS-EEG2, fMRI trials) into Zarr sessions and epoch datasets.", EXAMPLES)
+                   "THINGS-EEG2, fMRI trials, mne epochs) into Zarr sessions and epoch datasets.", EXAMPLES)
     isub = p.add_subparsers(dest="import_format", metavar="FORMAT")
     isub.required = True
-    for add in (_add_raw, _add_xdf, _add_eeg_imagenet, _add_things, _add_fmri):
+    for add in (_add_raw, _add_xdf, _add_eeg_imagenet, _add_things, _add_fmri, _add_mne_epochs):
         add(isub)

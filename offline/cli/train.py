@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bci.cli.defaults import Default, field_defaults, given, load
+from bci.cli.progress import add_progress_flag, show_progress
 
 if TYPE_CHECKING:  # the trainers import torch: only inside the handlers, so `bci --help` stays quick
     from offline.training.loop import TrainResult, TrainSettings
@@ -282,7 +283,7 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="start afresh in a non-empty DIR")
     p.add_argument("--search", type=int, metavar="N", default=0,
                    help="random hyper-parameter search over N trials; the best by validation is kept")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_progress_flag(p, "--quiet", dest="quiet", help="no progress bars or per-epoch lines")
 
 
 def _augment_args(p: argparse.ArgumentParser, command: str) -> None:
@@ -398,7 +399,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{args.part}"
     report = evaluate(args.checkpoint, args.data, args.split, args.part, clip_weights=args.clip_weights,
                       out_dir=out, baseline=not args.no_baseline, oracle=not args.no_oracle,
-                      plots=not args.no_plots, device=args.device)
+                      plots=not args.no_plots, device=args.device, progress=show_progress(args.no_progress))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -412,7 +413,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from offline.evaluation.evaluate import export_embeddings
 
     path = export_embeddings(args.checkpoint, args.data, args.out, split=args.split, part=args.part,
-                             device=args.device)
+                             device=args.device, progress=show_progress(args.no_progress))
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 
@@ -440,6 +441,7 @@ def register_evaluate(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="no PNGs")
     p.add_argument("--device", default="cpu", help="cpu, auto, cuda [cpu]")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    add_progress_flag(p)
     p.set_defaults(func=_cmd_evaluate)
 
     e = add_parser(sub, "export-embeddings", "write a checkpoint's embeddings of a dataset as .npz + .json",
@@ -450,6 +452,7 @@ def register_evaluate(sub: Any, add_parser: AddParser) -> None:
     e.add_argument("--split", metavar="NAME", help="only one part of this split (default: every epoch)")
     e.add_argument("--part", choices=("test", "val", "train"), help="the part (with --split) [test]")
     e.add_argument("--device", default="cpu", help="cpu, auto, cuda [cpu]")
+    add_progress_flag(e)
     e.set_defaults(func=_cmd_export)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,10 @@ def checkpoint_kind(checkpoint: str | os.PathLike) -> str:
 class _EncoderRun:
     """An encoder checkpoint applied to dataset windows exactly as at run time (scaler included)."""
 
-    def __init__(self, checkpoint: str | os.PathLike, ds: EpochDataset, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str | os.PathLike, ds: EpochDataset, device: str = "cpu",
+                 progress: bool = False) -> None:
         self.path = Path(checkpoint)
+        self.progress = bool(progress)
         self.model = load_checkpoint(checkpoint, device="cpu")
         self.config = self.model.get_config()
         self.channels = channel_selection(self.config, ds, checkpoint)
@@ -122,7 +125,11 @@ class _EncoderRun:
 
     def embed(self, indices: np.ndarray, batch: int = 256) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
-        out = [self.encoder(self.windows(idx[i : i + batch]))["embedding"] for i in range(0, len(idx), batch)]
+        from tqdm import tqdm
+
+        starts = tqdm(range(0, len(idx), batch), desc="embedding", unit="batch", disable=not self.progress,
+                      leave=False, file=sys.stderr)
+        out = [self.encoder(self.windows(idx[i : i + batch]))["embedding"] for i in starts]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.config.embed_dim), np.float32)
 
 
@@ -215,7 +222,8 @@ def _oracle_metrics(ds: EpochDataset, info: SplitInfo, part: str, zero_shot: boo
 # ============================================================================ evaluate
 def evaluate(checkpoint: str | os.PathLike, dataset: EpochDataset, split: str | None = None, part: str = "test", *,
              clip: Any = None, clip_weights: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-             baseline: bool = True, oracle: bool = True, plots: bool = True, device: str = "cpu") -> dict[str, Any]:
+             baseline: bool = True, oracle: bool = True, plots: bool = True, device: str = "cpu",
+             progress: bool = False) -> dict[str, Any]:
     """Score a checkpoint on one part of a split; write ``report.json`` and plots to ``out_dir``.
 
     Parameters
@@ -239,6 +247,8 @@ def evaluate(checkpoint: str | os.PathLike, dataset: EpochDataset, split: str | 
     baseline, oracle, plots : bool
         Compute the ridge baseline / oracle (synthetic data only) / plots.
     device : str
+    progress : bool
+        Show a progress bar (tqdm, stderr) while the model embeds the windows.
 
     Returns
     -------
@@ -255,9 +265,10 @@ def evaluate(checkpoint: str | os.PathLike, dataset: EpochDataset, split: str | 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     if kind == "encoder":
-        report = _evaluate_encoder(checkpoint, ds, split, part, clip, clip_weights, out, baseline, oracle, plots, device)
+        report = _evaluate_encoder(checkpoint, ds, split, part, clip, clip_weights, out, baseline, oracle, plots, device,
+                                   progress)
     else:
-        report = _evaluate_gan(checkpoint, ds, split, part, clip, clip_weights, out, baseline, plots, device)
+        report = _evaluate_gan(checkpoint, ds, split, part, clip, clip_weights, out, baseline, plots, device, progress)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report = _jsonable(report)
     if out is not None:
@@ -272,8 +283,8 @@ def _base_report(checkpoint: str | os.PathLike, kind: str, ds: EpochDataset, inf
 
 def _evaluate_encoder(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | None, part: str, clip: Any,
                       clip_weights: Any, out: Path | None, baseline: bool, oracle: bool, plots: bool,
-                      device: str) -> dict[str, Any]:
-    run = _EncoderRun(checkpoint, ds, device)
+                      device: str, progress: bool = False) -> dict[str, Any]:
+    run = _EncoderRun(checkpoint, ds, device, progress)
     extra = run.config.extra or {}
     info = _resolve_split(ds, split, extra.get("split") or {}, checkpoint)
     idx, train = info.parts[part], info.parts["train"]
@@ -497,7 +508,7 @@ def _class_image_rows(ds: EpochDataset, classes: np.ndarray) -> np.ndarray | Non
 
 
 def _evaluate_gan(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | None, part: str, clip: Any, clip_weights: Any,
-                  out: Path | None, baseline: bool, plots: bool, device: str) -> dict[str, Any]:
+                  out: Path | None, baseline: bool, plots: bool, device: str, progress: bool = False) -> dict[str, Any]:
     from bci.generation import PixelImageStep, load_generator, read_gan_checkpoint
 
     meta = read_gan_checkpoint(checkpoint).metadata
@@ -515,7 +526,7 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | 
         raise ValueError(f"part {part!r} of split {info.name!r} is empty; choose another --part")
     if ds.images is None:
         raise ValueError(f"dataset {ds.path} has no stimulus images to compare with")
-    run = _EncoderRun(enc_path, ds, device)
+    run = _EncoderRun(enc_path, ds, device, progress)
     step = PixelImageStep(load_generator(checkpoint), device=device)
     generated = np.concatenate([step(run.embed(idx[i : i + 256])) for i in range(0, len(idx), 256)])
     rows = ds.image_rows()
@@ -624,7 +635,8 @@ def format_report(report: dict[str, Any]) -> str:
 
 # ============================================================================ export
 def export_embeddings(checkpoint: str | os.PathLike, dataset: EpochDataset, out: str | os.PathLike, *,
-                      split: str | None = None, part: str | None = None, device: str = "cpu") -> Path:
+                      split: str | None = None, part: str | None = None, device: str = "cpu",
+                      progress: bool = False) -> Path:
     """Write the embeddings of a checkpoint over a dataset as ``OUT.npz`` + ``OUT.json``.
 
     Parameters
@@ -637,6 +649,8 @@ def export_embeddings(checkpoint: str | os.PathLike, dataset: EpochDataset, out:
     split, part : str, optional
         Only this part of this split (default: every epoch).
     device : str
+    progress : bool
+        Show a progress bar (tqdm, stderr) over the batches embedded.
 
     Returns
     -------
@@ -647,7 +661,7 @@ def export_embeddings(checkpoint: str | os.PathLike, dataset: EpochDataset, out:
     if checkpoint_kind(checkpoint) != "encoder":
         raise ValueError(f"{checkpoint} is not an encoder checkpoint; embeddings come from encoders")
     ds = open_dataset(dataset)
-    run = _EncoderRun(checkpoint, ds, device)
+    run = _EncoderRun(checkpoint, ds, device, progress)
     if part is not None or split is not None:
         info = prepare_split(ds, split or (run.config.extra.get("split") or {}).get("name"))
         p = part or "test"

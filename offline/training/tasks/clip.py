@@ -361,7 +361,8 @@ def _train(
         optimizer, scheduler = _optimizer(model, settings)
         generator = torch.Generator().manual_seed(settings.seed)
         loss_fn = open_clip.ClipLoss()
-        bar = tqdm(range(settings.steps), desc="train tiny CLIP", unit="step", disable=not progress, file=sys.stderr)
+        bar = tqdm(range(settings.steps), desc="train tiny CLIP", unit="step",
+                   disable=None if progress else True, file=sys.stderr)  # None: drawn on a terminal only
         for step in bar:
             batch = torch.randperm(n_images, generator=generator)[: settings.batch_size]
             use_template = torch.rand(len(batch), generator=generator) < settings.template_prob
