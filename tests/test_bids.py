@@ -224,3 +224,12 @@ def test_illegal_subject_label_names_the_flag(sim: Path, tmp_path: Path, subject
         BidsExportOptions(sim, tmp_path / "b", subject=1.5)
     with pytest.raises(ValueError, match="--format"):
         BidsExportOptions(sim, tmp_path / "b", subject="01", format="FIF")
+
+
+@pytest.mark.parametrize("argv", [["export", "--help"], ["export", "bids", "--help"], ["import", "bids", "--help"]])
+def test_help_has_an_example(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"bci {argv[0]} bids" in out

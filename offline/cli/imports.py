@@ -67,6 +67,8 @@ def summarize_session(path: Path) -> str:
         span = f", t {t[0]:.3f}..{t[-1]:.3f} s" if n else ""
         lines.append(f"  {key}: type {d.type or '?'}, {d.n_channels} ch, {rate}, {n} samples{span}")
     info = r.attrs.get("imported_from") or {}
+    if info.get("lsl_restored"):
+        lines.append("  restored exactly from sourcedata/bci: original streams, LSL timestamps, gaps, every marker")
     if info.get("event_map"):
         lines.append(f"  events: {info.get('n_mapped', 0)} mapped to stim/<image_id>/<label>, "
                      f"{info.get('n_unmapped', 0)} unmapped (written as event/<text>)")
