@@ -43,6 +43,10 @@ def _lsl_session(path: Path, rng: np.random.Generator) -> Path:
     marker_t = np.array([999.5, times[100] + 0.0013, times[700], times[1500], times[1999]])
     markers = ["block_start/0", "stim/img0003/red triangle", "stim/img0007", "9", "block_end/0"]
     with SessionWriter(path, attrs={"subject": "P07", "channel_map": {"Fp1": "EEG 1"}}) as w:
+        g = w.add_stream(StreamDescription("Gaze", "Gaze", "eye-1", ("x", "y"), nominal_rate=60.0, dtype="float64"))
+        w.append(g, rng.random((300, 2)), 1000.0 + np.arange(300) / 60.0)
+        e = w.add_stream(StreamDescription("Notes", "Annotations", "notes-1", ("text",), dtype="string"))
+        w.append(e, np.array([["subject moved"]], dtype=object), np.array([1003.25]))
         k = w.add_stream(StreamDescription("amp: 1", "EEG", "amp-serial-42", names, nominal_rate=sfreq,
                                            hostname="labpc"))
         w.set_attrs(k, impedances_kohm=[5, 6, 5, 7, 9, 8])
@@ -108,6 +112,7 @@ def test_export_import_round_trips_timestamps_gaps_markers_and_results(tmp_path:
     root = tmp_path / "bids"
     result = export_bids(BidsExportOptions(src, root, subject="P07", session_label="2", run="1"))
     assert result.n_gaps == 1 and result.n_markers_outside == 1 and result.results_file is not None
+    assert result.in_sourcedata == ["Gaze", "Notes"]
     # the gap is a BAD_gap event at the last sample before it; the marker before the data is not an event
     rows = _events_tsv(result.events_file)
     gap = [r for r in rows if r["trial_type"] == GAP_TRIAL_TYPE]
@@ -212,8 +217,15 @@ def test_export_refuses_non_bids_folders_and_existing_recordings(sim: Path, tmp_
     export_bids(BidsExportOptions(sim, root, subject="01"))
     with pytest.raises(FileExistsError, match="already holds recording sub-01_task-bci.*--overwrite"):
         export_bids(BidsExportOptions(sim, root, subject="01"))
-    export_bids(BidsExportOptions(sim, root, subject="01", overwrite=True))
+    export_bids(BidsExportOptions(sim, root, subject="01", run="1"))  # another recording: no --overwrite needed
+    pytest.importorskip("edfio")
+    export_bids(BidsExportOptions(sim, root, subject="01", format="EDF", overwrite=True))
     assert lsl_paths(bids_path(root, "01", None, "bci", None))[1].is_file()
+    eeg = sorted(p.name for p in (root / "sub-01" / "eeg").glob("*_eeg.*"))
+    assert eeg == ["sub-01_task-bci_eeg.edf", "sub-01_task-bci_eeg.json", "sub-01_task-bci_run-1_eeg.eeg",
+                   "sub-01_task-bci_run-1_eeg.json", "sub-01_task-bci_run-1_eeg.vhdr", "sub-01_task-bci_run-1_eeg.vmrk"]
+    scans = _events_tsv(root / "sub-01" / "sub-01_scans.tsv")
+    assert sorted(r["filename"] for r in scans) == ["eeg/sub-01_task-bci_eeg.edf", "eeg/sub-01_task-bci_run-1_eeg.vhdr"]
 
 
 @pytest.mark.parametrize("subject", ["sub-01", "0 1", "01_a", ""])

@@ -54,6 +54,8 @@ EVENT_COLUMNS = {
     "lsl_time": "Exact LSL timestamp of the marker in seconds (repr of a float64); the gap's last sample before "
                 "it for BAD_gap rows.",
 }
+#: Suffixes of a recording's own files in its eeg/ folder (electrodes/coordsystem are shared by the subject).
+_OWN_SUFFIXES = frozenset({"eeg", "channels", "events"})
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 _NA = "n/a"
 
@@ -144,7 +146,7 @@ class BidsExportResult:
     n_events: int
     n_markers_outside: int
     n_gaps: int
-    not_exported: list[str] = field(default_factory=list)
+    in_sourcedata: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """Lines for the CLI."""
@@ -157,8 +159,9 @@ class BidsExportResult:
                          f"kept in {self.lsl_json.name}")
         if self.results_file:
             lines.append(f"  decoded results: {self.results_file}")
-        if self.not_exported:
-            lines.append(f"  NOT exported (no BIDS place; still in the session): {', '.join(self.not_exported)}")
+        if self.in_sourcedata:
+            lines.append(f"  streams with no place in BIDS, kept in sourcedata/{PIPELINE}: "
+                         f"{', '.join(self.in_sourcedata)}")
         return "\n".join(lines)
 
 
@@ -233,12 +236,12 @@ def export_bids(options: BidsExportOptions) -> BidsExportResult:
     finally:
         steps.close()
     if others:
-        logger.warning("streams %s have no place in a BIDS EEG recording and were not exported", others)
+        logger.info("streams %s have no place in a BIDS EEG recording: kept in %s", others, lsl_json.parent)
     return BidsExportResult(
         data_file=Path(written.fpath), events_file=Path(written.copy().update(suffix="events", extension=".tsv")
                                                         .fpath) if events.n_rows else None,
         lsl_json=lsl_json, lsl_times=lsl_times, results_file=results_file, n_samples=len(times),
-        n_events=events.n_rows, n_markers_outside=events.n_outside, n_gaps=events.n_gaps, not_exported=others)
+        n_events=events.n_rows, n_markers_outside=events.n_outside, n_gaps=events.n_gaps, in_sourcedata=others)
 
 
 def _check_root(options: BidsExportOptions) -> Path:
@@ -252,13 +255,38 @@ def _check_root(options: BidsExportOptions) -> Path:
     return root
 
 
+def _recording_files(bp: Any) -> list[Path]:
+    """Files of recording ``bp`` already in the dataset: its data, sidecars, sourcedata and results."""
+    folder, prefix = Path(bp.directory), bp.basename + "_"
+    own = [p for p in folder.glob(prefix + "*") if p.name[len(prefix):].split(".")[0] in _OWN_SUFFIXES] \
+        if folder.is_dir() else []
+    lsl_json = lsl_paths(bp)[0]
+    extra = [p for p in lsl_json.parent.glob(lsl_json.name[: -len("lsl.json")] + "*")] if lsl_json.parent.is_dir() \
+        else []
+    return sorted(own) + sorted(extra) + [p for p in lsl_paths(bp)[2:] if p.is_file()]
+
+
 def _check_recording_free(bp: Any, overwrite: bool) -> None:
-    folder = Path(bp.directory)
-    prefix = bp.basename + "_"
-    existing = sorted(p.name for p in folder.glob(prefix + "*")) if folder.is_dir() else []
+    """Refuse an existing recording without ``overwrite``; with it, remove its files (another format's too)."""
+    existing = _recording_files(bp)
     if existing and not overwrite:
-        raise FileExistsError(f"BIDS_ROOT already holds recording {bp.basename} ({', '.join(existing[:4])}); "
-                              "pass --overwrite to replace it, or choose another --subject/--session/--task/--run")
+        raise FileExistsError(f"BIDS_ROOT already holds recording {bp.basename} "
+                              f"({', '.join(p.name for p in existing[:4])}); pass --overwrite to replace it, or "
+                              "choose another --subject/--session/--task/--run")
+    for path in existing:
+        path.unlink()
+    _drop_scans_rows(bp, {f"eeg/{p.name}" for p in existing})
+
+
+def _drop_scans_rows(bp: Any, names: set[str]) -> None:
+    """Remove the rows of deleted data files from the subject's ``scans.tsv`` (mne-bids adds the new one)."""
+    scans = bp.copy().update(suffix="scans", extension=".tsv", task=None, run=None, datatype=None)
+    path = Path(bp.directory).parent / scans.basename
+    if not names or not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for i, line in enumerate(lines) if i == 0 or line.split("\t", 1)[0] not in names]
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
 def _marker_streams(reader: Any, key: str) -> list[str]:
@@ -416,9 +444,21 @@ def _write_sourcedata(path: Path, times_path: Path, reader: Any, key: str, times
         "format": LSL_FORMAT, "format_version": LSL_FORMAT_VERSION,
         "session_attrs": reader.attrs, "data": {**_stream_meta(reader, key), "times_file": times_path.name},
         "markers": [with_samples(k) for k in markers], "results": [with_samples(k) for k in results],
-        "not_exported": [_stream_meta(reader, k) for k in others],
+        "others": [_other_stream(reader, k, times_path) for k in others],
     }
     path.write_text(json.dumps(jsonable(doc, "sourcedata"), indent=1), encoding="utf-8")
+
+
+def _other_stream(reader: Any, key: str, times_path: Path) -> dict[str, Any]:
+    """A stream BIDS has no place for: strings inline, numbers as ``<base>_stream-<key>_{data,time}.npy``."""
+    if reader.description(key).is_string:
+        t, values = reader.markers(key)
+        return {**_stream_meta(reader, key), "times": [float(x) for x in t], "values": [str(v) for v in values]}
+    base = times_path.name[: -len("lsltimes.npy")] + f"stream-{key}"
+    files = {"data_file": f"{base}_data.npy", "times_file": f"{base}_time.npy"}
+    np.save(times_path.parent / files["data_file"], reader.data(key), allow_pickle=False)
+    np.save(times_path.parent / files["times_file"], reader.times(key), allow_pickle=False)
+    return {**_stream_meta(reader, key), **files}
 
 
 def _write_results(path: Path, reader: Any, results: list[str], times: np.ndarray, sfreq: float) -> Path:

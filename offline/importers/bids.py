@@ -152,10 +152,8 @@ def import_bids(options: BidsImportOptions) -> Path:
 # --------------------------------------------------------------------------- exact restore
 def _restore(raw: Any, doc_path: Path, times_path: Path, out: Path, options: BidsImportOptions,
              provenance: dict[str, Any]) -> Path:
-    from tqdm import tqdm
-
     from streams.description import StreamDescription
-    from streams.session import _TO_VOLTS, SessionWriter
+    from streams.session import SessionWriter
 
     doc = _read_doc(doc_path)
     data = doc["data"]
@@ -168,32 +166,20 @@ def _restore(raw: Any, doc_path: Path, times_path: Path, out: Path, options: Bid
     if list(raw.ch_names) != list(desc.channel_names):
         raise ImportFormatError(f"the BIDS file's channels {first_few(raw.ch_names)} differ from the exported "
                                 f"stream's {first_few(list(desc.channel_names))}: the recording was changed")
-    # to_raw scaled µV/mV to volts on export; scale back to the stream's unit
-    unscale = np.array([1.0 / _TO_VOLTS.get(u.strip().lower(), 1.0) for u in desc.channel_units])
     session_attrs = doc["session_attrs"]
     attrs = {k: v for k, v in session_attrs.items() if k not in _ROOT_RESERVED and k != "imported_from"}
     provenance = {**provenance, "lsl_restored": True,
                   "original": {k: session_attrs.get(k) for k in ("created", "closed", "writer", "imported_from")
                                if k in session_attrs},
-                  "not_exported": [m["key"] for m in doc.get("not_exported", [])]}
+                  "from_sourcedata": [m["key"] for m in doc.get("others", [])]}
+    others = {m["key"]: m for m in [*doc.get("markers", []), *doc.get("results", []), *doc.get("others", [])]}
+    order = [k for k in session_attrs.get("streams", []) if k == data["key"] or k in others]
     with SessionWriter(out, overwrite=options.overwrite, attrs={**attrs, "imported_from": provenance}) as writer:
-        key = _add(writer, data, desc)
-        step = max(1, int(round(BLOCK_SECONDS * desc.nominal_rate)))
-        for start in tqdm(range(0, len(times), step), desc="samples", unit="block", disable=not options.progress,
-                          leave=False):
-            stop = min(len(times), start + step)
-            block = raw.get_data(start=start, stop=stop, verbose="error").T * unscale
-            if desc.numpy_dtype.kind in "iu":
-                block = np.rint(block)
-            writer.append(key, block.astype(desc.numpy_dtype), times[start:stop])
-        for meta in [*doc.get("markers", []), *doc.get("results", [])]:
-            mdesc = StreamDescription.from_dict(meta["stream"])
-            mkey = _add(writer, meta, mdesc)
-            if meta["times"]:
-                values = np.array(meta["values"], dtype=object)[:, None]
-                if not mdesc.is_string:
-                    values = values.astype(np.float64)
-                writer.append(mkey, values, np.asarray(meta["times"], dtype=np.float64))
+        for k in order:
+            if k != data["key"]:
+                _restore_stream(writer, others[k], doc_path.parent)
+                continue
+            _restore_data(writer, _add(writer, data, desc), raw, desc, times, options.progress)
     logger.info("restored %s -> %s exactly (%d samples)", doc_path.name, out, len(times))
     return out
 
@@ -209,6 +195,41 @@ def _read_doc(path: Path) -> dict[str, Any]:
         raise ImportFormatError(f"{str(path)!r} is not a {LSL_FORMAT} file of version <= {LSL_FORMAT_VERSION} "
                                 f"(format {doc.get('format')!r}, version {doc.get('format_version')!r})")
     return doc
+
+
+def _restore_data(writer: Any, key: str, raw: Any, desc: Any, times: np.ndarray, progress: bool) -> None:
+    """The data stream: samples from the BIDS file (in the stream's unit and dtype), LSL timestamps."""
+    from tqdm import tqdm
+
+    from streams.session import _TO_VOLTS
+
+    # SessionReader.to_raw scaled µV/mV to volts on export; scale back to the stream's unit
+    unscale = np.array([1.0 / _TO_VOLTS.get(u.strip().lower(), 1.0) for u in desc.channel_units])
+    step = max(1, int(round(BLOCK_SECONDS * desc.nominal_rate)))
+    for start in tqdm(range(0, len(times), step), desc="samples", unit="block", disable=not progress, leave=False):
+        stop = min(len(times), start + step)
+        block = raw.get_data(start=start, stop=stop, verbose="error").T * unscale
+        if desc.numpy_dtype.kind in "iu":
+            block = np.rint(block)
+        writer.append(key, block.astype(desc.numpy_dtype), times[start:stop])
+
+
+def _restore_stream(writer: Any, meta: dict[str, Any], folder: Path) -> None:
+    """A marker, results or other stream from the sourcedata JSON (and its .npy files)."""
+    from streams.description import StreamDescription
+
+    desc = StreamDescription.from_dict(meta["stream"])
+    key = _add(writer, meta, desc)
+    if "data_file" in meta:
+        data = np.load(folder / meta["data_file"], allow_pickle=False)
+        times = np.load(folder / meta["times_file"], allow_pickle=False)
+    else:
+        data = np.array(meta["values"], dtype=object).reshape(-1, 1)
+        times = np.asarray(meta["times"], dtype=np.float64)
+        if not desc.is_string:
+            data = data.astype(np.float64)
+    if len(times):
+        writer.append(key, data, times)
 
 
 def _add(writer: Any, meta: dict[str, Any], desc: Any) -> str:
