@@ -214,7 +214,7 @@ def export_bids(options: BidsExportOptions) -> BidsExportResult:
     reader = SessionReader(options.session)
     key = reader.find(options.stream if options.stream is not None else "type=EEG")
     bp = bids_path(root, options.subject, options.session_label, options.task, options.run)
-    _check_recording_free(bp, options.overwrite)
+    existing = _check_recording_free(bp, options.overwrite)
     steps = tqdm(total=4, desc="bids export", unit="step", disable=not options.progress, leave=False)
     try:
         times = reader.times(key)
@@ -222,6 +222,7 @@ def export_bids(options: BidsExportOptions) -> BidsExportResult:
         markers = _marker_streams(reader, key)
         events = _events(reader, key, times, markers, raw.info["sfreq"])
         steps.update()
+        _remove_recording(bp, existing)  # only now: a session that cannot be exported leaves the old one intact
         with tempfile.TemporaryDirectory(prefix="bci-bids-") as tmp:
             written = _write_recording(raw, events, bp, options, Path(tmp))
         steps.update()
@@ -266,13 +267,18 @@ def _recording_files(bp: Any) -> list[Path]:
     return sorted(own) + sorted(extra) + [p for p in lsl_paths(bp)[2:] if p.is_file()]
 
 
-def _check_recording_free(bp: Any, overwrite: bool) -> None:
-    """Refuse an existing recording without ``overwrite``; with it, remove its files (another format's too)."""
+def _check_recording_free(bp: Any, overwrite: bool) -> list[Path]:
+    """Refuse an existing recording without ``overwrite``; return its files (another format's too)."""
     existing = _recording_files(bp)
     if existing and not overwrite:
         raise FileExistsError(f"BIDS_ROOT already holds recording {bp.basename} "
                               f"({', '.join(p.name for p in existing[:4])}); pass --overwrite to replace it, or "
                               "choose another --subject/--session/--task/--run")
+    return existing
+
+
+def _remove_recording(bp: Any, existing: list[Path]) -> None:
+    """Delete the files of the recording being replaced and their ``scans.tsv`` rows."""
     for path in existing:
         path.unlink()
     _drop_scans_rows(bp, {f"eeg/{p.name}" for p in existing})
