@@ -224,6 +224,12 @@ def test_export_refuses_non_bids_folders_and_existing_recordings(sim: Path, tmp_
     eeg = sorted(p.name for p in (root / "sub-01" / "eeg").glob("*_eeg.*"))
     assert eeg == ["sub-01_task-bci_eeg.edf", "sub-01_task-bci_eeg.json", "sub-01_task-bci_run-1_eeg.eeg",
                    "sub-01_task-bci_run-1_eeg.json", "sub-01_task-bci_run-1_eeg.vhdr", "sub-01_task-bci_run-1_eeg.vmrk"]
+    empty = tmp_path / "empty.zarr"
+    with SessionWriter(empty) as w:
+        w.add_stream(StreamDescription("E", "EEG", "e", ("Cz",), nominal_rate=100.0))
+    with pytest.raises(ValueError, match="has no samples"):
+        export_bids(BidsExportOptions(empty, root, subject="01", run="1", overwrite=True))
+    assert (root / "sub-01" / "eeg" / "sub-01_task-bci_run-1_eeg.vhdr").is_file()  # a failed export deletes nothing
     scans = _events_tsv(root / "sub-01" / "sub-01_scans.tsv")
     assert sorted(r["filename"] for r in scans) == ["eeg/sub-01_task-bci_eeg.edf", "eeg/sub-01_task-bci_run-1_eeg.vhdr"]
 
