@@ -30,6 +30,8 @@ _FORMAT_NAMES = {code: name for name, code in LSL_FORMATS.items()}
 
 #: The rate LSL uses for irregular streams (markers, events).
 IRREGULAR_RATE = 0.0
+#: LSL stream type of the decoded results that ``bci live`` publishes and sessions record.
+RESULTS_TYPE = "BCIResults"
 
 
 def numpy_dtype(dtype: str) -> np.dtype:

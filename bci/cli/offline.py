@@ -1,5 +1,5 @@
 """CLI wiring of the offline commands: ``train``, ``evaluate``, ``epochs``, ``dataset``,
-``check-splits`` and ``import``.
+``check-splits``, ``import`` and ``export``.
 
 The only module of :mod:`bci` besides :mod:`bci.cli.main` that may import :mod:`offline`
 (import-linter enforces it); each offline module registers its own subcommands and keeps
@@ -18,6 +18,7 @@ def add_offline_commands(sub: Any, add_parser: AddParser) -> None:
     """Register every offline subcommand on the top-level ``sub`` parsers."""
     from offline.cli.clip import register_train_clip
     from offline.cli.dataset import register as register_epochs
+    from offline.cli.export import register as register_export
     from offline.cli.imports import register as register_import
     from offline.cli.train import register_evaluate, register_fmri_dataset, register_train
 
@@ -34,3 +35,4 @@ def add_offline_commands(sub: Any, add_parser: AddParser) -> None:
     dataset = sub.choices["dataset"]  # `bci dataset simulate-fmri` joins `bci dataset simulate|info`
     register_fmri_dataset(next(a for a in dataset._actions if isinstance(a, argparse._SubParsersAction)), add_parser)
     register_import(sub, add_parser)
+    register_export(sub, add_parser)

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from streams.description import StreamDescription
+from streams.description import RESULTS_TYPE, StreamDescription
 from streams.lsl import Outlet
 
 
@@ -79,9 +79,6 @@ class EventsFileSink:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-
-
-RESULTS_TYPE = "BCIResults"
 
 
 def results_description(name: str, source_id: str | None = None) -> StreamDescription:

@@ -1,4 +1,4 @@
-"""``bci import {raw,xdf,eeg-imagenet,things-eeg2,fmri,mne-epochs}``: bring public formats into sessions and datasets.
+"""``bci import {raw,bids,xdf,eeg-imagenet,things-eeg2,fmri,mne-epochs}``: bring public formats into sessions and datasets.
 
 Wiring (in ``bci/cli/main.py``): ``from offline.cli.imports import register; register(sub, _add_parser)``.
 Each handler turns the namespace into plain arguments, calls the importer in
@@ -20,6 +20,7 @@ from bci.cli.types import positive_int as _positive_int
 
 EXAMPLES = (
     "bci import raw rec.edf sessions/rec.zarr --event-map events.json\n"
+    "  bci import bids bids/ --subject 01 --task images sessions/sub01.zarr\n"
     "  bci import xdf rec.xdf sessions/rec.zarr\n"
     "  bci import eeg-imagenet eeg_55_95_std.pth --splits block_splits_by_image_all.pth datasets/eeg_imagenet\n"
     "  bci import things-eeg2 sub-01/preprocessed_eeg_training.npy sub-01/preprocessed_eeg_test.npy "
@@ -68,6 +69,8 @@ def summarize_session(path: Path) -> str:
         span = f", t {t[0]:.3f}..{t[-1]:.3f} s" if n else ""
         lines.append(f"  {key}: type {d.type or '?'}, {d.n_channels} ch, {rate}, {n} samples{span}")
     info = r.attrs.get("imported_from") or {}
+    if info.get("lsl_restored"):
+        lines.append("  restored exactly from sourcedata/bci: original streams, LSL timestamps, gaps, every marker")
     if info.get("event_map"):
         lines.append(f"  events: {info.get('n_mapped', 0)} mapped to stim/<image_id>/<label>, "
                      f"{info.get('n_unmapped', 0)} unmapped (written as event/<text>)")
@@ -122,6 +125,18 @@ def _cmd_raw(args: argparse.Namespace) -> int:
     event_map = load_event_map(args.event_map) if args.event_map is not None else None
     out = import_raw(args.file, args.out, event_map=event_map, stim_channel=args.stim_channel or None,
                      overwrite=args.overwrite, progress=show_progress(args.no_progress))
+    print(summarize_session(out))
+    return 0
+
+
+def _cmd_bids(args: argparse.Namespace) -> int:
+    from offline.importers import BidsImportOptions, import_bids, load_event_map
+
+    event_map = load_event_map(args.event_map) if args.event_map is not None else None
+    out = import_bids(BidsImportOptions(
+        bids_root=args.bids_root, out=args.out, subject=args.subject, session_label=args.bids_session,
+        task=args.task, run=args.run, event_map=event_map, overwrite=args.overwrite,
+        progress=show_progress(args.no_progress)))
     print(summarize_session(out))
     return 0
 
@@ -205,6 +220,23 @@ def _add_raw(isub: Any) -> None:
                    help="stimulus channel to read events from (repeatable) [every channel of type stim]")
     _common(p)
     p.set_defaults(func=_cmd_raw)
+
+
+def _add_bids(isub: Any) -> None:
+    p = _sub(isub, "bids", "One EEG recording of a BIDS dataset (mne-bids) -> Zarr session; a recording written by "
+             "bci export bids comes back exactly (LSL timestamps, gaps, markers, results).",
+             "bci import bids bids/ --subject 01 --task images sessions/sub01.zarr")
+    p.add_argument("bids_root", type=Path, metavar="BIDS_ROOT", help="the BIDS dataset (has dataset_description.json)")
+    p.add_argument("--subject", required=True, metavar="S", help="BIDS subject label (without sub-)")
+    p.add_argument("--session", dest="bids_session", default=None, metavar="N",
+                   help="BIDS session label [the subject's only recording]")
+    p.add_argument("--task", default=None, metavar="T", help="BIDS task label [the subject's only recording]")
+    p.add_argument("--run", default=None, metavar="R", help="BIDS run label [the subject's only recording]")
+    p.add_argument("out", type=Path, metavar="OUT", help="session directory to create")
+    p.add_argument("--event-map", type=Path, default=None, metavar="FILE",
+                   help="as for bci import raw: events.tsv trial_type -> image id (not for our own exports)")
+    _common(p)
+    p.set_defaults(func=_cmd_bids)
 
 
 def _image_options(p: Any, what: str) -> None:
@@ -302,10 +334,10 @@ def _add_mne_epochs(isub: Any) -> None:
 
 
 def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``bci import raw|xdf|eeg-imagenet|things-eeg2|fmri|mne-epochs`` to the ``bci`` sub-command parsers."""
-    p = add_parser(sub, "import", "Import recordings and public datasets (raw EEG files, XDF, EEG-ImageNet, "
+    """Add ``bci import raw|bids|xdf|eeg-imagenet|things-eeg2|fmri|mne-epochs`` to the ``bci`` sub-command parsers."""
+    p = add_parser(sub, "import", "Import recordings and public datasets (raw EEG files, BIDS, XDF, EEG-ImageNet, "
                    "THINGS-EEG2, fMRI trials, mne epochs) into Zarr sessions and epoch datasets.", EXAMPLES)
     isub = p.add_subparsers(dest="import_format", metavar="FORMAT")
     isub.required = True
-    for add in (_add_raw, _add_xdf, _add_eeg_imagenet, _add_things, _add_fmri, _add_mne_epochs):
+    for add in (_add_raw, _add_bids, _add_xdf, _add_eeg_imagenet, _add_things, _add_fmri, _add_mne_epochs):
         add(isub)

@@ -108,15 +108,47 @@ def import_raw(
     src = require_file(path, "raw file")
     out = check_output(out, overwrite)
     emap = normalize_event_map(event_map, source="event_map") if event_map is not None else None
-    raw = _read_raw(src)
+    return raw_to_session(_read_raw(src), src, out, event_map=emap, stim_channel=stim_channel,
+                          overwrite=overwrite, progress=progress)
+
+
+def raw_to_session(
+    raw: Any,
+    src: Path,
+    out: Path,
+    *,
+    event_map: dict[str, EventTarget] | None = None,
+    stim_channel: str | Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an already opened :class:`mne.io.Raw` as a session (the body of :func:`import_raw`).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (its annotations become markers).
+    src : Path
+        The file it was read from (stream name, provenance).
+    out : Path
+        Session directory to create (checked by the caller).
+    event_map : dict, optional
+        A normalized event map (:func:`~offline.importers._checks.normalize_event_map`).
+    stim_channel, overwrite, progress
+        As in :func:`import_raw`.
+    provenance : mapping, optional
+        Keys added to (or replacing those of) the root attribute ``imported_from``.
+    """
     stim = _stim_channels(raw, stim_channel, src)
     picks = [i for i, name in enumerate(raw.ch_names) if name not in stim]
     if not picks:
         raise ImportFormatError(f"{str(src)!r} has only stimulus channels {stim}; no data to import")
     events = _collect_events(raw, stim, src)
-    values, counts = _map_events(events, emap)
+    values, counts = _map_events(events, event_map)
     desc = _data_description(raw, picks, src)
-    attrs = _provenance(raw, src, emap, stim, counts)
+    attrs = _provenance(raw, src, event_map, stim, counts)
+    attrs["imported_from"].update(provenance or {})
     with SessionWriter(out, overwrite=overwrite, attrs=attrs) as writer:
         key = writer.add_stream(desc)
         writer.set_attrs(key, **_stream_attrs(raw))
