@@ -270,6 +270,9 @@ class BrainflowSourceOptions:
         Seconds to stream (None: until :meth:`BrainflowSource.stop`, or the end of a playback file).
     chunk_size : int
         Push once this many samples are waiting (the poll period is half a chunk, 1-20 ms).
+    wait_for_consumers : float
+        Before streaming, wait up to this many seconds for an inlet on both outlets (0: do not wait).
+        The board starts streaming after the wait.
     insert_markers_every : float or None
         Test/demo aid: call BrainFlow's ``insert_marker`` every S seconds (codes cycle through the
         marker map's codes, else 1, 2, 3, ...), so the marker path runs without a task program.
@@ -289,6 +292,7 @@ class BrainflowSourceOptions:
     marker_map: dict[float, str] | None = None
     duration: float | None = None
     chunk_size: int = 10
+    wait_for_consumers: float = 0.0
     insert_markers_every: float | None = None
 
     def __post_init__(self) -> None:
@@ -314,6 +318,7 @@ class BrainflowSourceOptions:
         if self.duration is not None:
             self.duration = check_float("duration", self.duration, positive=True)
         self.chunk_size = check_int("chunk_size", self.chunk_size, low=1)
+        self.wait_for_consumers = check_float("wait_for_consumers", self.wait_for_consumers, low=0.0)
         if self.insert_markers_every is not None:
             self.insert_markers_every = check_float("insert_markers_every", self.insert_markers_every, positive=True)
         if self.marker_map is not None:
@@ -443,6 +448,7 @@ class BrainflowSource(PlayingContext):
         self.clock_steps = 0
         self.inserted: list[tuple[float, float]] = []
         self.offset = 0.0
+        self._streaming = False
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ descriptions
@@ -510,7 +516,7 @@ class BrainflowSource(PlayingContext):
                 "--other-info are the ones BrainFlow's board table lists for this board")
 
     def open(self) -> None:
-        """Prepare the board, create both outlets, start the board's stream and measure the clock offset."""
+        """Prepare the board's session and create both outlets (:meth:`run` starts the board's stream)."""
         if self.board is not None:
             return
         self.bf.BoardShim.disable_board_logger()
@@ -520,30 +526,42 @@ class BrainflowSource(PlayingContext):
         except self.bf.BrainFlowError as exc:
             raise BrainflowError(f"cannot open BrainFlow board {self.board_name} ({self.board_id}): {exc}; "
                                  f"{self._connection_hint()}") from None
-        try:
-            self.data_outlet = Outlet(self.description(), chunk_size=self.options.chunk_size)
-            self.marker_outlet = Outlet(self.marker_description())
-            board.start_stream()
-        except self.bf.BrainFlowError as exc:
-            board.release_session()
-            self._close_outlets()
-            raise BrainflowError(f"BrainFlow board {self.board_name} did not start streaming: {exc}") from None
         self.board = board
+        self.data_outlet = Outlet(self.description(), chunk_size=self.options.chunk_size)
+        self.marker_outlet = Outlet(self.marker_description())
+
+    def _start(self) -> None:
+        """Start the board's stream (once) and measure the clock offset."""
+        if self._streaming:
+            return
+        try:
+            self.board.start_stream()
+        except self.bf.BrainFlowError as exc:
+            raise BrainflowError(f"BrainFlow board {self.board_name} did not start streaming: {exc}; "
+                                 f"{self._connection_hint()}") from None
+        self._streaming = True
         self.offset = clock_offset()
+
+    def wait_for_consumers(self, timeout: float) -> bool:
+        """Block until both outlets have an inlet (or ``timeout`` seconds pass); True if they do."""
+        self.open()
+        end = local_clock() + timeout
+        return all(o.wait_for_consumers(max(0.0, end - local_clock())) for o in (self.data_outlet, self.marker_outlet))
 
     def insert_marker(self, code: float) -> None:
         """Insert marker ``code`` (non-zero) into the board's marker row, as a task program would."""
         code = check_float("code", code)
         if code == 0:
             raise ValueError("code=0: BrainFlow writes 0 where there is no marker; use a non-zero code")
-        if self.board is None:
-            raise BrainflowError("insert_marker: the source is not open; call open() first")
+        if not self._streaming:
+            raise BrainflowError("insert_marker: the board is not streaming; insert markers while run() runs")
         self.inserted.append((local_clock(), code))
         self.board.insert_marker(code)
 
     def run(self) -> None:
         """Push the board's samples (and markers) until ``duration``, the end of a playback file, or :meth:`stop`."""
         self.open()
+        self._start()
         opts = self.options
         poll = min(0.020, max(0.001, opts.chunk_size / self.layout.rate / 2))
         start = local_clock()
@@ -599,10 +617,12 @@ class BrainflowSource(PlayingContext):
         """Stop and release the board, close the outlets."""
         board, self.board = self.board, None
         if board is not None:
-            try:
-                board.stop_stream()
-            except self.bf.BrainFlowError as exc:
-                logger.warning("BrainFlow board %s: stop_stream failed: %s", self.board_name, exc)
+            if self._streaming:
+                try:
+                    board.stop_stream()
+                except self.bf.BrainFlowError as exc:
+                    logger.warning("BrainFlow board %s: stop_stream failed: %s", self.board_name, exc)
+                self._streaming = False
             board.release_session()
         self._close_outlets()
 
@@ -631,6 +651,8 @@ def stream_board(options: BrainflowSourceOptions, report: Callable[[str], None] 
                + (f" for {options.duration:g} s" if options.duration else "")
                + ("" if source.file_samples is None else f", {source.file_samples} samples from {options.file}")
                + "; Ctrl-C stops")
+        if options.wait_for_consumers and not source.wait_for_consumers(options.wait_for_consumers):
+            report(f"no consumer on both streams within {options.wait_for_consumers:g} s; streaming anyway")
         try:
             source.run()
         except KeyboardInterrupt:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bci.cli.defaults import Default, given
-from bci.cli.types import non_negative_int, positive_float, positive_int
+from bci.cli.types import non_negative_float, non_negative_int, positive_float, positive_int
 
 _OPTIONS = "streams.brainflow:BrainflowSourceOptions"
 
@@ -25,7 +25,7 @@ def cmd_brainflow(args: argparse.Namespace) -> int:
 
     flags = given({k: getattr(args, k) for k in (
         "board", "serial_port", "ip_address", "ip_port", "mac_address", "serial_number", "other_info",
-        "master_board", "name", "channels", "duration", "chunk_size", "insert_markers_every")})
+        "master_board", "name", "channels", "duration", "chunk_size", "wait_for_consumers", "insert_markers_every")})
     if args.file is not None:
         flags["file"] = str(args.file)
     if args.marker_map is not None:
@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
                    help="seconds to stream [until Ctrl-C, or the end of a playback file]")
     b.add_argument("--chunk-size", type=positive_int, default=Default.of(_OPTIONS, "chunk_size"), metavar="N",
                    help="push once N samples are waiting [%(default)s]")
+    b.add_argument("--wait-for-consumers", type=non_negative_float, default=None, metavar="S",
+                   help="wait up to S s for an inlet on both streams before the board starts streaming [do not wait]")
     b.add_argument("--insert-markers-every", type=positive_float, default=None, metavar="S",
                    help="test/demo aid: insert a BrainFlow marker every S s (codes of --marker-map in turn, "
                         "else 1, 2, 3, ...) through the board's own insert_marker")
