@@ -439,6 +439,7 @@ class BrainflowSource(PlayingContext):
                                    self.board_name if self.descr_id == self.board_id
                                    else f"{self.board_name} (master {_board_name(self.descr_id)})")
         self.name = options.name or f"BrainFlow-{self.board_name}"
+        self.file_markers = 0
         self.file_samples = self._playback_samples()
         self.board: Any = None
         self.data_outlet: Outlet | None = None
@@ -476,6 +477,7 @@ class BrainflowSource(PlayingContext):
             raise BrainflowError(f"file {str(path)!r} has {data.shape[0] if data.ndim == 2 else 1} rows per sample "
                                  f"but the master board {_board_name(self.descr_id)} has {self.layout.n_rows}; "
                                  "check --master-board")
+        self.file_markers = int(np.count_nonzero(data[self.layout.marker_row]))
         return int(data.shape[1])
 
     @property
@@ -662,5 +664,7 @@ def stream_board(options: BrainflowSourceOptions, report: Callable[[str], None] 
            + (f" ({len(source.inserted)} inserted)" if source.inserted else "")
            + (f"; {lost} inserted marker(s) never appeared in the board's data (inserted after its last sample)"
               if source.inserted and lost > 0 else "")
-           + (f"; {source.clock_steps} wall-clock steps" if source.clock_steps else ""))
+           + (f"; {source.clock_steps} wall-clock steps" if source.clock_steps else "")
+           + (f"; the file holds {source.file_markers} marker(s), BrainFlow's playback board replayed "
+              f"{source.n_markers}" if source.file_markers != source.n_markers and source.file_samples else ""))
     return source
