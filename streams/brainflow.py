@@ -34,7 +34,7 @@ import numpy as np
 
 from streams._checks import check_float, check_int, check_type, ensure_path
 from streams._context import PlayingContext
-from streams.description import StreamDescription
+from streams.description import StreamDescription, marker_stream_description
 from streams.errors import StreamsError
 from streams.lsl import Outlet, local_clock
 
@@ -497,9 +497,7 @@ class BrainflowSource(PlayingContext):
 
     def marker_description(self) -> StreamDescription:
         """The marker stream ``NAME-Markers``: type Markers, one string channel, irregular."""
-        return StreamDescription(name=f"{self.name}-Markers", type="Markers", source_id=self.source_id + "-markers",
-                                 channel_names=("marker",), channel_types=("marker",), channel_units=("",),
-                                 nominal_rate=0.0, dtype="string")
+        return marker_stream_description(f"{self.name}-Markers", self.source_id + "-markers")
 
     # ------------------------------------------------------------------ lifecycle
     def _params(self) -> Any:
