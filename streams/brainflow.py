@@ -574,13 +574,18 @@ class BrainflowSource(PlayingContext):
             if now >= next_insert and end - now > INSERT_MARGIN:
                 self.insert_marker(codes[len(self.inserted) % len(codes)] if codes else len(self.inserted) + 1)
                 next_insert += opts.insert_markers_every
-            count = self.board.get_board_data_count()
-            if count:
-                last_data = now
-            done = now >= end or (self.file_samples is not None and (
-                self.n_pushed + count >= self.file_samples or now - last_data > PLAYBACK_STALL))
-            if count >= opts.chunk_size or (done and count):
-                self._push(self.board.get_board_data(count))
+            try:
+                count = self.board.get_board_data_count()
+                if count:
+                    last_data = now
+                done = now >= end or (self.file_samples is not None and (
+                    self.n_pushed + count >= self.file_samples or now - last_data > PLAYBACK_STALL))
+                data = self.board.get_board_data(count) if count >= opts.chunk_size or (done and count) else None
+            except self.bf.BrainFlowError as exc:
+                raise BrainflowError(f"BrainFlow board {self.board_name} stopped after {self.n_pushed} samples: "
+                                     f"{exc}; {self._connection_hint()}") from None
+            if data is not None:
+                self._push(data)
             if done:
                 break
             self._stop.wait(poll)
