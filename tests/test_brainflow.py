@@ -300,3 +300,51 @@ def test_stream_brainflow_help_has_an_example(capsys: pytest.CaptureFixture[str]
         assert exc.value.code == 0
         out = capsys.readouterr().out
         assert "example:" in out and "bci stream brainflow --board synthetic" in out
+
+
+def test_board_names_and_ids_resolve() -> None:
+    from streams.brainflow import BrainflowError, resolve_board
+
+    assert {resolve_board(b) for b in ("synthetic", "SYNTHETIC_BOARD", "Synthetic-Board", "-1", -1)} == {SYNTH}
+    assert resolve_board("cyton") == bf.BoardIds.CYTON_BOARD.value == resolve_board("0")
+    with pytest.raises(TypeError, match="board"):
+        resolve_board(1.5)
+    with pytest.raises(BrainflowError, match="CYTON_BOARD"):
+        resolve_board("cyton_boardx")
+    from bci.cli.main import build_parser
+
+    assert build_parser().parse_args(["stream", "brainflow", "--board", "-1"]).board == "-1"
+
+
+def test_a_task_inserting_markers_in_the_bridges_process_gets_them_at_the_next_sample(unique_name: str) -> None:
+    """The library hook: a task program calls ``BrainflowSource.insert_marker`` while ``run()`` streams."""
+    import threading
+
+    from streams.brainflow import BrainflowSource
+
+    opts = BrainflowSourceOptions(board="synthetic", name=unique_name, duration=1.5, chunk_size=1)
+    with BrainflowSource(opts) as source:
+        data, markers = _inlet(unique_name), _inlet(f"{unique_name}-Markers")
+        runner = threading.Thread(target=source.run)
+        runner.start()
+        for code in (4, 2.5):
+            time.sleep(0.4)
+            source.insert_marker(code)
+        runner.join(timeout=30)
+        assert not runner.is_alive()
+        with pytest.raises(ValueError, match="code=0"):
+            source.insert_marker(0)
+        stamps: list[float] = []
+        m: list = []
+        mt: list[float] = []
+        deadline = time.monotonic() + 20
+        while (len(stamps) < source.n_pushed or len(mt) < source.n_markers) and time.monotonic() < deadline:
+            stamps += data.pull_chunk(timeout=0.2, max_samples=10_000)[1]  # while the outlets are still open
+            got, got_t = markers.pull_chunk(timeout=0.0)
+            m += got
+            mt += got_t
+    assert [v[0] for v in m] == ["4", "2.5"] and source.n_markers == 2 and len(stamps) == source.n_pushed
+    inserted = np.array([t for t, _ in source.inserted])
+    # each marker sits on a sample stamped at (or, within one sample period, just before) its insertion
+    assert np.all(np.asarray(mt) >= inserted - 1.5 / RATE)
+    assert np.all(np.isin(mt, stamps))
