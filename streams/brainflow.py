@@ -46,7 +46,6 @@ __all__ = [
     "BrainflowError",
     "BrainflowSource",
     "BrainflowSourceOptions",
-    "board_names",
     "import_brainflow",
     "marker_text",
     "read_marker_map",
@@ -64,13 +63,13 @@ CHANNEL_KINDS: dict[str, tuple[str, str, float]] = {
     "emg": ("EMG", "V", 1e-6),
     "ecg": ("ECG", "V", 1e-6),
     "eog": ("EOG", "V", 1e-6),
-    "exg": ("EXG", "V", 1e-6),
     "accel": ("ACC", "", 1.0),
     "rotation": ("ROT", "", 1.0),
     "gyro": ("GYRO", "", 1.0),
     "magnetometer": ("MAG", "", 1.0),
     "eda": ("EDA", "", 1.0),
     "ppg": ("PPG", "", 1.0),
+    "optical": ("OPTICAL", "", 1.0),
     "temperature": ("TEMP", "", 1.0),
     "resistance": ("RES", "", 1.0),
     "analog": ("ANALOG", "", 1.0),
@@ -126,11 +125,6 @@ def import_brainflow() -> SimpleNamespace:
         raise BrainflowError(f"BrainFlow is not installed ({exc}); install it with {BRAINFLOW_EXTRA}") from None
     return SimpleNamespace(BoardShim=BoardShim, BoardIds=BoardIds, BrainFlowInputParams=BrainFlowInputParams,
                            BrainFlowError=BrainFlowError, DataFilter=DataFilter)
-
-
-def board_names() -> list[str]:
-    """The names of BrainFlow's boards (``BoardIds`` members), e.g. ``SYNTHETIC_BOARD``."""
-    return [b.name for b in import_brainflow().BoardIds]
 
 
 def resolve_board(board: str | int) -> int:

@@ -252,7 +252,10 @@ def test_a_board_that_cannot_be_opened_names_brainflows_error_and_the_flags(caps
     assert "CYTON_BOARD" in err and "UNABLE_TO_OPEN_PORT" in err and f"--serial-port {port}" in err
     assert "--master-board" in _error(capsys, "--board", "playback_file", "--file", port)
     assert "ttyNOPE" in _error(capsys, "--board", "playback_file", "--master-board", "synthetic", "--file", port)
-    assert "no gyro" not in _error(capsys, "--board", "synthetic", "--channels", "eeg,nonsense")
+    assert "'nonsense' is not a BrainFlow channel kind" in _error(capsys, "--board", "synthetic", "--channels",
+                                                                   "eeg,nonsense")
+    assert "board CYTON_BOARD has no gyro channels; it has: eeg, emg, ecg, eog, accel, analog, other" in _error(
+        capsys, "--board", "cyton", "--channels", "eeg,gyro")
 
 
 @pytest.mark.parametrize(("name", "text", "says"), [

@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
     b.add_argument("--channels", default=Default.of(_OPTIONS, "channels"), metavar="KINDS",
                    type=lambda text: tuple(k.strip() for k in text.split(",") if k.strip()),
                    help="comma-separated BrainFlow channel kinds to send, in order: eeg, emg, ecg, eog, accel, "
-                        "gyro, magnetometer, eda, ppg, temperature, resistance, analog, other [eeg]")
+                        "rotation, gyro, magnetometer, eda, ppg, optical, temperature, resistance, analog, other "
+                        "[eeg]")
     b.add_argument("--marker-map", type=Path, default=None, metavar="FILE",
                    help="TSV (code<TAB>marker) or JSON ({\"1\": \"stim/img0001/cat\"}) file: BrainFlow marker "
                         "code -> marker string [the number as text]")
