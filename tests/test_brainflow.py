@@ -351,3 +351,14 @@ def test_a_task_inserting_markers_in_the_bridges_process_gets_them_at_the_next_s
     # each marker sits on a sample stamped at (or, within one sample period, just before) its insertion
     assert np.all(np.asarray(mt) >= inserted - 1.5 / RATE)
     assert np.all(np.isin(mt, stamps))
+
+
+def test_sigterm_stops_the_bridge_cleanly_with_its_summary(unique_name: str, bridge) -> None:
+    proc = bridge("--board", "synthetic", "--name", unique_name, "--wait-for-consumers", "30")
+    data = _inlet(unique_name)
+    _inlet(f"{unique_name}-Markers")
+    while not data.pull_chunk(timeout=1.0)[1]:  # streaming has begun
+        pass
+    proc.terminate()
+    n_pushed, n_markers = _pushed(_finish(proc))
+    assert n_pushed > 0 and n_markers == 0
