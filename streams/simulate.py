@@ -24,7 +24,7 @@ import numpy as np
 
 from streams._checks import check_float, check_int
 from streams._context import PlayingContext
-from streams.description import StreamDescription
+from streams.description import StreamDescription, marker_stream_description
 from streams.lsl import Outlet, local_clock
 from streams.session import SessionWriter
 from streams.synthetic import (
@@ -109,16 +109,7 @@ class SimulationSpec:
 
 def marker_description(spec: SimulationSpec) -> StreamDescription:
     """The string marker stream that goes with a simulated session."""
-    return StreamDescription(
-        name=spec.marker_name,
-        type="Markers",
-        source_id=spec.source_id + "-markers",
-        channel_names=("marker",),
-        channel_types=("marker",),
-        channel_units=("",),
-        nominal_rate=0.0,
-        dtype="string",
-    )
+    return marker_stream_description(spec.marker_name, spec.source_id + "-markers")
 
 
 class _World:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from bci import __version__
 
 from bci.cli.defaults import Default
+from bci.cli.stream import register as add_stream
 from bci.cli.types import positive_float as _positive_float, non_negative_float as _non_negative_float
 
 logger = logging.getLogger("bci")
@@ -378,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gallery(sub, _add_parser)
     add_view(sub, _add_parser)
     add_offline_commands(sub, _add_parser)
+    add_stream(sub, _add_parser)
     return parser
 
 
