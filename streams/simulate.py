@@ -23,6 +23,7 @@ from streams._checks import check_int
 from streams._context import PlayingContext
 from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
+from streams.markers import marker_stream_description
 from streams.session import SessionWriter
 from streams.synthetic import (
     EEGSimConfig,
@@ -106,16 +107,7 @@ class SimulationSpec:
 
 def marker_description(spec: SimulationSpec) -> StreamDescription:
     """The string marker stream that goes with a simulated session."""
-    return StreamDescription(
-        name=spec.marker_name,
-        type="Markers",
-        source_id=spec.source_id + "-markers",
-        channel_names=("marker",),
-        channel_types=("marker",),
-        channel_units=("",),
-        nominal_rate=0.0,
-        dtype="string",
-    )
+    return marker_stream_description(spec.marker_name, spec.source_id + "-markers")
 
 
 class _World:
