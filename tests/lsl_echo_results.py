@@ -8,6 +8,7 @@ record in the runtime's format (``docs/runtime.md``, *Outputs*) following ``--pl
 * ``hit``: a ``window`` record whose top-k starts with the marker's image;
 * ``wrong``: a ``window`` record whose top-1 is the next id of ``--ids`` after the marker's image;
 * ``drop``: a ``dropped`` record (reason ``gap``);
+* ``late``: a ``hit`` answer ``--late`` seconds after the marker (after the presenter's timeout);
 * ``skip``: no answer at all.
 
 Records carry ``marker_time`` (the marker's timestamp on this process's clock) and are
@@ -33,7 +34,7 @@ def _record(kind: str, marker: str, marker_time: float, ids: list[str], n: int) 
         return None
     if kind == "drop":
         return {"type": "dropped", **base, "reason": "gap", "detail": "test producer"}
-    top1 = image_id if kind == "hit" else ids[(ids.index(image_id) + 1) % len(ids)]
+    top1 = image_id if kind in ("hit", "late") else ids[(ids.index(image_id) + 1) % len(ids)]
     order = [top1] + [i for i in ids if i != top1]
     return {"type": "window", "window_kind": "event", "window_index": n, **base,
             "topk": [{"id": i, "label": f"label {i}", "score": round(0.9 - 0.1 * r, 3)} for r, i in enumerate(order)]}
@@ -44,9 +45,10 @@ def main() -> None:
     p.add_argument("--name", required=True, help="results stream name")
     p.add_argument("--markers", required=True, help="marker stream to answer")
     p.add_argument("--ids", required=True, help="comma-separated gallery ids (for 'wrong' answers)")
-    p.add_argument("--plan", default="hit", help="comma-separated hit/wrong/drop/skip, cycled")
+    p.add_argument("--plan", default="hit", help="comma-separated hit/wrong/drop/late/skip, cycled")
     p.add_argument("--n", type=int, required=True, help="markers to answer, then exit")
     p.add_argument("--delay", type=float, default=0.05, help="seconds between a marker and its answer")
+    p.add_argument("--late", type=float, default=1.5, help="seconds between a marker and a 'late' answer")
     a = p.parse_args()
     ids, plan = a.ids.split(","), a.plan.split(",")
     info = pylsl.StreamInfo(a.name, "BCIResults", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, f"echo-{a.name}")
@@ -65,8 +67,9 @@ def main() -> None:
         sample, stamp = inlet.pull_sample(timeout=60.0)
         if sample is None:
             break
-        time.sleep(a.delay)
-        record = _record(plan[n % len(plan)], sample[0], stamp + inlet.time_correction(), ids, n)
+        kind = plan[n % len(plan)]
+        time.sleep(a.late if kind == "late" else a.delay)
+        record = _record(kind, sample[0], stamp + inlet.time_correction(), ids, n)
         if record is not None:
             outlet.push_sample([json.dumps(record)], record["emitted_time"])
             answered += 1

@@ -256,8 +256,8 @@ def test_presenter_shows_decoded_results_and_counts_misses(qapp, tmp_path: Path,
     gallery = make_gallery(tmp_path / "g")
     results = f"{unique_name}-results"
     proc = subprocess.Popen([sys.executable, "-u", "-m", "tests.lsl_echo_results", "--name", results,
-                             "--markers", unique_name, "--ids", ",".join(COLOURS), "--plan", "hit,wrong,drop,skip",
-                             "--n", "4"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--markers", unique_name, "--ids", ",".join(COLOURS), "--plan", "hit,wrong,drop,late,skip",
+                             "--n", "5"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("ready")
         feedback: list[tuple[int, str, tuple]] = []
@@ -267,7 +267,7 @@ def test_presenter_shows_decoded_results_and_counts_misses(qapp, tmp_path: Path,
                 feedback.append((log.index, widget.caption, centre(widget)))
                 assert pixel(widget, 5, 5) == (0, 0, 0)  # photodiode off during feedback
 
-        options = fast_options(gallery, unique_name, results=results, n_trials=4, order="sequential",
+        options = fast_options(gallery, unique_name, results=results, n_trials=5, order="sequential",
                                result_timeout_ms=1000.0, log=tmp_path / "run.json")
         report = run_presenter(options, app=qapp, on_event=on_event)
         out, err = proc.communicate(timeout=30)
@@ -276,22 +276,25 @@ def test_presenter_shows_decoded_results_and_counts_misses(qapp, tmp_path: Path,
             proc.kill()
             proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    assert "answered 3" in out
-    hit, wrong, dropped, missed = report.trials
+    assert "answered 4" in out
+    hit, wrong, dropped, late, missed = report.trials
     assert (hit.result, hit.top1_id, hit.hit) == ("window", "img0000", True)
     assert (wrong.result, wrong.top1_id, wrong.top1_label, wrong.hit) == ("window", "img0002", "label img0002", False)
     assert (dropped.result, dropped.reason, dropped.hit) == ("dropped", "gap", None)
-    assert (missed.result, missed.top1_id, missed.hit) == ("missed", None, None)
+    assert (late.result, late.top1_id, late.hit, late.late) == ("missed", None, None, True)
+    assert (missed.result, missed.top1_id, missed.hit, missed.late) == ("missed", None, None, False)
     assert feedback == [
         (0, "decoded: label img0000", COLOURS["img0000"]),  # the decoded image from the gallery, captioned
         (1, "decoded: label img0002", COLOURS["img0002"]),
         (2, "no result (dropped by the runtime: gap)", (0, 0, 0)),
         (3, "no result", (0, 0, 0)),
+        (4, "no result", (0, 0, 0)),
     ]
-    assert (report.count("window"), report.count("dropped"), report.count("missed")) == (2, 1, 1)
+    assert (report.count("window"), report.count("dropped"), report.count("missed"), report.late) == (2, 1, 2, 1)
     assert (report.top1_hits, report.scored) == (1, 2)
     summary = report.summary()
-    assert "received 2, dropped by the runtime 1, missed (timeout) 1" in summary
+    assert "received 2, dropped by the runtime 1, missed (timeout) 2, of which 1 came later" in summary
     assert "top-1 hits: 1 of 2 (50.0%)" in summary
     log = json.loads((tmp_path / "run.json").read_text())
-    assert [t["hit"] for t in log["trials"]] == [True, False, None, None] and log["results_missed"] == 1
+    assert [t["hit"] for t in log["trials"]] == [True, False, None, None, None]
+    assert (log["results_missed"], log["results_late"], log["top1_hits"]) == (2, 1, 1)

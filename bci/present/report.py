@@ -35,6 +35,8 @@ class TrialLog:
         Top-1 right: same label when the trial's label is known, else same image id; None without a top-1.
     reason : str or None
         Why the runtime dropped the marker.
+    late : bool
+        A missed trial whose result came after the timeout (by the end of the run).
     """
 
     index: int
@@ -48,6 +50,7 @@ class TrialLog:
     top1_label: str | None = None
     hit: bool | None = None
     reason: str | None = None
+    late: bool = False
 
     def score(self) -> None:
         """Set :attr:`hit` from the top-1 (by label when known, else by image id)."""
@@ -80,6 +83,11 @@ class PresenterReport:
         return sum(t.result == result for t in self.trials)
 
     @property
+    def late(self) -> int:
+        """Missed trials whose result came after the timeout."""
+        return sum(t.late for t in self.trials)
+
+    @property
     def top1_hits(self) -> int:
         """Trials with a right top-1."""
         return sum(t.hit is True for t in self.trials)
@@ -98,7 +106,8 @@ class PresenterReport:
             lines.append("warning: no consumer was connected to the marker stream at the first trial")
         if self.results_stream is not None:
             lines.append(f"results from {self.results_stream!r}: received {self.count('window')}, "
-                         f"dropped by the runtime {self.count('dropped')}, missed (timeout) {self.count('missed')}")
+                         f"dropped by the runtime {self.count('dropped')}, missed (timeout) {self.count('missed')}"
+                         + (f", of which {self.late} came later" if self.late else ""))
             if self.scored:
                 lines.append(f"top-1 hits: {self.top1_hits} of {self.scored} "
                              f"({100.0 * self.top1_hits / self.scored:.1f}%)")
@@ -111,7 +120,8 @@ class PresenterReport:
             "aborted": self.aborted, "consumers_at_start": self.consumers_at_start,
             "n_trials": len(self.trials), "markers_sent": self.markers_sent,
             "results_received": self.count("window"), "results_dropped": self.count("dropped"),
-            "results_missed": self.count("missed"), "top1_hits": self.top1_hits, "scored": self.scored,
+            "results_missed": self.count("missed"), "results_late": self.late,
+            "top1_hits": self.top1_hits, "scored": self.scored,
             "trials": [asdict(t) for t in self.trials],
         }
 

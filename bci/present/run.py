@@ -74,6 +74,8 @@ def run_presenter(options: PresenterOptions, app: Any = None,
             else:
                 report.consumers_at_start = sender.have_consumers
             _Session(options, gallery, trials, report, sender, listener, on_event).run()
+        if listener is not None:
+            _mark_late(report, listener)
     finally:
         if listener is not None:
             listener.close()
@@ -82,13 +84,21 @@ def run_presenter(options: PresenterOptions, app: Any = None,
     return report
 
 
+def _mark_late(report: PresenterReport, listener: ResultsListener) -> None:
+    """Missed trials whose result has come by now: counted as late (still missed)."""
+    for log in report.trials:
+        if log.result == "missed" and listener.find(log.marker, log.marker_time) is not None:
+            log.late = True
+
+
 def _application() -> Any:
     from bci.viewer.app import ensure_qapp
     from bci.viewer.display import NoDisplayError, display_available
 
     ok, why = display_available()
     if not ok:
-        raise NoDisplayError(f"bci present needs a screen: {why}")
+        why = why.split(" (on a remote")[0]  # the viewer's hint about --screenshot does not apply here
+        raise NoDisplayError(f"bci present needs a screen: {why}; run it on the stimulus computer's display")
     return ensure_qapp()
 
 
