@@ -298,3 +298,19 @@ def test_presenter_shows_decoded_results_and_counts_misses(qapp, tmp_path: Path,
     log = json.loads((tmp_path / "run.json").read_text())
     assert [t["hit"] for t in log["trials"]] == [True, False, None, None, None]
     assert (log["results_missed"], log["results_late"], log["top1_hits"]) == (2, 1, 1)
+
+
+def test_cli_runs_the_library_presenter(qapp, tmp_path: Path, unique_name: str,
+                                        capsys: pytest.CaptureFixture) -> None:
+    from bci.cli.main import main
+
+    gallery = make_gallery(tmp_path / "g")
+    args = ["present", str(gallery), "--windowed", "--markers", unique_name, "--n-trials", "2", "--duration-ms", "50",
+            "--isi-ms", "50", "--jitter-ms", "0", "--wait-for-consumers", "0", "--order", "sequential",
+            "--log", str(tmp_path / "run.json")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"trials: 2 of 2 shown; markers sent on {unique_name!r}: 2" in out
+    assert "warning: no consumer was connected" in out  # nobody listened: said, not hidden
+    log = json.loads((tmp_path / "run.json").read_text())
+    assert [t["image_id"] for t in log["trials"]] == ["img0000", "img0001"] and log["consumers_at_start"] is False

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from bci.cli.defaults import Default, given
-from bci.cli.types import non_negative_float, positive_float, positive_int
+from bci.cli.types import non_negative_float, non_negative_int, positive_float, positive_int
 from bci.present.choices import ORDERS, PHOTODIODE_CORNERS
 
 _OPTIONS = "bci.present.options:PresenterOptions"
+
+
+#: Numeric flags: flag (its field is the name with "_"), type, metavar, help.
+_NUMBERS = (
+    ("--n-trials", positive_int, "N", "trials"),
+    ("--duration-ms", positive_float, "MS", "stimulus on-time"),
+    ("--isi-ms", non_negative_float, "MS", "blank interval before each next stimulus"),
+    ("--jitter-ms", non_negative_float, "MS", "plus a uniform random 0..MS on each ISI"),
+    ("--feedback-ms", non_negative_float, "MS", "how long the decoded image (or 'no result') is shown, with --results"),
+    ("--result-timeout-ms", non_negative_float, "MS", "wait this long after the stimulus offset for the trial's result"),
+    ("--seed", non_negative_int, "S", "seed of the order and the jitter"),
+    ("--photodiode-size", positive_int, "PX", "side of the photodiode patch in pixels"),
+    ("--image-size", positive_int, "PX", "images are centre-cropped, resized to PX x PX and shown at that size"),
+    ("--wait-for-consumers", non_negative_float, "S",
+     "wait up to S seconds for a consumer of the marker stream before the first trial"),
+    ("--resolve-timeout", positive_float, "S", "seconds to find the results stream"),
+)
 
 
 def _default(name: str, none: str | None = None) -> Default:
@@ -21,10 +39,9 @@ def cmd_present(args: argparse.Namespace) -> int:
     """Flags -> :class:`~bci.present.PresenterOptions` -> :func:`~bci.present.run_presenter`; print the summary."""
     from bci.present import PresenterOptions, run_presenter
 
-    names = ("markers", "results", "n_trials", "duration_ms", "isi_ms", "jitter_ms", "feedback_ms",
-             "result_timeout_ms", "seed", "order", "fullscreen", "photodiode", "photodiode_size", "image_size",
-             "wait_for_consumers", "resolve_timeout", "log")
-    options = PresenterOptions(args.gallery, **given({n: getattr(args, n) for n in names}))
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(PresenterOptions)
+             if f.name != "gallery" and hasattr(args, f.name)}
+    options = PresenterOptions(args.gallery, **given(flags))
     print(f"presenting {options.gallery} on marker stream {options.markers!r}"
           + (f", results from {options.results!r}" if options.results else "") + "; Escape stops", flush=True)
     report = run_presenter(options)
@@ -50,19 +67,10 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
                    help="name of the marker stream this presenter opens [%(default)s]")
     p.add_argument("--results", metavar="NAME", default=None,
                    help="bci live's results stream (type BCIResults): show each trial's decoded top-1 image")
-    p.add_argument("--n-trials", type=positive_int, default=_default("n_trials", "one per image"),
-                   help="trials [%(default)s]")
-    p.add_argument("--duration-ms", type=positive_float, default=_default("duration_ms"),
-                   help="stimulus on-time in ms [%(default)s]")
-    p.add_argument("--isi-ms", type=non_negative_float, default=_default("isi_ms"),
-                   help="blank interval before each next stimulus, ms [%(default)s]")
-    p.add_argument("--jitter-ms", type=non_negative_float, default=_default("jitter_ms"),
-                   help="plus a uniform random 0..J ms on each ISI [%(default)s]")
-    p.add_argument("--feedback-ms", type=non_negative_float, default=_default("feedback_ms"),
-                   help="how long the decoded image (or 'no result') is shown, with --results [%(default)s]")
-    p.add_argument("--result-timeout-ms", type=non_negative_float, default=_default("result_timeout_ms"),
-                   help="wait this long after the stimulus offset for the trial's result [%(default)s]")
-    p.add_argument("--seed", type=int, default=_default("seed"), help="seed of the order and the jitter [%(default)s]")
+    for flag, kind, metavar, text in _NUMBERS:
+        name = flag[2:].replace("-", "_")
+        p.add_argument(flag, type=kind, metavar=metavar, default=_default(name, "one per image" if name == "n_trials"
+                                                                          else None), help=f"{text} [%(default)s]")
     p.add_argument("--order", choices=ORDERS, default=_default("order"),
                    help="random: shuffled passes through the gallery; sequential: its sorted order [%(default)s]")
     screen = p.add_mutually_exclusive_group()
@@ -72,15 +80,6 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
                         help="a 1024x768 window")
     p.add_argument("--photodiode", choices=PHOTODIODE_CORNERS, default=_default("photodiode"),
                    help="corner of a patch that is white while the stimulus is on, black otherwise [%(default)s]")
-    p.add_argument("--photodiode-size", type=positive_int, default=_default("photodiode_size"),
-                   help="side of the patch in pixels [%(default)s]")
-    p.add_argument("--image-size", type=positive_int, default=_default("image_size"),
-                   help="images are centre-cropped, resized to PX x PX and shown at that size [%(default)s]")
-    p.add_argument("--wait-for-consumers", type=non_negative_float, default=_default("wait_for_consumers"),
-                   metavar="S", help="wait up to S seconds for a consumer of the marker stream before the first "
-                                     "trial [%(default)s]")
-    p.add_argument("--resolve-timeout", type=positive_float, default=_default("resolve_timeout"), metavar="S",
-                   help="seconds to find the results stream [%(default)s]")
     p.add_argument("--log", type=Path, default=None, metavar="FILE",
                    help="write a JSON log: per trial the image id, marker time, decoded top-1 and hit")
     p.set_defaults(func=cmd_present)
