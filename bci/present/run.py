@@ -65,20 +65,21 @@ def run_presenter(options: PresenterOptions, app: Any = None,
     if app is None:
         app = _application()
     listener = ResultsListener(options.results, resolve_timeout=options.resolve_timeout) if options.results else None
-    try:
-        if listener is not None:
-            listener.start()
-        with MarkerSender(options.markers, options.source_id) as sender:
+    # the marker outlet first: bci live resolves it at its start while we look for its results stream
+    with MarkerSender(options.markers, options.source_id) as sender:
+        try:
+            if listener is not None:
+                listener.start()
             if options.wait_for_consumers > 0:
                 report.consumers_at_start = sender.wait_for_consumers(options.wait_for_consumers)
             else:
                 report.consumers_at_start = sender.have_consumers
             _Session(options, gallery, trials, report, sender, listener, on_event).run()
-        if listener is not None:
-            _mark_late(report, listener)
-    finally:
-        if listener is not None:
-            listener.close()
+            if listener is not None:
+                _mark_late(report, listener)
+        finally:
+            if listener is not None:
+                listener.close()
     if options.log is not None:
         report.write_log(options.log)
     return report
