@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Milliseconds between two looks for a trial's result.
 POLL_MS = 5
+#: Seconds to wait for the window to be on screen before the first trial.
+EXPOSE_TIMEOUT_S = 5.0
 #: Caption of a trial whose result did not come in time.
 NO_RESULT = "no result"
 
@@ -133,6 +135,7 @@ class _Session:
         else:
             self.widget.resize(*self.options.window_size)
             self.widget.show()
+        self._wait_exposed()
         self.widget.show_blank()
         previous = _on_sigint(self.abort)
         try:
@@ -145,6 +148,19 @@ class _Session:
             self.widget.deleteLater()
         if self._error is not None:
             raise self._error
+
+    def _wait_exposed(self) -> None:
+        """Let the window reach the screen before the first trial (a marker for an unseen frame would lie)."""
+        from PySide6 import QtCore
+
+        from bci.viewer.display import NoDisplayError
+
+        end = local_clock() + EXPOSE_TIMEOUT_S
+        while not (self.widget.windowHandle() is not None and self.widget.windowHandle().isExposed()):
+            if local_clock() > end:
+                raise NoDisplayError(f"the presenter window was not shown on screen within {EXPOSE_TIMEOUT_S:g} s; "
+                                   "is the display available and not locked?")
+            QtCore.QCoreApplication.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
 
     def abort(self) -> None:
         """Stop after the current frame (Escape, closing the window, Ctrl-C)."""
