@@ -314,3 +314,18 @@ def test_cli_runs_the_library_presenter(qapp, tmp_path: Path, unique_name: str,
     assert "warning: no consumer was connected" in out  # nobody listened: said, not hidden
     log = json.loads((tmp_path / "run.json").read_text())
     assert [t["image_id"] for t in log["trials"]] == ["img0000", "img0001"] and log["consumers_at_start"] is False
+
+
+def test_escape_stops_after_the_current_frame_and_says_so(qapp, tmp_path: Path, unique_name: str) -> None:
+    from PySide6 import QtCore
+    from PySide6.QtTest import QTest
+
+    def on_event(kind: str, log, widget) -> None:
+        if kind == "stimulus" and log.index == 1:
+            QTest.keyClick(widget, QtCore.Qt.Key.Key_Escape)
+
+    options = fast_options(make_gallery(tmp_path / "g"), unique_name, n_trials=5, wait_for_consumers=0.0)
+    report = run_presenter(options, app=qapp, on_event=on_event)
+    assert report.aborted and report.markers_sent == 2
+    assert [t.marker_time is None for t in report.trials] == [False, False, True, True, True]
+    assert report.summary().startswith("trials: 2 of 5 shown (stopped early)")

@@ -226,6 +226,8 @@ class _Session:
             self.on_event(kind, log, self.widget)
 
     def _after(self, ms: float, step: Callable[[], None]) -> None:
+        if self.report.aborted:
+            return
         self._next = step
         self.timer.start(max(0, int(round(ms))))
 
