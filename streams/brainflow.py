@@ -34,7 +34,8 @@ import numpy as np
 
 from streams._checks import check_float, check_int, check_type, ensure_path
 from streams._context import PlayingContext
-from streams.description import StreamDescription, marker_stream_description
+from streams.description import StreamDescription
+from streams.markers import marker_stream_description
 from streams.errors import StreamsError
 from streams.lsl import Outlet, local_clock
 

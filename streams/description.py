@@ -252,13 +252,6 @@ def uniform_description(name: str, stream_type: str, source_id: str, channel_nam
     )
 
 
-def marker_stream_description(name: str, source_id: str) -> StreamDescription:
-    """A string marker stream: type ``Markers``, one channel ``marker``, irregular (simulator, BrainFlow bridge)."""
-    return StreamDescription(name=name, type="Markers", source_id=source_id, channel_names=("marker",),
-                             channel_types=("marker",), channel_units=("",), nominal_rate=IRREGULAR_RATE,
-                             dtype="string")
-
-
 def _default_type(stream_type: str) -> str:
     t = stream_type.lower()
     if t == "eeg":

@@ -24,8 +24,9 @@ import numpy as np
 
 from streams._checks import check_float, check_int
 from streams._context import PlayingContext
-from streams.description import StreamDescription, marker_stream_description
+from streams.description import StreamDescription
 from streams.lsl import Outlet, local_clock
+from streams.markers import marker_stream_description
 from streams.session import SessionWriter
 from streams.synthetic import (
     EEGSimConfig,

@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gallery(sub, _add_parser)
     add_view(sub, _add_parser)
+    from bci.cli.present import register as add_present; add_present(sub, _add_parser)  # noqa: E702
     add_offline_commands(sub, _add_parser)
     add_stream(sub, _add_parser)
     return parser
