@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,9 +244,18 @@ class Outlet(ClosingContext):
         """Block until an inlet connects or ``timeout`` seconds pass."""
         return bool(self._require_open().wait_for_consumers(timeout))
 
-    def close(self) -> None:
-        """Destroy the outlet; inlets see the stream as lost."""
+    def close(self, linger: float = 0.0) -> None:
+        """Destroy the outlet; inlets see the stream as lost.
+
+        Parameters
+        ----------
+        linger : float
+            Seconds to wait first when an inlet is connected: liblsl sends in the background, and
+            destroying the outlet drops what it has not sent yet (a source's last chunk).
+        """
         if self._outlet is not None:
+            if linger > 0 and self._outlet.have_consumers():
+                time.sleep(linger)
             outlet, self._outlet = self._outlet, None
             del outlet
 
