@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from streams._checks import check_float, check_type
 from streams._context import ClosingContext
-from streams.lsl import Outlet, local_clock
+from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, local_clock
 from streams.markers import check_marker_text, format_marker, marker_stream_description
 
 __all__ = ["DEFAULT_MARKER_STREAM", "MarkerSender", "SentMarker"]
@@ -132,8 +132,12 @@ class MarkerSender(ClosingContext):
         return self._outlet.have_consumers
 
     def close(self) -> None:
-        """Destroy the outlet (consumers see the stream as lost)."""
-        self._outlet.close()
+        """Destroy the outlet (consumers see the stream as lost).
+
+        While a consumer is connected it first waits ``streams.lsl.SOURCE_CLOSE_LINGER_S``
+        seconds, so the last marker reaches it.
+        """
+        self._outlet.close(linger=SOURCE_CLOSE_LINGER_S)
 
     def _push(self, value: str, timestamp: float) -> SentMarker:
         stamp = check_float("timestamp", timestamp, positive=True)  # 0 would mean "now" to liblsl

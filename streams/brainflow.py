@@ -37,7 +37,7 @@ from streams._context import PlayingContext
 from streams.description import StreamDescription
 from streams.markers import marker_stream_description
 from streams.errors import StreamsError
-from streams.lsl import Outlet, local_clock
+from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, local_clock
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ __all__ = [
 
 #: How to install BrainFlow (the error when it is missing names it).
 BRAINFLOW_EXTRA = "pip install 'bci-runtime[brainflow]'"
-#: Seconds the outlets stay open after the last push while an inlet is connected, so it gets the last chunk.
-CLOSE_LINGER_S = 1.0
 
 #: BrainFlow channel kinds (``<kind>_channels`` in the board description) -> (LSL channel type, unit,
 #: scale). ExG rows come in microvolts and are sent in volts; the others unchanged, unit unknown.
@@ -612,7 +610,7 @@ class BrainflowSource(PlayingContext):
     def _close_outlets(self) -> None:
         for outlet in (self.data_outlet, self.marker_outlet):
             if outlet is not None:
-                outlet.close(linger=CLOSE_LINGER_S)
+                outlet.close(linger=SOURCE_CLOSE_LINGER_S)
         self.data_outlet = self.marker_outlet = None
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ import pylsl
 
 from streams._checks import check_float, check_int, check_type
 from streams._context import PlayingContext
-from streams.lsl import Outlet, StreamQuery, local_clock, resolve
+from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, StreamQuery, local_clock, resolve
 from streams.simulate import SimulationSpec, _World, play
 from streams.synthetic.eeg import EEGSimulator
 from streams.synthetic.markers import parse_marker
@@ -327,7 +327,7 @@ class FollowSimulation(PlayingContext):
     def close(self) -> None:
         """Close the outlet and the marker inlet."""
         if self.data_outlet is not None:
-            self.data_outlet.close()
+            self.data_outlet.close(linger=SOURCE_CLOSE_LINGER_S)
         if self.marker_inlet is not None:
             try:
                 self.marker_inlet.close_stream()

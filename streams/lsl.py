@@ -171,6 +171,13 @@ def resolve(query: StreamQuery | str, timeout: float = 5.0) -> pylsl.StreamInfo:
     return found[0]
 
 
+#: Seconds a source's outlet stays open after its last push while an inlet is connected: liblsl sends
+#: in the background and destroying the outlet drops what is not sent yet (a stream's last chunk or
+#: marker). Every source that ends a stream (simulate, replay, follow, BrainFlow, markers, results)
+#: closes with it.
+SOURCE_CLOSE_LINGER_S = 1.0
+
+
 class Outlet(ClosingContext):
     """An LSL outlet for a :class:`StreamDescription` (simulator, replay, results).
 

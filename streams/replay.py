@@ -18,7 +18,7 @@ import numpy as np
 
 from streams._context import PlayingContext
 from streams.description import StreamDescription
-from streams.lsl import Outlet, local_clock
+from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, local_clock
 from streams.session import SessionReader
 
 logger = logging.getLogger(__name__)
@@ -160,5 +160,5 @@ class SessionReplayer(PlayingContext):
     def close(self) -> None:
         """Close the outlets (clients see the streams end)."""
         for o in self.outlets:
-            o.close()
+            o.close(linger=SOURCE_CLOSE_LINGER_S)
         self.outlets = []

@@ -25,7 +25,7 @@ import numpy as np
 from streams._checks import check_float, check_int
 from streams._context import PlayingContext
 from streams.description import StreamDescription
-from streams.lsl import Outlet, local_clock
+from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, local_clock
 from streams.markers import marker_stream_description
 from streams.session import SessionWriter
 from streams.synthetic import (
@@ -261,7 +261,7 @@ class LiveSimulation(PlayingContext):
         """Close the outlets."""
         for outlet in (self.data_outlet, self.marker_outlet):
             if outlet is not None:
-                outlet.close()
+                outlet.close(linger=SOURCE_CLOSE_LINGER_S)
         self.data_outlet = self.marker_outlet = None
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from streams.description import RESULTS_TYPE, StreamDescription
-from streams.lsl import Outlet
+from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet
 
 
 class Sink(Protocol):
@@ -107,7 +107,7 @@ class ResultsOutletSink:
         self._outlet.push_sample([to_json(record)], float(stamp))
 
     def close(self) -> None:
-        self._outlet.close()
+        self._outlet.close(linger=SOURCE_CLOSE_LINGER_S)
 
 
 class ListSink:
