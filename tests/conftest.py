@@ -10,6 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles (one owner): "ci" is the suite's default, bounded and derandomized (the same cases
+# every run, no example database written); "long" is the documented longer fuzzing run:
+#   HYPOTHESIS_PROFILE=long bash scripts/test.sh tests/test_fuzz_*.py
+# A test's own @settings(max_examples=...) overrides the profile; fuzz targets (tests/test_fuzz_*.py) leave the
+# count to the profile. `pytest --hypothesis-show-statistics` prints the cases run per target.
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=2000, deadline=None, derandomize=False, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
