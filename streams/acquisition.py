@@ -43,10 +43,15 @@ _PULL_BYTES = 16 * 1024**2  # largest pull buffer (a 100,000-channel stream pull
 MAX_BUFFER_BYTES = 4 * 1024**3
 
 
-def _check_buffer_size(desc: StreamDescription, capacity: int, buffer_seconds: float) -> None:
+def _capacity(rate: float, buffer_seconds: float) -> int:
+    """Ring-buffer samples: ``buffer_seconds`` of a regular stream, ``100 x buffer_seconds`` (>= 1000) else."""
+    return int(np.ceil(buffer_seconds * rate)) if rate > 0 else max(1000, int(buffer_seconds * 100))
+
+
+def _check_buffer_size(desc: StreamDescription, buffer_seconds: float) -> None:
     """Refuse a ring buffer over :data:`MAX_BUFFER_BYTES`, naming the stream, its rate and channels."""
     itemsize = 8 if desc.is_string else desc.numpy_dtype.itemsize  # object arrays hold pointers
-    n_bytes = capacity * (desc.n_channels * itemsize + 8)  # + the float64 timestamp of each sample
+    n_bytes = _capacity(desc.nominal_rate, buffer_seconds) * (desc.n_channels * itemsize + 8)  # + float64 time
     if n_bytes > MAX_BUFFER_BYTES:
         raise ValueError(
             f"stream {desc.name!r}: {desc.nominal_rate:g} Hz x {desc.n_channels} channels x {buffer_seconds:g} s "
@@ -154,10 +159,11 @@ class StreamReceiver:
     def open(self) -> StreamDescription:
         """Resolve the stream, open the inlet and size the ring buffer; returns its description."""
         info = resolve(self.query, timeout=self.resolve_timeout)
+        # checked on the resolved info, before liblsl sizes the inlet's queue from the same rate and channels
+        _check_buffer_size(StreamDescription.from_lsl_info(info), self.buffer_seconds)
         self._inlet, self.desc = self._open_inlet(info)
         rate = self.desc.nominal_rate
-        capacity = int(np.ceil(self.buffer_seconds * rate)) if rate > 0 else max(1000, int(self.buffer_seconds * 100))
-        _check_buffer_size(self.desc, capacity, self.buffer_seconds)
+        capacity = _capacity(rate, self.buffer_seconds)
         self.buffer = RingBuffer(capacity, self.desc.n_channels, self.desc.numpy_dtype)
         logger.info("opened %s (%d ch, %g Hz)", self.desc.name, self.desc.n_channels, rate)
         return self.desc

@@ -173,6 +173,9 @@ class StreamDescription:
         :class:`ValueError` naming the stream and the field.
         """
         name = info.name()
+        if name.startswith("(invalid: "):  # liblsl's parser refused the stream's XML and says why here
+            raise ValueError(f"an LSL stream's description was refused by liblsl: {name[10:].rstrip(')')} "
+                             f"(source_id {info.source_id()!r}); fix the sending program")
         fmt = info.channel_format()
         if fmt not in _FORMAT_NAMES:
             raise ValueError(
