@@ -17,6 +17,7 @@ the hypothesis profile in ``tests/conftest.py`` ("ci": 30; ``HYPOTHESIS_PROFILE=
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import math
 import re
@@ -302,3 +303,125 @@ def test_real_marker_outlet_with_bytes_that_are_not_utf8(unique_name: str) -> No
         receiver.stop()
         del outlet
     assert list(values[:, 0]) == ["\\xff\\xfe", "stim/img\\xc3(/label", "x" * 65536, "a\x00b", "", "stim/é/ü"]
+
+
+# ====================================================================== 3. command-line numbers
+#: Flags whose numbers may be negative (an offset before the marker, a time shift).
+SIGNED_FLAGS = frozenset({"--offset", "--block-gap"})
+#: Flags that may be infinite (``--speed max``: as fast as possible).
+INFINITE_FLAGS = frozenset({"--speed"})
+#: Number-like strings a user (or a script with a bug) may type.
+HOSTILE_NUMBERS = ["nan", "NaN", "inf", "-inf", "Infinity", "-0", "0", "-1", "1e400", "-1e400", "1e-400", "0x10",
+                   "", " ", " 5 ", "1_000", "9" * 30, "9" * 5000, "-" + "9" * 30, "2147483648", "1.5", "1e3", "٣",
+                   "1,5", "5s", "10%"]
+numbers = st.one_of(st.sampled_from(HOSTILE_NUMBERS), st.integers().map(str), st.floats().map(repr),
+                    st.text(max_size=8))
+
+
+@functools.cache
+def _parser() -> Any:
+    """The ``bci`` parser, built once (parsing does not change it)."""
+    from bci.cli.main import build_parser
+
+    return build_parser()
+
+
+def _numeric_flags() -> list[tuple[tuple[str, ...], Any]]:
+    """Every optional flag that converts its value to a number, as ``(command path, action)``, from the parser."""
+    import argparse
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*path, name))
+            elif action.option_strings and action.type is not None and _is_numeric(action.type):
+                yield path, action
+
+    return list(walk(_parser(), ()))
+
+
+def _is_numeric(convert: Callable[[str], Any]) -> bool:
+    """Whether a flag's converter turns ``"1"`` into a number (or numbers): a numeric flag."""
+    try:
+        value = convert("1")
+    except Exception:
+        return False
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _minimal_argv(path: tuple[str, ...]) -> list[str]:
+    """The command with a placeholder for each required argument (parsing only: nothing runs)."""
+    parser = _parser()
+    for name in path:
+        parser = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[name]
+    argv = list(path)
+    for action in parser._actions:
+        if not action.option_strings and action.nargs not in ("?", "*") and action.dest != "help":
+            argv.append(str(action.choices[0]) if action.choices else "x")
+        elif action.option_strings and action.required:
+            argv += [action.option_strings[-1], str(next(iter(action.choices))) if action.choices else "x"]
+    for group in parser._mutually_exclusive_groups:
+        if group.required:
+            argv += [group._group_actions[0].option_strings[-1], "x"]
+    return argv
+
+
+NUMERIC_FLAGS = _numeric_flags()
+
+
+def parse_flag(path: tuple[str, ...], flag: str, value: str) -> Any:
+    """Parse ``bci PATH... FLAG=VALUE`` (no command runs); a refusal becomes the ``ValueError`` of its message.
+
+    A refusal must be argparse's exit status 2 with exactly one ``error:`` line on stderr, the last one, and no
+    traceback.
+    """
+    import contextlib
+    import io
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            args = _parser().parse_args([*_minimal_argv(path), f"{flag}={value}"])
+    except SystemExit as exc:
+        lines = stderr.getvalue().strip().splitlines()
+        assert exc.code == 2, f"exit status {exc.code}: {stderr.getvalue()}"
+        assert "Traceback" not in stderr.getvalue()
+        errors = [line for line in lines if "error:" in line]
+        assert errors == lines[-1:], f"not one error line: {lines}"
+        raise ValueError(lines[-1]) from None
+    return args
+
+
+def _check_accepted(flag: str, value: Any) -> None:
+    """An accepted number makes sense: finite, in int64 (numpy, torch), not negative unless the flag is signed."""
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, float):
+            assert math.isfinite(v) or flag in INFINITE_FLAGS, f"{flag} accepted {v!r}"
+        if isinstance(v, int):
+            assert -(2**63) <= v < 2**63, f"{flag} accepted {v!r}"
+        assert not v < 0 or flag in SIGNED_FLAGS, f"{flag} accepted the negative {v!r}"
+
+
+@given(case=st.sampled_from(NUMERIC_FLAGS), value=numbers)
+def test_fuzz_cli_numbers(case: tuple[tuple[str, ...], Any], value: str) -> None:
+    path, action = case
+    flag = action.option_strings[-1]
+    args = clear_error_or_result(parse_flag, path, flag, value, naming=[f"argument {'/'.join(action.option_strings)}"])
+    if args is not None:
+        _check_accepted(flag, getattr(args, action.dest))
+
+
+def test_every_numeric_flag_refuses_nan_inf_and_negatives() -> None:
+    """Each numeric flag of each command once with each value that makes no sense for it (the fuzz samples)."""
+    assert len(NUMERIC_FLAGS) > 100  # the walk found the commands
+    for path, action in NUMERIC_FLAGS:
+        flag = action.option_strings[-1]
+        bad = ["nan", "1e400", "9" * 5000] + ([] if flag in INFINITE_FLAGS else ["inf"]) \
+            + ([] if flag in SIGNED_FLAGS else ["-1"])
+        for value in bad:
+            args = clear_error_or_result(parse_flag, path, flag, value,
+                                         naming=[f"argument {'/'.join(action.option_strings)}"])
+            if args is not None:
+                _check_accepted(flag, getattr(args, action.dest))
