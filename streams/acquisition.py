@@ -30,12 +30,34 @@ import pylsl
 from streams._checks import check_float
 from streams.description import StreamDescription
 from streams.errors import StreamLostError, StreamMismatchError, StreamNotFoundError
-from streams.lsl import StreamQuery, resolve
+from streams.lsl import StreamQuery, pull_string_chunk, resolve
 from streams.ringbuffer import RingBuffer
 
 logger = logging.getLogger(__name__)
 
 _PULL_TIMEOUT = 0.1  # seconds a pull may block before the thread checks for stop
+_PULL_BYTES = 16 * 1024**2  # largest pull buffer (a 100,000-channel stream pulls 41 samples at a time)
+
+#: Largest ring buffer a receiver allocates; a stream whose rate x channels x buffer_seconds needs more is
+#: refused at open (a hostile or mistyped stream description must not exhaust the machine's memory).
+MAX_BUFFER_BYTES = 4 * 1024**3
+
+
+def _capacity(rate: float, buffer_seconds: float) -> int:
+    """Ring-buffer samples: ``buffer_seconds`` of a regular stream, ``100 x buffer_seconds`` (>= 1000) else."""
+    return int(np.ceil(buffer_seconds * rate)) if rate > 0 else max(1000, int(buffer_seconds * 100))
+
+
+def _check_buffer_size(desc: StreamDescription, buffer_seconds: float) -> None:
+    """Refuse a ring buffer over :data:`MAX_BUFFER_BYTES`, naming the stream, its rate and channels."""
+    itemsize = 8 if desc.is_string else desc.numpy_dtype.itemsize  # object arrays hold pointers
+    n_bytes = _capacity(desc.nominal_rate, buffer_seconds) * (desc.n_channels * itemsize + 8)  # + float64 time
+    if n_bytes > MAX_BUFFER_BYTES:
+        raise ValueError(
+            f"stream {desc.name!r}: {desc.nominal_rate:g} Hz x {desc.n_channels} channels x {buffer_seconds:g} s "
+            f"needs a {n_bytes / 1024**3:.3g} GiB buffer, over the {MAX_BUFFER_BYTES / 1024**3:g} GiB limit; check "
+            "the stream's nominal_rate and channel count, or lower buffer_seconds"
+        )
 
 
 @dataclass(frozen=True)
@@ -137,9 +159,11 @@ class StreamReceiver:
     def open(self) -> StreamDescription:
         """Resolve the stream, open the inlet and size the ring buffer; returns its description."""
         info = resolve(self.query, timeout=self.resolve_timeout)
+        # checked on the resolved info, before liblsl sizes the inlet's queue from the same rate and channels
+        _check_buffer_size(StreamDescription.from_lsl_info(info), self.buffer_seconds)
         self._inlet, self.desc = self._open_inlet(info)
         rate = self.desc.nominal_rate
-        capacity = int(np.ceil(self.buffer_seconds * rate)) if rate > 0 else max(1000, int(self.buffer_seconds * 100))
+        capacity = _capacity(rate, self.buffer_seconds)
         self.buffer = RingBuffer(capacity, self.desc.n_channels, self.desc.numpy_dtype)
         logger.info("opened %s (%d ch, %g Hz)", self.desc.name, self.desc.n_channels, rate)
         return self.desc
@@ -218,7 +242,9 @@ class StreamReceiver:
 
     def _acquire_loop(self) -> None:
         assert self.desc is not None and self.buffer is not None  # set by open()
-        dest = None if self.desc.is_string else np.empty((1024, self.desc.n_channels), self.desc.numpy_dtype)
+        # at most 1024 samples per pull, fewer for very wide streams (a pull buffer stays <= _PULL_BYTES)
+        rows = max(1, min(1024, _PULL_BYTES // (self.desc.n_channels * self.desc.numpy_dtype.itemsize)))
+        dest = None if self.desc.is_string else np.empty((rows, self.desc.n_channels), self.desc.numpy_dtype)
         last_data = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -243,11 +269,11 @@ class StreamReceiver:
         if inlet is None:
             raise pylsl.util.LostError("inlet closed")
         if dest is None:
-            values, stamps = inlet.pull_chunk(timeout=_PULL_TIMEOUT, max_samples=1024, min_samples=1)
-            data = np.empty((len(values), self.desc.n_channels), dtype=object)
-            if values:
-                data[:] = values
-            return data, np.asarray(stamps, dtype=np.float64)
+            data, stamps, n_escaped = pull_string_chunk(inlet, _PULL_TIMEOUT, max_samples=1024, min_samples=1)
+            if n_escaped:
+                logger.warning("%s: %d string value(s) were not valid UTF-8; kept with \\xNN escapes",
+                               self.desc.name, n_escaped)
+            return data, stamps
         # as_numpy: the timestamps come back as a float64 array (no list round trip)
         _, stamps = inlet.pull_chunk(timeout=_PULL_TIMEOUT, max_samples=len(dest), dest_obj=dest, min_samples=1,
                                      as_numpy=True)

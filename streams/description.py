@@ -8,6 +8,8 @@ compared on reconnect with :meth:`StreamDescription.check_same_source`.
 from __future__ import annotations
 
 import math
+import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -81,8 +83,10 @@ class StreamDescription:
         if n < 1:
             raise ValueError(f"stream {self.name!r} has no channels; channel_names is empty")
         if len(set(self.channel_names)) != n:
-            dup = sorted({c for c in self.channel_names if self.channel_names.count(c) > 1})
-            raise ValueError(f"stream {self.name!r} has duplicated channel names {dup}")
+            dup = sorted(c for c, k in Counter(self.channel_names).items() if k > 1)
+            shown = ", ".join(repr(c) for c in dup[:10]) + (f" and {len(dup) - 10} more" if len(dup) > 10 else "")
+            raise ValueError(f"stream {self.name!r} has duplicated channel names {shown} (channel_names must be "
+                             "unique); rename the channels in the sending program")
         types = tuple(self.channel_types) or (_default_type(self.type),) * n
         units = tuple(self.channel_units) or (_default_unit(self.type),) * n
         for label, values in (("channel_types", types), ("channel_units", units)):
@@ -158,20 +162,39 @@ class StreamDescription:
     # ------------------------------------------------------------------ LSL
     @classmethod
     def from_lsl_info(cls, info: Any) -> StreamDescription:
-        """Read a description from a ``pylsl.StreamInfo`` (full info, with its XML)."""
+        """Read a description from a ``pylsl.StreamInfo`` (full info, with its XML).
+
+        Whatever another program wrote is read defensively: missing or partial ``<desc><channels>``
+        gives default names (``ch001``...), an empty label is filled with its default name, and
+        control characters in channel labels, types and units are written as visible escapes
+        (``"\\x1b"``); the stream's name, type and source_id are kept as sent (a reconnect looks
+        for them). A stream that cannot be described (no channels, a rate that is negative or not
+        finite, an unknown channel format, duplicated labels) is refused with a
+        :class:`ValueError` naming the stream and the field.
+        """
+        name = info.name()
+        if name.startswith("(invalid: "):  # liblsl's parser refused the stream's XML and says why here
+            raise ValueError(f"an LSL stream's description was refused by liblsl: {name[10:].rstrip(')')} "
+                             f"(source_id {info.source_id()!r}); fix the sending program")
+        fmt = info.channel_format()
+        if fmt not in _FORMAT_NAMES:
+            raise ValueError(
+                f"stream {name!r}: channel_format={fmt!r} is not an LSL channel format this runtime reads "
+                f"(one of {sorted(_FORMAT_NAMES)}: {', '.join(LSL_FORMATS)}); fix the sending program"
+            )
         n = info.channel_count()
-        names = _channel_field(info, "label", n) or tuple(f"ch{i + 1:03d}" for i in range(n))
-        types = _channel_field(info, "type", n) or ()
-        units = _channel_field(info, "unit", n) or ()
+        defaults = tuple(f"ch{i + 1:03d}" for i in range(n))
+        labels = _channel_field(info, "label", n)
+        names = tuple(label or default for label, default in zip(labels, defaults)) if labels else defaults
         return cls(
-            name=info.name(),
+            name=name,
             type=info.type(),
             source_id=info.source_id(),
             channel_names=names,
-            channel_types=types,
-            channel_units=units,
+            channel_types=_channel_field(info, "type", n) or (),
+            channel_units=_channel_field(info, "unit", n) or (),
             nominal_rate=info.nominal_srate(),
-            dtype=_FORMAT_NAMES.get(info.channel_format(), "float32"),
+            dtype=_FORMAT_NAMES[fmt],
             hostname=info.hostname(),
         )
 
@@ -272,8 +295,16 @@ def _channel_field(info: Any, field_name: str, n: int) -> tuple[str, ...] | None
     for _ in range(n):
         if ch.empty():
             return None
-        values.append(ch.child_value(field_name))
+        values.append(_visible(ch.child_value(field_name)))
         ch = ch.next_sibling("channel")
     if not any(values):
         return None
     return tuple(values)
+
+
+def _visible(text: str) -> str:
+    """``text`` with each control character (newline, ESC, ...) written as its escape, e.g. ``"\\x1b"``."""
+    if not any(unicodedata.category(c) == "Cc" for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) == "Cc" else c
+                   for c in text)

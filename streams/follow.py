@@ -32,7 +32,7 @@ import pylsl
 
 from streams._checks import check_float, check_int, check_type
 from streams._context import PlayingContext
-from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, StreamQuery, local_clock, resolve
+from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, StreamQuery, local_clock, pull_string_chunk, resolve
 from streams.simulate import SimulationSpec, _World, play
 from streams.synthetic.eeg import EEGSimulator
 from streams.synthetic.markers import parse_marker
@@ -288,7 +288,10 @@ class FollowSimulation(PlayingContext):
 
     def _receive(self, n_samples: int) -> None:
         """Take every marker waiting in the inlet (samples from ``n_samples`` on lie outside the stream)."""
-        values, stamps = self.marker_inlet.pull_chunk(timeout=0.0)
+        if self.marker_inlet.channel_format == pylsl.cf_string:  # any bytes: kept as escapes, never an error
+            values, stamps, _ = pull_string_chunk(self.marker_inlet, 0.0)
+        else:
+            values, stamps = self.marker_inlet.pull_chunk(timeout=0.0)
         for value, stamp in zip(values, stamps):
             self._take(value[0], float(stamp), n_samples)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import numpy as np
 import pylsl
 
 from streams._context import ClosingContext
+from streams._keys import sanitize_key  # noqa: F401 - the rule lives in streams._keys (one owner)
 from streams.description import StreamDescription
 from streams.errors import StreamNotFoundError
 
@@ -272,12 +272,44 @@ class Outlet(ClosingContext):
         return self._outlet
 
 
+def decode_text(raw: bytes | str) -> str:
+    """A string sample as ``str``: UTF-8, with bytes that are not valid UTF-8 kept as ``\\xNN`` escapes.
+
+    LSL string samples are bytes; another program may send any (Latin-1 text, binary). pylsl's own decode
+    raises on them, which would stop an acquisition thread; here they stay visible and nothing is lost.
+    """
+    if isinstance(raw, str):
+        return raw
+    return bytes(raw).decode("utf-8", errors="backslashreplace")
+
+
+def pull_string_chunk(inlet: pylsl.StreamInlet, timeout: float, max_samples: int = 1024,
+                      min_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pull a chunk of a string stream without pylsl's strict UTF-8 decode (see :func:`decode_text`).
+
+    Returns
+    -------
+    values : numpy.ndarray
+        ``(n_samples, n_channels)`` object array of ``str``.
+    stamps : numpy.ndarray
+        ``(n_samples,)`` float64 timestamps.
+    n_escaped : int
+        Values that were not valid UTF-8 (kept with ``\\xNN`` escapes).
+    """
+    raw, stamps = inlet.pull_chunk(timeout=timeout, max_samples=max_samples, min_samples=min_samples,
+                                   as_numpy=True)
+    raw = np.asarray(raw, dtype=object).reshape(len(stamps), -1) if len(stamps) else np.empty((0, inlet.channel_count), object)
+    values = np.empty(raw.shape, dtype=object)
+    n_escaped = 0
+    for index, value in np.ndenumerate(raw):
+        text = decode_text(value)
+        n_escaped += isinstance(value, bytes) and text.encode("utf-8", "surrogatepass") != value
+        values[index] = text
+    return values, np.asarray(stamps, dtype=np.float64), int(n_escaped)
+
+
 def local_clock() -> float:
     """LSL's clock (seconds), the time base of every timestamp."""
     return pylsl.local_clock()
 
 
-def sanitize_key(name: str) -> str:
-    """A name usable as a Zarr group key / file name."""
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
-    return key or "stream"

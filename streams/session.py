@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time as _time
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import zarr.errors
 from zarr.storage import LocalStore
 
 from streams._context import ClosingContext
+from streams._keys import sanitize_key
 from streams._store import jsonable, now, remove_existing, store_header
 from streams.description import StreamDescription
 from streams.errors import OutputExistsError, SessionFormatError, StreamNotFoundError
@@ -61,7 +61,6 @@ _ROOT_RESERVED = frozenset(
     {"schema", "schema_version", "created", "closed", "writer", "zarr_version", "complete", "streams"}
 )
 _STREAM_RESERVED = frozenset({"stream", "index", "gaps", "nonfinite_samples", "n_samples", "flush_rows"})
-_KEY_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 #: mne channel types a description's channel type may map to (others become 'misc').
 _MNE_TYPES = frozenset(
@@ -79,10 +78,6 @@ def _json_attrs(attrs: dict[str, Any], reserved: frozenset[str], where: str) -> 
     if bad:
         raise ValueError(f"{where}: attribute names {bad} are reserved by the session schema; rename them")
     return {str(k): jsonable(v, f"{where} attribute {k!r}") for k, v in attrs.items()}
-
-
-def _sanitize_key(name: str) -> str:
-    return _KEY_RE.sub("_", name).strip("._") or "stream"
 
 
 @dataclass
@@ -194,7 +189,7 @@ class SessionWriter(ClosingContext):
         self._check_open()
         if not isinstance(desc, StreamDescription):
             raise TypeError(f"desc must be a StreamDescription, got {type(desc).__name__}")
-        key = self._unique_key(_sanitize_key(desc.name if key is None else str(key)))
+        key = self._unique_key(sanitize_key(desc.name if key is None else str(key)))
         if desc.is_regular:
             flush_rows = max(1, math.ceil(desc.nominal_rate * self.flush_seconds - 1e-9))
             chunk_rows = max(MIN_CHUNK_ROWS, flush_rows)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from bci.cli.defaults import Default
+from bci.cli import types as cli_types
 
 
 def _decode_default(name: str) -> Default:
@@ -27,7 +28,7 @@ def add_channel_map_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stream-montage", default=None, metavar="NAME",
                    help="mne standard montage of the stream's electrodes (e.g. GSN-HydroCel-128): channels not "
                         "matched by name are matched by position to the model's montage")
-    g.add_argument("--max-interpolated", type=float,
+    g.add_argument("--max-interpolated", type=cli_types.non_negative_float,
                    default=Default.of("bci.preprocessing.channel_map:ChannelMapOptions", "max_interpolated"),
                    metavar="FRACTION",
                    help="largest fraction of the model's channels that may be interpolated (spherical splines) "
@@ -46,10 +47,10 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     p.add_argument("--overwrite", action="store_true", help="replace --events / --record if they exist")
     p.add_argument("--marker-filter", default=None, metavar="REGEX",
                    help="only markers matching this regular expression open windows [all]")
-    p.add_argument("--offset", type=float, default=None,
+    p.add_argument("--offset", type=cli_types.finite_float, default=None,
                    help="seconds from marker to window start [the model's training windows' offset if its "
                         "checkpoint records one, else EEG 0.020, fMRI 4.0 (HRF delay)]")
-    p.add_argument("--hop", type=float, default=None, metavar="S",
+    p.add_argument("--hop", type=cli_types.positive_float, default=None, metavar="S",
                    help="also decode sliding windows every S seconds (marker-less use)")
     p.add_argument("--device", default=_decode_default("device"),
                    help="torch device: auto (cuda if present), cpu, cuda, cuda:1 [%(default)s]")
@@ -58,7 +59,7 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     g = p.add_argument_group("retrieval and generation")
     g.add_argument("--gallery", type=Path, default=None, metavar="DIR",
                    help="gallery directory (bci gallery build): each window gets its top-k items")
-    g.add_argument("--topk", type=int, default=_decode_default("topk"), metavar="K",
+    g.add_argument("--topk", type=cli_types.non_negative_int, default=_decode_default("topk"), metavar="K",
                    help="items retrieved per window [%(default)s]")
     g.add_argument("--retrieval", default=_decode_default("retrieval"),
                    choices=("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf"),
@@ -73,11 +74,11 @@ def add_decode_options(p: argparse.ArgumentParser, *, model_required: bool) -> N
     g.add_argument("--diffusion", type=Path, default=None, metavar="DIR",
                    help="local diffusers folder (vae/, unet/, scheduler/, projector/) to refine the pixel-level "
                         "image with latent-diffusion img2img (extra 'diffusion'); never downloads")
-    g.add_argument("--strength", type=float, default=_decode_default("strength"),
+    g.add_argument("--strength", type=cli_types.non_negative_float, default=_decode_default("strength"),
                    help="img2img noise strength in [0, 1] [%(default)s]")
-    g.add_argument("--diffusion-steps", type=int, default=_decode_default("diffusion_steps"),
+    g.add_argument("--diffusion-steps", type=cli_types.non_negative_int, default=_decode_default("diffusion_steps"),
                    help="denoising steps [%(default)s]")
-    g.add_argument("--seed", type=int, default=_decode_default("seed"), help="seed of the generators' noise [%(default)s]")
+    g.add_argument("--seed", type=cli_types.non_negative_int, default=_decode_default("seed"), help="seed of the generators' noise [%(default)s]")
     add_channel_map_options(p)
 
 
@@ -118,11 +119,11 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
 
     add_source_options(p)
     add_decode_options(p, model_required=True)
-    p.add_argument("--duration", type=float, default=None, help="seconds to run [until Ctrl-C]")
+    p.add_argument("--duration", type=cli_types.positive_float, default=None, help="seconds to run [until Ctrl-C]")
     p.add_argument("--record", type=Path, default=None, metavar="DIR",
                    help="also record the data, markers and results streams into this Zarr session")
     add_live_view_options(p)
-    p.add_argument("--resolve-timeout", type=float, default=Default.of("bci.runtime.live:LiveOptions", "resolve_timeout"),
+    p.add_argument("--resolve-timeout", type=cli_types.positive_float, default=Default.of("bci.runtime.live:LiveOptions", "resolve_timeout"),
                    help="seconds to find each stream [%(default)s]")
     p.set_defaults(func=cmd_live)
 
@@ -173,7 +174,7 @@ def add_model(sub: argparse._SubParsersAction, add_parser) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("name", help="registered model name (e.g. eeg_convnet, fmri_mlp)")
     q.add_argument("--out", type=Path, required=True, metavar="DIR")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=cli_types.non_negative_int, default=0)
     q.add_argument("--params", default=None, help="JSON object of config overrides")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_model_init)

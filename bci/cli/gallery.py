@@ -16,6 +16,7 @@ from typing import Any, Callable
 from bci.cli.progress import add_progress_flag, show_progress
 from bci.cli.types import positive_int
 from bci.retrieval.build import load_embedder  # light: imports bci.clip only when called
+from bci.cli import types as cli_types
 
 #: Same as ``bci.retrieval.search.BACKENDS`` (not imported here: building the parser must not import torch).
 BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-hnsw", "faiss-ivf")
@@ -175,13 +176,13 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
     b.add_argument("--source", choices=("image", "text"), default="image",
                    help="embed the images, or their captions with the text encoder [image]")
     b.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it")
-    b.add_argument("--thumb-size", type=int, default=64, metavar="N", help="thumbnail side, 0 for none [64]")
-    b.add_argument("--image-size", type=int, default=None, metavar="S",
+    b.add_argument("--thumb-size", type=cli_types.non_negative_int, default=64, metavar="N", help="thumbnail side, 0 for none [64]")
+    b.add_argument("--image-size", type=cli_types.non_negative_int, default=None, metavar="S",
                    help="folder images are centre-cropped and resized to S x S before embedding [224; with "
                         "--pattern-grid N: 6N, so every cell stays whole]")
-    b.add_argument("--batch-size", type=int, default=256, help="images per CLIP call [256]")
-    b.add_argument("--n-per-class", type=int, default=5, help="with --synthetic: images per class (40 classes) [5]")
-    b.add_argument("--seed", type=int, default=0, help="with --synthetic: stimulus seed [0]")
+    b.add_argument("--batch-size", type=cli_types.non_negative_int, default=256, help="images per CLIP call [256]")
+    b.add_argument("--n-per-class", type=cli_types.non_negative_int, default=5, help="with --synthetic: images per class (40 classes) [5]")
+    b.add_argument("--seed", type=cli_types.non_negative_int, default=0, help="with --synthetic: stimulus seed [0]")
     b.add_argument("--caption", choices=("detailed", "template"), default="detailed",
                    help="with --synthetic: detailed captions or 'an image of a <class>' [detailed]")
     b.add_argument("--name", default=None, help="gallery name shown in messages [OUT's folder name]")
@@ -199,7 +200,7 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
     s.add_argument("dir", type=Path, metavar="DIR", help="gallery directory")
     s.add_argument("--text", default=None, help="caption to search for")
     s.add_argument("--image", type=Path, default=None, help="image file to search with")
-    s.add_argument("-k", "--k", type=int, default=5, help="results [5]")
+    s.add_argument("-k", "--k", type=cli_types.non_negative_int, default=5, help="results [5]")
     s.add_argument("--backend", choices=BACKENDS, default="torch", help="search backend [torch]")
     _add_clip_options(s)
     s.set_defaults(func=_cmd_search)

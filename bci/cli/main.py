@@ -20,6 +20,7 @@ from bci import __version__
 from bci.cli.defaults import Default
 from bci.cli.stream import register as add_stream
 from bci.cli.types import positive_float as _positive_float, non_negative_float as _non_negative_float
+from bci.cli import types as cli_types
 
 logger = logging.getLogger("bci")
 
@@ -145,13 +146,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=_positive_float, default=None,
                    help="seconds to simulate [60 with --out, else 3600]")
     p.add_argument("--snr", type=_non_negative_float, default=1.0, help="evoked signal-to-noise ratio [1.0]")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=cli_types.non_negative_int, default=0,
                    help="the simulated subject (forward model, stimuli) and its noise; same seed, same data [0]")
-    p.add_argument("--session", type=int, default=0,
+    p.add_argument("--session", type=cli_types.non_negative_int, default=0,
                    help="recording session of subject --seed (EEG): new noise and schedule, same forward model, "
                         "so a model trained on one session can be tested on another [0]")
     p.add_argument("--design", choices=("block", "rapid"), default="block", help="stimulus schedule [block]")
-    p.add_argument("--chunk-size", type=int, default=10, help="samples per LSL chunk [10]")
+    p.add_argument("--chunk-size", type=cli_types.non_negative_int, default=10, help="samples per LSL chunk [10]")
     p.add_argument("--wait-for-consumers", type=_non_negative_float, default=0.0, metavar="S",
                    help="wait up to S seconds for inlets on both streams before streaming [0]")
     p.add_argument("--start-delay", type=_non_negative_float, default=0.0, metavar="S",
@@ -333,11 +334,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, default=Path("bci-demo"),
                    help="folder for everything the demo makes (reused on the next run) [bci-demo]")
     p.add_argument("--seconds", type=_positive_float, default=60.0, help="seconds of live decoding [60]")
-    p.add_argument("--seed", type=int, default=0, help="the simulated subject [0]")
+    p.add_argument("--seed", type=cli_types.non_negative_int, default=0, help="the simulated subject [0]")
     p.add_argument("--no-view", action="store_true", help="no viewer, even when a display is available")
     p.add_argument("--force", action="store_true", help="redo every step instead of reusing finished ones")
-    p.add_argument("--clip-steps", type=int, default=None, help="training steps of the tiny CLIP [its default]")
-    p.add_argument("--epochs", type=int, default=30, help="maximum training epochs of the EEG encoder [30]")
+    p.add_argument("--clip-steps", type=cli_types.non_negative_int, default=None, help="training steps of the tiny CLIP [its default]")
+    p.add_argument("--epochs", type=cli_types.non_negative_int, default=30, help="maximum training epochs of the EEG encoder [30]")
     p.add_argument("--streams-tour", action="store_true",
                    help="only the quick streams tour: simulate -> record -> replay -> record, compared (no training)")
     p.set_defaults(func=_cmd_demo)

@@ -1,7 +1,9 @@
 """argparse ``type=`` converters shared by every ``bci`` subcommand.
 
 Each raises :class:`argparse.ArgumentTypeError`, so argparse prints
-``bci CMD: error: argument --flag: must be > 0, got '0'`` and exits 2.
+``bci CMD: error: argument --flag: must be > 0, got '0'`` and exits 2. Every converter refuses
+``nan``, ``inf`` and ``1e400`` and integers beyond 64 bits; every numeric flag uses one of them
+(``tests/test_fuzz_streams.py`` walks the parser and checks).
 """
 
 from __future__ import annotations
@@ -10,11 +12,21 @@ import argparse
 import math
 
 
+#: Largest integer a flag takes: numpy and torch hold seeds, counts and sizes in 64 bits.
+MAX_INT = 2**63 - 1
+
+
 def _number(text: str, kind: type, what: str) -> float | int:
+    """``kind(text)``; a float must be finite, an int within +-:data:`MAX_INT` (``1e400``, ``nan`` refused)."""
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    if kind is int and abs(value) > MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT} in size, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -34,7 +46,7 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """A number > 0 (seconds, rates, scales)."""
+    """A finite number > 0 (seconds, rates, scales)."""
     value = float(_number(text, float, "a number"))
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
@@ -42,7 +54,7 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
-    """A number >= 0."""
+    """A finite number >= 0."""
     value = float(_number(text, float, "a number"))
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
@@ -51,7 +63,9 @@ def non_negative_float(text: str) -> float:
 
 def finite_float(text: str) -> float:
     """Any finite number (e.g. an offset in seconds, which may be negative)."""
-    value = float(_number(text, float, "a number"))
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+    return float(_number(text, float, "a number"))
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers >= 0 such as ``1,2,3`` (run or subject numbers)."""
+    return [non_negative_int(t) for t in text.replace(" ", "").split(",") if t]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bci.cli.types import positive_float
+from bci.cli import types as cli_types
 
 DEFAULT_SIZE = (1280, 800)  # as bci.viewer.app.DEFAULT_SIZE (not imported: keeps `bci --help` light)
 #: ``bci live --view``: the viewer in its own process (the default) or in the decoder's process (debugging).
@@ -170,5 +171,5 @@ def register(sub: argparse._SubParsersAction, add_parser: Callable[..., argparse
     add_viewer_options(p)
     p.add_argument("--duration", type=positive_float, default=None, help="close after S seconds [never]")
     p.add_argument("--resolve-timeout", type=positive_float, default=5.0, help="seconds to find each stream [5]")
-    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # bci live's viewer child
+    p.add_argument("--parent-pid", type=cli_types.positive_int, default=None, help=argparse.SUPPRESS)  # bci live's viewer child
     p.set_defaults(func=cmd_view)

@@ -21,6 +21,7 @@ import numpy as np
 from bci.cli.defaults import Default
 from bci.cli.progress import add_progress_flag, show_progress
 from bci.cli.types import positive_int as _positive_int
+from bci.cli import types as cli_types
 
 AddParser = Callable[[Any, str, str, str], argparse.ArgumentParser]
 
@@ -36,13 +37,6 @@ def _sim(name: str) -> Default:
 def _value(flag: Any) -> Any:
     """A flag's value: a :class:`Default` left in place reads the options dataclass."""
     return flag.value if isinstance(flag, Default) else flag
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 class _Progress:
@@ -106,7 +100,7 @@ def _add_epochs(sub: Any, add_parser: AddParser) -> None:
                    "bci epochs rec1.zarr rec2.zarr epochs.zarr --subject S01")
     p.add_argument("sessions", nargs="+", metavar="SESSION", help="Zarr session(s) to cut")
     p.add_argument("out", metavar="OUT", help="epoch dataset to create (Zarr)")
-    p.add_argument("--offset", type=_float, default=None, help="seconds from marker to window start "
+    p.add_argument("--offset", type=cli_types.finite_float, default=None, help="seconds from marker to window start "
                    "[0.020 for EEG, 4.0 for fMRI]")
     p.add_argument("--n-times", type=_positive_int, default=None, help="samples per window [440 for EEG]")
     p.add_argument("--marker-filter", default=Default.of(_WINDOW, "marker_filter"), metavar="RE",
@@ -120,11 +114,11 @@ def _add_epochs(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--stream", default=None, metavar="NAME", help="data stream (name, key or type=EEG) "
                    "[first EEG/fMRI stream]")
     p.add_argument("--markers", default=None, metavar="NAME", help="marker stream [first marker stream]")
-    p.add_argument("--block-gap", type=_float, default=None, metavar="S", help="without block_start markers, "
+    p.add_argument("--block-gap", type=cli_types.non_negative_float, default=None, metavar="S", help="without block_start markers, "
                    "a gap longer than S seconds between stimuli starts a block [2.5 x median gap]")
     p.add_argument("--splits", default="block", metavar="LIST",
                    help="splits to store: comma-separated from block,zero_shot,session,subject ['block']; '' none")
-    p.add_argument("--seed", type=int, default=0, help="seed of the splits [0]")
+    p.add_argument("--seed", type=cli_types.non_negative_int, default=0, help="seed of the splits [0]")
     p.add_argument("--chunk-epochs", type=_positive_int, default=64, help="epochs per Zarr chunk [64]")
     p.add_argument("--to-fif", default=None, metavar="FILE",
                    help="also write the epochs as mne epochs, FILE ending in -epo.fif (events per class, metadata: "
@@ -239,8 +233,8 @@ def _add_dataset(sub: Any, add_parser: AddParser) -> None:
     s.add_argument("--blocks", type=_positive_int, default=_sim("n_blocks"), help="blocks per class [%(default)s]")
     s.add_argument("--classes", type=_positive_int, default=_sim("n_classes"),
                    help="number of classes, 1-40 [%(default)s]")
-    s.add_argument("--snr", type=_float, default=_sim("snr"), help="evoked-response SNR [%(default)s]")
-    s.add_argument("--seed", type=int, default=_sim("seed"), help="seed of everything [%(default)s]")
+    s.add_argument("--snr", type=cli_types.non_negative_float, default=_sim("snr"), help="evoked-response SNR [%(default)s]")
+    s.add_argument("--seed", type=cli_types.non_negative_int, default=_sim("seed"), help="seed of everything [%(default)s]")
     s.add_argument("--design", choices=("block", "rapid"), default=_sim("design"),
                    help="block: one class per block (EEG-ImageNet); rapid: classes interleaved [%(default)s]")
     s.add_argument("--raw", action="store_true", help="no preprocessing [PreprocessConfig() defaults]")

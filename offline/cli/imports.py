@@ -17,6 +17,7 @@ from bci.cli.progress import add_progress_flag, show_progress
 from bci.cli.types import finite_float as _finite_float
 from bci.cli.types import positive_float as _positive_float
 from bci.cli.types import positive_int as _positive_int
+from bci.cli import types as cli_types
 
 EXAMPLES = (
     "bci import raw rec.edf sessions/rec.zarr --event-map events.json\n"
@@ -31,13 +32,6 @@ EXAMPLES = (
 
 
 # --------------------------------------------------------------------------- small parsers
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,3; got {text!r}") from None
-
-
 def channel_names_option(value: str | None) -> list[str] | None:
     """``--channel-names``: a file (JSON list or one name per line) or an mne montage name."""
     if value is None:
@@ -274,7 +268,7 @@ def _add_eeg_imagenet(isub: Any) -> None:
     _image_options(p, "the stimulus images")
     p.add_argument("--blocks", choices=("subject-label", "consecutive"), default="subject-label",
                    help="how blocks are reconstructed [subject-label]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the block-aware splits [0]")
+    p.add_argument("--seed", type=cli_types.non_negative_int, default=0, help="seed of the block-aware splits [0]")
     _common(p)
     p.set_defaults(func=_cmd_eeg_imagenet)
 
@@ -290,14 +284,14 @@ def _add_things(isub: Any) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling the files (can run arbitrary code: only for files from a trusted source)")
     p.add_argument("--average-repetitions", action="store_true", help="one epoch per image (mean of repetitions)")
-    p.add_argument("--subject", type=int, default=None, help="subject number [from sub-XX in the path, else 1]")
+    p.add_argument("--subject", type=cli_types.non_negative_int, default=None, help="subject number [from sub-XX in the path, else 1]")
     p.add_argument("--metadata", type=Path, default=None, metavar="FILE",
                    help="image_metadata.npy (pickled: needs --trust-pickle) or JSON with the same keys")
     _image_options(p, "the THINGS images")
     p.add_argument("--images-per-concept", type=_positive_int, default=10,
                    help="training images per concept without --metadata [10]")
-    p.add_argument("--val", type=float, default=0.1, help="fraction of training images for validation [0.1]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation choice [0]")
+    p.add_argument("--val", type=cli_types.non_negative_float, default=0.1, help="fraction of training images for validation [0.1]")
+    p.add_argument("--seed", type=cli_types.non_negative_int, default=0, help="seed of the validation choice [0]")
     _common(p)
     p.set_defaults(func=_cmd_things)
 
@@ -312,9 +306,9 @@ def _add_fmri(isub: Any) -> None:
     p.add_argument("--image-size", type=_positive_int, default=None, metavar="N",
                    help="resize stimulus patterns to N x N (nearest; a multiple of the grid keeps cells square) "
                         "[keep their grid, e.g. 10x10]")
-    p.add_argument("--test-runs", type=_int_list, default=None, metavar="R1,R2",
+    p.add_argument("--test-runs", type=cli_types.int_list, default=None, metavar="R1,R2",
                    help="runs held out for test [20%% of runs drawn with --seed]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the run split [0]")
+    p.add_argument("--seed", type=cli_types.non_negative_int, default=0, help="seed of the run split [0]")
     p.add_argument("--offset", type=_finite_float, default=None, metavar="S",
                    help="seconds from stimulus onset to each trial's volume (the HRF delay of the extraction); "
                         "recorded so bci live decodes at the same delay [not recorded: live uses 4 s]")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bci.cli.defaults import Default, field_defaults, given, load
 from bci.cli.progress import add_progress_flag, show_progress
+from bci.cli import types as cli_types
 
 if TYPE_CHECKING:  # the trainers import torch: only inside the handlers, so `bci --help` stays quick
     from offline.training.loop import TrainResult, TrainSettings
@@ -268,29 +269,29 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
     p.add_argument("--split", metavar="NAME", help="stored split (default: 'block'); leaking splits are refused")
     _flags(p, command, [
-        ("--epochs", "maximum epochs", {"type": int, "metavar": "N"}),
-        ("--batch-size", "batch size", {"type": int, "metavar": "N"}),
-        ("--lr", "AdamW learning rate", {"type": float, "metavar": "X"}),
-        ("--weight-decay", "AdamW weight decay", {"type": float, "metavar": "X"}),
+        ("--epochs", "maximum epochs", {"type": cli_types.non_negative_int, "metavar": "N"}),
+        ("--batch-size", "batch size", {"type": cli_types.non_negative_int, "metavar": "N"}),
+        ("--lr", "AdamW learning rate", {"type": cli_types.non_negative_float, "metavar": "X"}),
+        ("--weight-decay", "AdamW weight decay", {"type": cli_types.non_negative_float, "metavar": "X"}),
         ("--patience", "early stopping: epochs without validation improvement (0 disables)",
-         {"type": int, "metavar": "N"}),
-        ("--grad-clip", "clip the gradient norm", {"type": float, "metavar": "X"}),
-        ("--seed", "seed of every random draw", {"type": int, "metavar": "S"}),
+         {"type": cli_types.non_negative_int, "metavar": "N"}),
+        ("--grad-clip", "clip the gradient norm", {"type": cli_types.non_negative_float, "metavar": "X"}),
+        ("--seed", "seed of every random draw", {"type": cli_types.non_negative_int, "metavar": "S"}),
         ("--device", "cpu (deterministic), auto, cuda, cuda:N", {"metavar": "DEV"}),
     ])
     p.add_argument("--config", metavar="FILE", help="hyper-parameters from a .toml or .json file (flags override)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last (same data, split and seed)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a non-empty DIR")
-    p.add_argument("--search", type=int, metavar="N", default=0,
+    p.add_argument("--search", type=cli_types.non_negative_int, metavar="N", default=0,
                    help="random hyper-parameter search over N trials; the best by validation is kept")
     add_progress_flag(p, "--quiet", dest="quiet", help="no progress bars or per-epoch lines")
 
 
 def _augment_args(p: argparse.ArgumentParser, command: str) -> None:
     _flags(p, command, [
-        ("--max-shift", "augmentation: random time shift up to N samples", {"type": int, "metavar": "N"}),
-        ("--noise", "augmentation: Gaussian noise, standardised units", {"type": float, "metavar": "X"}),
-        ("--scale", "augmentation: random amplitude scale 1 +- X", {"type": float, "metavar": "X"}),
+        ("--max-shift", "augmentation: random time shift up to N samples", {"type": cli_types.non_negative_int, "metavar": "N"}),
+        ("--noise", "augmentation: Gaussian noise, standardised units", {"type": cli_types.non_negative_float, "metavar": "X"}),
+        ("--scale", "augmentation: random amplitude scale 1 +- X", {"type": cli_types.non_negative_float, "metavar": "X"}),
     ])
 
 
@@ -305,9 +306,9 @@ def _alignment_args(p: argparse.ArgumentParser, command: str) -> None:
         ("--target", "CLIP target: class template caption, detailed caption or image",
          {"choices": ("template", "caption", "image")}),
         ("--loss", "alignment loss", {"choices": ("mse", "infonce", "mse+infonce")}),
-        ("--temperature", "InfoNCE temperature", {"type": float}),
-        ("--infonce-weight", "weight of InfoNCE in mse+infonce", {"type": float}),
-        ("--dropout", "model dropout", {"type": float, "none": "model default"}),
+        ("--temperature", "InfoNCE temperature", {"type": cli_types.non_negative_float}),
+        ("--infonce-weight", "weight of InfoNCE in mse+infonce", {"type": cli_types.non_negative_float}),
+        ("--dropout", "model dropout", {"type": cli_types.non_negative_float, "none": "model default"}),
     ])
     _augment_args(p, command)
 
@@ -320,7 +321,7 @@ def _add_sample(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--backbone", metavar="CKPT",
                    help="two-stage extractor: build on this pixel-level checkpoint (bci train pixel, same dataset "
                         "and split or another dataset), frozen, and train only an MLP head into CLIP space")
-    _flags(p, "sample", [("--head-hidden", "hidden units of the --backbone head", {"type": int, "metavar": "N"})])
+    _flags(p, "sample", [("--head-hidden", "hidden units of the --backbone head", {"type": cli_types.non_negative_int, "metavar": "N"})])
     p.set_defaults(func=_handler("sample"))
 
 
@@ -333,12 +334,12 @@ def _add_fmri(sub: Any, add_parser: AddParser) -> None:
                    help="dual: fMRI MLP + stimulus CNN, InfoNCE; pattern: decode the grid x grid stimulus (BCE); "
                         "clip: InfoNCE to frozen CLIP image embeddings [clip with --clip-weights, else dual]")
     _flags(p, "fmri", [
-        ("--embed-dim", "dual encoder embedding size", {"type": int}),
-        ("--grid", "pattern objective: decoded grid side", {"type": int, "none": "the dataset's, else 10"}),
-        ("--stimulus-size", "dual: side the stimulus is resized to", {"type": int}),
+        ("--embed-dim", "dual encoder embedding size", {"type": cli_types.non_negative_int}),
+        ("--grid", "pattern objective: decoded grid side", {"type": cli_types.non_negative_int, "none": "the dataset's, else 10"}),
+        ("--stimulus-size", "dual: side the stimulus is resized to", {"type": cli_types.non_negative_int}),
     ])
     _alignment_args(p, "fmri")
-    p.add_argument("--top-voxels", type=int, metavar="N",
+    p.add_argument("--top-voxels", type=cli_types.non_negative_int, metavar="N",
                    help="keep the N voxels best predicted by a ridge encoding model (CLIP -> voxel) on train")
     p.set_defaults(func=_handler("fmri"))
 
@@ -349,10 +350,10 @@ def _add_pixel(sub: Any, add_parser: AddParser) -> None:
     _common(p, "pixel")
     _flags(p, "pixel", [
         ("--model", "registry model", {"none": "eeg_convnet"}),
-        ("--embed-dim", "feature size", {"type": int}),
-        ("--margin", "triplet margin beta on the unit sphere", {"type": float}),
-        ("--per-class", "K windows per class in a batch (P = batch/K)", {"type": int}),
-        ("--dropout", "model dropout", {"type": float, "none": "model default"}),
+        ("--embed-dim", "feature size", {"type": cli_types.non_negative_int}),
+        ("--margin", "triplet margin beta on the unit sphere", {"type": cli_types.non_negative_float}),
+        ("--per-class", "K windows per class in a batch (P = batch/K)", {"type": cli_types.non_negative_int}),
+        ("--dropout", "model dropout", {"type": cli_types.non_negative_float, "none": "model default"}),
     ])
     _augment_args(p, "pixel")
     p.set_defaults(func=_handler("pixel"))
@@ -364,14 +365,14 @@ def _add_gan(sub: Any, add_parser: AddParser) -> None:
     _common(p, "saliency-gan")
     p.add_argument("--encoder", required=True, metavar="CKPT", help="pixel-level checkpoint (bci train pixel)")
     _flags(p, "saliency-gan", [
-        ("--image-size", "generated image size, a power of two", {"type": int}),
-        ("--ssim-weight", "lambda of lambda*(1 - SSIM)", {"type": float}),
-        ("--adv-weight", "weight of the adversarial term", {"type": float}),
+        ("--image-size", "generated image size, a power of two", {"type": cli_types.non_negative_int}),
+        ("--ssim-weight", "lambda of lambda*(1 - SSIM)", {"type": cli_types.non_negative_float}),
+        ("--adv-weight", "weight of the adversarial term", {"type": cli_types.non_negative_float}),
         ("--gan-loss", "adversarial loss", {"choices": ("hinge", "non-saturating")}),
         ("--augment", "DiffAugment policy ('' disables)", {}),
-        ("--noise-dim", "noise size concatenated to the features", {"type": int}),
-        ("--g-channels", "generator base channels", {"type": int}),
-        ("--d-channels", "discriminator base channels", {"type": int}),
+        ("--noise-dim", "noise size concatenated to the features", {"type": cli_types.non_negative_int}),
+        ("--g-channels", "generator base channels", {"type": cli_types.non_negative_int}),
+        ("--d-channels", "discriminator base channels", {"type": cli_types.non_negative_int}),
     ])
     p.set_defaults(func=_handler("saliency-gan"))
 
@@ -489,21 +490,21 @@ def register_fmri_dataset(sub: Any, add_parser: AddParser, name: str = "simulate
                    "another --seed is another simulated subject",
                    f"bci dataset {name} fmri.zarr --n-train 400 --snr 1.0")
     p.add_argument("out", metavar="OUT", help="dataset to create")
-    p.add_argument("--n-train", type=int, default=Default.of(_FMRI_DESIGN, "n_train"),
+    p.add_argument("--n-train", type=cli_types.non_negative_int, default=Default.of(_FMRI_DESIGN, "n_train"),
                    help="random training patterns, one trial each [%(default)s]")
-    p.add_argument("--block-size", type=int, default=Default.of(_FMRI_DESIGN, "block_size"),
+    p.add_argument("--block-size", type=cli_types.non_negative_int, default=Default.of(_FMRI_DESIGN, "block_size"),
                    help="training trials per block [%(default)s]")
-    p.add_argument("--val-blocks", type=int, default=Default.of(_FMRI_DESIGN, "val_blocks"),
+    p.add_argument("--val-blocks", type=cli_types.non_negative_int, default=Default.of(_FMRI_DESIGN, "val_blocks"),
                    help="training blocks held out for validation [%(default)s]")
-    p.add_argument("--test-repeats", type=int, default=Default.of(_FMRI_DESIGN, "test_repeats"),
+    p.add_argument("--test-repeats", type=cli_types.non_negative_int, default=Default.of(_FMRI_DESIGN, "test_repeats"),
                    help="presentations of each of the 12 test patterns [%(default)s]")
-    p.add_argument("--snr", type=float, default=Default.of(_FMRI_SUBJECT, "snr"),
+    p.add_argument("--snr", type=cli_types.non_negative_float, default=Default.of(_FMRI_SUBJECT, "snr"),
                    help="simulator SNR [%(default)s]")
-    p.add_argument("--seed", type=int, default=Default.of(_FMRI_SUBJECT, "seed"),
+    p.add_argument("--seed", type=cli_types.non_negative_int, default=Default.of(_FMRI_SUBJECT, "seed"),
                    help="seed of everything: receptive fields (the subject), noise, patterns [%(default)s]")
-    p.add_argument("--n-voxels", type=int, default=Default.of(_FMRI_SUBJECT, "n_voxels"),
+    p.add_argument("--n-voxels", type=cli_types.non_negative_int, default=Default.of(_FMRI_SUBJECT, "n_voxels"),
                    help="voxels [%(default)s]")
-    p.add_argument("--grid", type=int, default=Default.of(_FMRI_DESIGN, "grid"),
+    p.add_argument("--grid", type=cli_types.non_negative_int, default=Default.of(_FMRI_DESIGN, "grid"),
                    help="pattern side, e.g. 28 for 28x28 stimuli [%(default)s]")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=_cmd_fmri_dataset)
