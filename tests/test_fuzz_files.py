@@ -1,0 +1,360 @@
+"""Fuzzing every file loader with hypothesis (issue 18, part 4).
+
+Property, for every target: the loader either succeeds or raises a clear error -- a ``ValueError``,
+``TypeError`` or ``OSError`` (project errors subclass them) defined by Python itself or by this project,
+with a non-empty message -- never a ``KeyError``/``IndexError``/``AttributeError``, a zarr/numpy/torch
+internal, a ``RecursionError``/``MemoryError`` or a hang (:func:`assert_clear_error`); and no file is
+written outside the output folder (:func:`outside_listing` before and after). Every example works in a
+fresh folder (``tempfile``), built on a valid seed file so that the fuzzer gets past the first check.
+
+The number of examples is the hypothesis profile's (``tests/conftest.py``: "ci" 30, "long" 2000 with
+``HYPOTHESIS_PROFILE=long``); ``pytest --hypothesis-show-statistics`` prints the cases run per target.
+Each target also has a CLI case through ``bci.cli.main.main``: exit status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import resource
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bci.cli.main import main as bci_main
+from tests.importer_files import XdfStream, eeg_imagenet_content, things_content, write_things, write_xdf
+
+PROJECT_PACKAGES = ("streams", "bci", "offline")
+ALLOWED = (ValueError, TypeError, OSError)
+#: Seconds one example may take before it counts as a hang.
+EXAMPLE_TIMEOUT_S = 20.0
+#: Address space an example may add to the process (a loader that trusts a size field must not allocate it).
+EXTRA_MEMORY_BYTES = 3 * 1024**3
+
+
+# --------------------------------------------------------------------------- the property
+class Hang(BaseException):
+    """Raised by the alarm when one example runs past :data:`EXAMPLE_TIMEOUT_S` (a BaseException, so that no
+    ``except Exception`` in a loader swallows it)."""
+
+
+def _clear_type(exc: BaseException) -> bool:
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, ALLOWED) and (module == "builtins" or module in PROJECT_PACKAGES)
+
+
+@contextlib.contextmanager
+def _bounded() -> Iterator[None]:
+    """At most :data:`EXAMPLE_TIMEOUT_S` seconds and :data:`EXTRA_MEMORY_BYTES` more address space."""
+    import psutil
+
+    def alarm(signum: int, frame: object) -> None:
+        raise Hang(f"no answer within {EXAMPLE_TIMEOUT_S} s")
+
+    old_handler = signal.signal(signal.SIGALRM, alarm)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = psutil.Process().memory_info().vms + EXTRA_MEMORY_BYTES
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    signal.setitimer(signal.ITIMER_REAL, EXAMPLE_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def assert_clear_error(call: Callable[[], Any]) -> BaseException | None:
+    """Run ``call``: success (None) or a clear error (returned); anything else fails the test.
+
+    A clear error is a ``ValueError``, ``TypeError`` or ``OSError`` (or a subclass) defined by Python or
+    by this project (``streams``, ``bci``, ``offline``), with a non-empty message. A ``KeyError``,
+    ``IndexError``, ``AttributeError``, a third-party library's own exception, ``RecursionError``,
+    ``MemoryError`` or a hang (:data:`EXAMPLE_TIMEOUT_S`) fails.
+    """
+    try:
+        with _bounded():
+            call()
+    except BaseException as exc:  # noqa: BLE001 - judging every exception is the point
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        if not _clear_type(exc):
+            raise AssertionError(f"unclear error {type(exc).__module__}.{type(exc).__qualname__}: {exc}") from exc
+        if not str(exc).strip():
+            raise AssertionError(f"{type(exc).__qualname__} without a message") from exc
+        return exc
+    return None
+
+
+def outside_listing(base: Path, out: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``base`` except ``out`` and what is inside it: relative name -> (size, mtime)."""
+    listing = {}
+    for dirpath, dirnames, filenames in os.walk(base):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if here / d != out]
+        for name in dirnames + filenames:
+            p = here / name
+            if p == out:
+                continue
+            st_ = p.lstat()
+            listing[p.relative_to(base).as_posix()] = (st_.st_size, st_.st_mtime_ns)
+    return listing
+
+
+@contextlib.contextmanager
+def example_dir() -> Iterator[Path]:
+    """A fresh folder for one example (removed afterwards)."""
+    path = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_loader(base: Path, out: Path, call: Callable[[], Any]) -> BaseException | None:
+    """:func:`assert_clear_error` on ``call``, and nothing written under ``base`` outside ``out``."""
+    before = outside_listing(base, out)
+    result = assert_clear_error(call)
+    after = outside_listing(base, out)
+    assert after == before, f"files written or changed outside {out}: {sorted(set(after.items()) ^ set(before.items()))}"
+    return result
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """``bci ARGV``: exit status 2 and exactly one line on stderr (returned)."""
+    capsys.readouterr()
+    code = bci_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, f"bci {argv} returned {code}; stderr: {err}"
+    assert len(lines) == 1 and ": error: " in lines[0], err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- mutations
+#: Values that confuse types and sizes: what a damaged or hand-edited file holds most often.
+HOSTILE = st.sampled_from([None, True, 0, -1, 2**31, 2**63, 1e308, -0.0, "", "x", "\x00", "../x", [], [None], {},
+                           {"a": 1}, [[1, 2], [3]], "NaN"]).map(copy.deepcopy)  # a fresh list each draw: no cycles
+JSON_LEAF = (HOSTILE | st.none() | st.booleans() | st.integers(min_value=-(2**64), max_value=2**64)
+             | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
+JSON_VALUE = st.recursive(JSON_LEAF, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=8)
+
+
+def _paths(obj: Any, prefix: tuple = ()) -> Iterator[tuple]:
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:8]):
+            yield from _paths(v, prefix + (i,))
+
+
+@st.composite
+def json_mutation(draw: st.DrawFn, seed: Any, max_edits: int = 3) -> Any:
+    """``seed`` with 1..``max_edits`` edits: a value replaced, a key/element deleted, or a key added."""
+    doc = copy.deepcopy(seed)
+    for _ in range(draw(st.integers(1, max_edits))):
+        path = draw(st.sampled_from(sorted(_paths(doc), key=repr)))
+        op = draw(st.sampled_from(("replace", "delete", "insert")))
+        if not path:
+            if op == "replace":
+                doc = draw(JSON_VALUE)
+            continue
+        parent = doc
+        for step in path[:-1]:
+            parent = parent[step]
+        last = path[-1]
+        if op == "replace":
+            parent[last] = draw(JSON_VALUE)
+        elif op == "delete":
+            del parent[last]
+        elif isinstance(parent, dict):
+            parent[draw(st.text(max_size=8))] = draw(JSON_VALUE)
+        else:
+            parent.insert(last, draw(JSON_VALUE))
+    return doc
+
+
+@st.composite
+def byte_mutation(draw: st.DrawFn, seed: bytes) -> bytes:
+    """``seed`` with 1..4 patches (bytes written at offsets), perhaps truncated."""
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data) - 1))
+        patch = draw(st.binary(min_size=1, max_size=16))
+        data[at:at + len(patch)] = patch
+    if draw(st.booleans()) and draw(st.booleans()):
+        data = data[:draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value), encoding="utf-8")
+
+
+def _mutate_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------- checkpoint config.json + safetensors
+@pytest.fixture(scope="module")
+def checkpoint_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bci.models.checkpoint import save_checkpoint
+    from bci.models.registry import build_model, default_config
+
+    config = default_config("fmri_mlp", n_chans=3, embed_dim=4, n_classes=2, ch_names=["a", "b", "c"],
+                            labels=["x", "y"], scaler={"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+                            params={"hidden": [8], "dropout": 0.1}, extra={"data": {"window": {"offset": 4.0}}})
+    return save_checkpoint(build_model(config), tmp_path_factory.mktemp("ckpt") / "model")
+
+
+def _checkpoint_cases(seed: Path) -> st.SearchStrategy[tuple[str, Any]]:
+    config = json.loads((seed / "config.json").read_text(encoding="utf-8"))
+    weights = (seed / "model.safetensors").read_bytes()
+    return st.one_of(st.tuples(st.just("config"), json_mutation(config)),
+                     st.tuples(st.just("weights"), byte_mutation(weights)))
+
+
+@given(data=st.data())
+def test_fuzz_checkpoint(checkpoint_seed: Path, data: st.DataObject) -> None:
+    from bci.models.checkpoint import load_checkpoint
+
+    kind, value = data.draw(_checkpoint_cases(checkpoint_seed))
+    with example_dir() as base:
+        ckpt = base / "model"
+        shutil.copytree(checkpoint_seed, ckpt)
+        if kind == "config":
+            _write_json(ckpt / "config.json", value)
+        else:
+            _mutate_file(ckpt / "model.safetensors", value)
+        check_loader(base, base / "out", lambda: load_checkpoint(ckpt))
+
+
+def test_fuzz_checkpoint_cli(checkpoint_seed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "model"
+    shutil.copytree(checkpoint_seed, ckpt)
+    config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    _write_json(ckpt / "config.json", {**config, "n_chans": 2**40})
+    session = _small_session(tmp_path / "s.zarr")
+    line = run_cli(["replay", session, "--decode", "--model", ckpt, "--speed", "max"], capsys)
+    assert "config.json" in line or "n_chans" in line
+
+
+# --------------------------------------------------------------------------- gallery stores
+@pytest.fixture(scope="module")
+def gallery_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bci.retrieval.gallery import Gallery
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(3, 4)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    thumbs = rng.integers(0, 255, size=(3, 2, 2, 3), dtype=np.uint8)
+    g = Gallery(embeddings=emb, ids=["a/1", "a/2", "b/1"], labels=["a", "a", "b"], captions=["x", "", "z"],
+                thumbnails=thumbs, meta={"clip": "pixel", "source": "image", "name": "seed"})
+    return g.save(tmp_path_factory.mktemp("gallery") / "g")
+
+
+def _gallery_cases(seed: Path) -> st.SearchStrategy[tuple[str, Any]]:
+    header = json.loads((seed / "gallery.json").read_text(encoding="utf-8"))
+    arrays = (seed / "arrays.npz").read_bytes()
+    return st.one_of(st.tuples(st.just("json"), json_mutation(header)),
+                     st.tuples(st.just("arrays"), byte_mutation(arrays)))
+
+
+@given(data=st.data())
+def test_fuzz_gallery(gallery_seed: Path, data: st.DataObject) -> None:
+    from bci.retrieval.gallery import Gallery
+
+    kind, value = data.draw(_gallery_cases(gallery_seed))
+    with example_dir() as base:
+        g = base / "g"
+        shutil.copytree(gallery_seed, g)
+        if kind == "json":
+            _write_json(g / "gallery.json", value)
+        else:
+            _mutate_file(g / "arrays.npz", value)
+        check_loader(base, base / "out", lambda: Gallery.load(g))
+
+
+def test_fuzz_gallery_cli(gallery_seed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    g = tmp_path / "g"
+    shutil.copytree(gallery_seed, g)
+    header = json.loads((g / "gallery.json").read_text(encoding="utf-8"))
+    _write_json(g / "gallery.json", {**header, "ids": [1, 2, 3]})
+    assert "gallery" in run_cli(["gallery", "info", g], capsys)
+
+
+# --------------------------------------------------------------------------- session attributes
+def _small_session(path: Path) -> Path:
+    from streams.description import StreamDescription
+    from streams.session import SessionWriter
+
+    t = 10.0 + np.arange(50) / 100.0
+    with SessionWriter(path, attrs={"subject": "S01"}) as w:
+        eeg = w.add_stream(StreamDescription("EEG", "EEG", "src", ("Cz", "Pz"), channel_units=("uV", "uV"),
+                                             nominal_rate=100.0))
+        w.append(eeg, np.zeros((50, 2), np.float32), t)
+        w.add_gap(eeg, 10.2, 10.25, "test gap")
+        mk = w.add_stream(StreamDescription("M", "Markers", "m", ("marker",), dtype="string"))
+        w.append(mk, np.array([["stim/img1/dog"], ["stim/img2/cat"]], dtype=object), np.array([10.1, 10.3]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def session_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _small_session(tmp_path_factory.mktemp("session") / "s.zarr")
+
+
+def _attr_files(store: Path) -> list[str]:
+    """The zarr.json files of the root and of every stream group (relative paths)."""
+    return ["zarr.json"] + sorted(p.relative_to(store).as_posix() for p in (store / "streams").glob("*/zarr.json"))
+
+
+def _read_session(path: Path) -> None:
+    from streams.session import SessionReader
+
+    reader = SessionReader(path)
+    _ = reader.attrs, reader.complete
+    for key in reader.streams:
+        reader.description(key), reader.n_samples(key), reader.times(key), reader.data(key)
+        reader.gaps(key), reader.stream_attrs(key)
+    if reader.marker_keys():
+        reader.markers()
+
+
+@given(data=st.data())
+def test_fuzz_session_attrs(session_seed: Path, data: st.DataObject) -> None:
+    files = _attr_files(session_seed)
+    name = data.draw(st.sampled_from(files), label="zarr.json")
+    meta = json.loads((session_seed / name).read_text(encoding="utf-8"))
+    attrs = data.draw(json_mutation(meta.get("attributes", {})), label="attributes")
+    with example_dir() as base:
+        store = base / "s.zarr"
+        shutil.copytree(session_seed, store)
+        _write_json(store / name, {**meta, "attributes": attrs})
+        check_loader(base, base / "out", lambda: _read_session(store))
+
+
+def test_fuzz_session_attrs_cli(session_seed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "s.zarr"
+    shutil.copytree(session_seed, store)
+    name = _attr_files(store)[1]
+    meta = json.loads((store / name).read_text(encoding="utf-8"))
+    meta["attributes"]["gaps"] = ["not a gap"]
+    _write_json(store / name, meta)
+    assert "gap" in run_cli(["info", store], capsys)
