@@ -369,3 +369,215 @@ def test_fuzz_session_attrs_cli(session_seed: Path, tmp_path: Path, capsys: pyte
     meta["attributes"]["gaps"] = ["not a gap"]
     _write_json(store / name, meta)
     assert "gap" in run_cli(["info", store], capsys)
+
+
+# --------------------------------------------------------------------------- XDF
+def _xdf_streams() -> list[XdfStream]:
+    rng = np.random.default_rng(1)
+    t = 100.0 + np.arange(40) / 100.0
+    return [XdfStream(1, "EEG", "EEG", "float32", 100.0, rng.normal(size=(40, 2)).astype(np.float32), t,
+                      labels=["Cz", "Pz"], units=["uV", "uV"], clock_offsets=[(100.0, 0.01), (100.4, 0.01)]),
+            XdfStream(2, "M", "Markers", "string", 0.0, [["stim/img1/dog"], ["stim/img2/cat"]],
+                      np.array([100.1, 100.3]))]
+
+
+@st.composite
+def _xdf_header_case(draw: st.DrawFn) -> bytes:
+    """A valid file whose EEG StreamHeader has fuzzed channel_count / nominal_srate / channel_format."""
+    from tests.importer_files import _chunk, _header_xml, _samples_chunk
+
+    eeg, markers = _xdf_streams()
+    xml = _header_xml(eeg).decode()
+    counts = st.sampled_from([0, 100_001, 2**40]) | st.integers(-3, 2**40)
+    fields = {"channel_count": counts.map(str) | st.text(max_size=6),
+              "nominal_srate": st.floats(allow_nan=True).map(repr) | st.text(max_size=6),
+              "channel_format": st.sampled_from(["float32", "double64", "string", "int8", "int64", "float16"])}
+    for name in draw(st.lists(st.sampled_from(sorted(fields)), min_size=1, max_size=3, unique=True)):
+        start, stop = xml.index(f"<{name}>") + len(name) + 2, xml.index(f"</{name}>")
+        xml = xml[:start] + draw(fields[name]).replace("<", "").replace("&", "") + xml[stop:]
+    buf = bytearray(b"XDF:") + _chunk(1, b"<?xml version=\"1.0\"?><info><version>1.0</version></info>")
+    buf += _chunk(2, (1).to_bytes(4, "little") + xml.encode())
+    buf += _chunk(2, (2).to_bytes(4, "little") + _header_xml(markers))
+    if draw(st.booleans()):
+        buf += _chunk(3, _samples_chunk(eeg, 0, len(eeg.timestamps)))
+    buf += _chunk(3, _samples_chunk(markers, 0, 2))
+    return bytes(buf)
+
+
+@pytest.fixture(scope="module")
+def xdf_seed(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return write_xdf(tmp_path_factory.mktemp("xdf") / "rec.xdf", _xdf_streams(), chunk=10).read_bytes()
+
+
+@given(data=st.data(), allow_damaged=st.booleans())
+def test_fuzz_xdf(xdf_seed: bytes, data: st.DataObject, allow_damaged: bool) -> None:
+    from offline.importers.xdf import import_xdf
+
+    content = data.draw(byte_mutation(xdf_seed) | _xdf_header_case())
+    with example_dir() as base:
+        src = _mutate_file(base / "rec.xdf", content)
+        check_loader(base, base / "out", lambda: import_xdf(src, base / "out", allow_damaged=allow_damaged))
+
+
+def test_fuzz_xdf_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    xdf = write_xdf(tmp_path / "rec.xdf", _xdf_streams(), chunk=10)
+    xdf.write_bytes(xdf.read_bytes()[:-40])
+    assert "rec.xdf" in run_cli(["import", "xdf", xdf, tmp_path / "out"], capsys)
+
+
+# --------------------------------------------------------------------------- EDF / FIF (raw importer)
+def _raw_for_files() -> Any:
+    import mne
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(scale=1e-5, size=(3, 200))
+    x[2] = 0.0
+    x[2, 50:52] = 5
+    info = mne.create_info(["Fz", "Cz", "STI"], 100.0, ["eeg", "eeg", "stim"])
+    raw = mne.io.RawArray(x, info, verbose="error")
+    raw.set_annotations(mne.Annotations([0.5], [0.1], ["cat"]))
+    return raw
+
+
+@pytest.fixture(scope="module")
+def raw_seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    import mne
+
+    pytest.importorskip("edfio")
+    root = tmp_path_factory.mktemp("raw")
+    raw = _raw_for_files()
+    raw.save(root / "rec_raw.fif", verbose="error")
+    mne.export.export_raw(root / "rec.edf", raw.copy().pick(["Fz", "Cz"]), verbose="error")
+    return {name: (root / name).read_bytes() for name in ("rec_raw.fif", "rec.edf")}
+
+
+@given(data=st.data())
+def test_fuzz_raw(raw_seeds: dict[str, bytes], data: st.DataObject) -> None:
+    from offline.importers.raw import import_raw
+
+    name = data.draw(st.sampled_from(sorted(raw_seeds)), label="file")
+    content = data.draw(byte_mutation(raw_seeds[name]), label="content")
+    with example_dir() as base:
+        src = _mutate_file(base / name, content)
+        check_loader(base, base / "out", lambda: import_raw(src, base / "out"))
+
+
+def test_fuzz_raw_cli(raw_seeds: dict[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _mutate_file(tmp_path / "rec.edf", raw_seeds["rec.edf"][:300])
+    assert "rec.edf" in run_cli(["import", "raw", src, tmp_path / "out"], capsys)
+
+
+# --------------------------------------------------------------------------- EEG-ImageNet .pth
+class _Payload:
+    """Unpickling this would create a folder: proof that a refused pickle ran nothing."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.mkdir, (self.path,)
+
+
+def _torch_value(base_hint: str) -> st.SearchStrategy[Any]:
+    import torch
+
+    shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
+    dtypes = st.sampled_from([torch.float32, torch.float64, torch.float16, torch.int64, torch.bool])
+    tensors = st.builds(lambda shape, dtype: torch.zeros(shape, dtype=dtype), shapes, dtypes)
+    return (JSON_VALUE | tensors | st.builds(lambda s: np.zeros(s), shapes)
+            | st.just(None).map(lambda _: _Payload(base_hint)))
+
+
+@st.composite
+def _eeg_imagenet_case(draw: st.DrawFn, marker: str) -> Any:
+    """The EEG-ImageNet layout with 1..3 values replaced by JSON, tensors, numpy arrays or a code payload."""
+    content = eeg_imagenet_content(n_subjects=1, n_classes=2, per_class=2, n_channels=2, length=30)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(sorted(_paths(content), key=repr)))
+        if not path:
+            continue
+        parent = content
+        for step in path[:-1]:
+            parent = parent[step]
+        parent[path[-1]] = draw(_torch_value(marker))
+    return content
+
+
+@given(data=st.data())
+def test_fuzz_eeg_imagenet(data: st.DataObject) -> None:
+    import torch
+
+    from offline.importers.eeg_imagenet import import_eeg_imagenet
+
+    with example_dir() as base:
+        marker = str(base / "payload-ran")
+        src = base / "eeg.pth"
+        if data.draw(st.booleans(), label="structure"):
+            torch.save(data.draw(_eeg_imagenet_case(marker), label="content"), src)
+        else:
+            torch.save(eeg_imagenet_content(n_subjects=1, n_classes=2, per_class=2, n_channels=2, length=30), src)
+            _mutate_file(src, data.draw(byte_mutation(src.read_bytes()), label="bytes"))
+        check_loader(base, base / "out", lambda: import_eeg_imagenet(src, base / "out", time_slice="0:20"))
+        assert not Path(marker).exists()
+
+
+def test_fuzz_eeg_imagenet_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    content = eeg_imagenet_content(n_subjects=1, n_classes=2, per_class=2, n_channels=2, length=30)
+    content["dataset"][0]["eeg"] = _Payload(str(tmp_path / "payload-ran"))
+    torch.save(content, tmp_path / "eeg.pth")
+    line = run_cli(["import", "eeg-imagenet", tmp_path / "eeg.pth", tmp_path / "out", "--time-slice", "0:20"], capsys)
+    assert "refused" in line and not (tmp_path / "payload-ran").exists()
+
+
+# --------------------------------------------------------------------------- THINGS-EEG2 .npy
+def _things_pair() -> tuple[dict, dict]:
+    return things_content(4, 2, n_channels=3, n_times=5, seed=1), things_content(2, 2, n_channels=3, n_times=5, seed=2)
+
+
+def _numpy_value() -> st.SearchStrategy[Any]:
+    shapes = st.lists(st.integers(0, 4), min_size=0, max_size=5).map(tuple)
+    dtypes = st.sampled_from(["float32", "float64", "int16", "uint8", "bool", "complex64", "U3", "object"])
+    arrays = st.builds(lambda shape, dtype: np.zeros(shape, dtype=dtype), shapes, dtypes)
+    return JSON_VALUE | arrays | st.builds(lambda x: np.full((2, 2, 3, 5), x), st.sampled_from([np.nan, np.inf]))
+
+
+@st.composite
+def _things_case(draw: st.DrawFn) -> tuple[str, Any]:
+    train, test = _things_pair()
+    if draw(st.booleans()):
+        for _ in range(draw(st.integers(1, 2))):
+            key = draw(st.sampled_from([*sorted(train), "extra"]))
+            if draw(st.booleans()) and key in train:
+                del train[key]
+            else:
+                train[key] = draw(_numpy_value())
+        return "content", train
+    return "bytes", train
+
+
+@given(data=st.data())
+def test_fuzz_things(data: st.DataObject) -> None:
+    from offline.importers.things_eeg2 import import_things_eeg2
+
+    kind, train = data.draw(_things_case(), label="train")
+    with example_dir() as base:
+        test = write_things(base / "test.npy", _things_pair()[1])
+        src = write_things(base / "train.npy", train)
+        if kind == "bytes":
+            _mutate_file(src, data.draw(byte_mutation(src.read_bytes()), label="bytes"))
+        check_loader(base, base / "out", lambda: import_things_eeg2(src, test, base / "out", trust_pickle=True,
+                                                                     images_per_concept=2))
+
+
+def test_fuzz_things_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train, test = _things_pair()
+    src = write_things(tmp_path / "train.npy", train)
+    write_things(tmp_path / "test.npy", test)
+    data = bytearray(src.read_bytes())
+    data[-30:-20] = b"\xff" * 10
+    src.write_bytes(bytes(data))
+    line = run_cli(["import", "things-eeg2", src, tmp_path / "test.npy", tmp_path / "out", "--trust-pickle",
+                    "--images-per-concept", "2"], capsys)
+    assert "train.npy" in line
