@@ -581,3 +581,73 @@ def test_fuzz_things_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     line = run_cli(["import", "things-eeg2", src, tmp_path / "test.npy", tmp_path / "out", "--trust-pickle",
                     "--images-per-concept", "2"], capsys)
     assert "train.npy" in line
+
+
+# --------------------------------------------------------------------------- labels.csv and image folders
+#: Ids and names that try to leave the folder, or break naive path handling.
+ESCAPING_NAMES = st.sampled_from(["../x", "../outside/secret", "/etc/passwd", "a/../../x", "a\x00b", "x" * 300,
+                                  "a/1", "./a/1", "a//1", "\\..\\x", "~/x", "a/1.png", ""]) | st.text(max_size=20)
+
+
+def _image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for rel in ("a/1.png", "a/2.png", "b/1.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)).save(root / rel)
+    (root / "labels.csv").write_text("id,label,caption\na/1,alpha,a first\nb/1,beta,\n", encoding="utf-8")
+    return root
+
+
+@st.composite
+def _labels_case(draw: st.DrawFn) -> tuple[bytes, list[str]]:
+    """labels.csv content (rows with escaping ids, or the valid file byte-mutated) and the symlinks to add."""
+    if draw(st.booleans()):
+        header = draw(st.sampled_from(["id,label,caption", "id,label", "id,caption", "label,id", "x,y", ""]))
+        rows = draw(st.lists(st.tuples(ESCAPING_NAMES, st.text(max_size=10)), max_size=4))
+        text = header + "\n" + "".join(f"{i},{lab}\n" for i, lab in rows)
+        content = text.encode("utf-8", "surrogatepass")
+    else:
+        content = draw(byte_mutation(b"id,label,caption\na/1,alpha,a first\nb/1,beta,\n"))
+    links = draw(st.lists(st.sampled_from(["file-outside", "dir-outside", "loop", "dangling"]), max_size=2,
+                          unique=True))
+    return content, links
+
+
+def _add_links(folder: Path, outside: Path, links: list[str]) -> None:
+    targets = {"file-outside": (outside / "secret.png", "evil.png"), "dir-outside": (outside, "elsewhere"),
+               "loop": (folder, "a/loop"), "dangling": (outside / "nothing.png", "gone.png")}
+    for name in links:
+        target, link = targets[name]
+        (folder / link).symlink_to(target)
+
+
+def _load_folder(folder: Path, names: list[str]) -> None:
+    from bci.retrieval.gallery import captions_from_folder, images_from_folder
+    from offline.importers.images import load_image_folder
+
+    found = images_from_folder(folder, size=8)
+    captions_from_folder(folder, found.ids)
+    assert all(not i.startswith(("/", "..")) and "/../" not in i for i in found.ids), found.ids
+    load_image_folder(folder, names, 8)
+
+
+@given(case=_labels_case(), names=st.lists(ESCAPING_NAMES, max_size=4))
+def test_fuzz_labels_csv(case: tuple[bytes, list[str]], names: list[str]) -> None:
+    content, links = case
+    with example_dir() as base:
+        folder = _image_folder(base / "images")
+        outside = base / "outside"
+        outside.mkdir()
+        (outside / "secret.png").write_bytes((folder / "a/1.png").read_bytes())
+        (folder / "labels.csv").write_bytes(content)
+        _add_links(folder, outside, links)
+        check_loader(base, base / "out", lambda: _load_folder(folder, names))
+
+
+def test_fuzz_labels_csv_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _image_folder(tmp_path / "images")
+    (folder / "labels.csv").write_text("id,label\n../../etc/passwd,x\n", encoding="utf-8")
+    line = run_cli(["gallery", "build", folder, tmp_path / "out", "--pattern-grid", "2"], capsys)
+    assert "labels.csv" in line and not (tmp_path / "out").exists()
