@@ -336,9 +336,12 @@ def check_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path
 
 
 def load_module(module: _M, path: Path, kind: CheckpointKind, subject: str,
-                device: str | torch.device = "cpu") -> _M:
-    """Load the safetensors file ``path`` into ``module`` (checked first), then move it to ``device``, eval mode."""
-    state = load_state(path, kind)
+                device: str | torch.device = "cpu", state: Mapping[str, torch.Tensor] | None = None) -> _M:
+    """Load the safetensors file ``path`` into ``module`` (checked first), then move it to ``device``, eval mode.
+
+    ``state`` is the file's tensors when the caller has read them already (:func:`load_state`).
+    """
+    state = load_state(path, kind) if state is None else state
     check_state(module, state, path, subject, kind.fix)
     module.load_state_dict(state, strict=True)
     return module.to(torch.device(device)).eval()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from streams._checks import check_float, check_type
 from streams.errors import StreamMismatchError
 
 #: LSL channel formats by name, as stored in ``dtype``.
@@ -138,11 +139,19 @@ class StreamDescription:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StreamDescription:
-        """Inverse of :meth:`to_dict`; a missing key is a clear error."""
+        """Inverse of :meth:`to_dict`; a missing key or a value of the wrong type is a clear error."""
+        check_type("stream description", d, dict, "a dict")
         required = ("name", "type", "source_id", "channel_names", "nominal_rate", "dtype")
         missing = [k for k in required if k not in d]
         if missing:
             raise ValueError(f"stream description is missing {missing}; got keys {sorted(d)}")
+        for key in ("name", "type", "source_id", "dtype", "hostname"):
+            check_type(f"stream description {key!r}", d.get(key, ""), str)
+        for key in ("channel_names", "channel_types", "channel_units"):
+            values = check_type(f"stream description {key!r}", d.get(key, ()), (list, tuple), "a list of strings")
+            if not all(isinstance(v, str) for v in values):
+                raise TypeError(f"stream description {key!r} must be a list of strings, got {values!r:.80}")
+        check_float("stream description 'nominal_rate'", d["nominal_rate"], finite=False)
         return cls(
             name=d["name"],
             type=d["type"],

@@ -526,12 +526,20 @@ class SessionReader:
     def gaps(self, key: str) -> list[dict[str, Any]]:
         """Recorded gaps of stream ``key``: dicts with start_time, end_time (NaN if unknown), reason."""
         out = []
-        for g in self._stream(key).group.attrs.get("gaps", []):
-            out.append({
-                "start_time": float("nan") if g.get("start_time") is None else float(g["start_time"]),
-                "end_time": float("nan") if g.get("end_time") is None else float(g["end_time"]),
-                "reason": str(g.get("reason", "")),
-            })
+        gaps = self._stream(key).group.attrs.get("gaps", [])
+        where = f"{str(self._path)!r}: stream {key!r}: attribute 'gaps'"
+        if not isinstance(gaps, list):
+            raise SessionFormatError(f"{where} must be a list of gap records, got {gaps!r:.80}; {_expected()}")
+        for i, g in enumerate(gaps):
+            try:
+                out.append({
+                    "start_time": float("nan") if g.get("start_time") is None else float(g["start_time"]),
+                    "end_time": float("nan") if g.get("end_time") is None else float(g["end_time"]),
+                    "reason": str(g.get("reason", "")),
+                })
+            except (AttributeError, TypeError, ValueError):
+                raise SessionFormatError(f"{where}[{i}] = {g!r:.80} is not a record {{start_time, end_time, "
+                                         f"reason}} with numbers or null for the times; {_expected()}") from None
         return out
 
     def find(self, name_or_type: str) -> str:

@@ -20,8 +20,8 @@ from torch import nn
 
 from bci.models.base import EncoderModel, ModelConfig
 from bci.models.registry import build_model, list_models
-from bci.safe_io import (CONFIG_FILE, CheckpointError, CheckpointKind, checkpoint_dir, load_module,
-                         read_json_config, write_checkpoint)
+from bci.safe_io import (CONFIG_FILE, CheckpointError, CheckpointKind, check_state, checkpoint_dir, load_module,
+                         load_state, read_json_config, write_checkpoint)
 
 __all__ = [
     "CONFIG_FILE",
@@ -115,5 +115,16 @@ def load_checkpoint(directory: str | os.PathLike, *, device: str | torch.device 
     """
     directory = checkpoint_dir(directory, KIND)
     config = read_config(directory)
-    return load_module(build_model(config), directory / WEIGHTS_FILE, KIND, f"model {config.name!r}", device)
+    path, subject = directory / WEIGHTS_FILE, f"model {config.name!r}"
+    state = load_state(path, KIND)
+    # the shapes first, on a model without storage: a config.json asking for n_chans=2**40 is an error naming
+    # the tensor that does not fit, not an allocation of terabytes
+    check_state(_skeleton(config), state, path, subject, KIND.fix)
+    return load_module(build_model(config), path, KIND, subject, device, state=state)
+
+
+def _skeleton(config: ModelConfig) -> EncoderModel:
+    """The model of ``config`` on the meta device (shapes, no storage); the RNG state is left as it was."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return build_model(config)
 

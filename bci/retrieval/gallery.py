@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, Sequence
@@ -350,7 +351,8 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise GalleryError(f"{path}: holds pickled objects, which bci never loads (unsafe); "
                                "rebuild the gallery with 'bci gallery build'") from None
         raise GalleryError(f"{path}: unreadable ({exc}); the file is corrupt, rebuild the gallery") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error,
+            RuntimeError, NotImplementedError) as exc:  # zipfile: encrypted / unsupported compression flags
         raise GalleryError(f"{path}: unreadable ({type(exc).__name__}: {exc}); the file is truncated or "
                            "corrupt, rebuild the gallery") from None
     return embeddings, thumbnails

@@ -139,6 +139,9 @@ def load_pickled_npy(path: str | os.PathLike, what: str, *, trust_pickle: bool) 
         arr = np.load(src, allow_pickle=True)  # trusted explicitly by the caller (trust_pickle=True)
     except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         raise ImportFormatError(f"{what} {str(src)!r} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    except Exception as e:  # a damaged pickle stream fails in any way (ImportError, KeyError, AttributeError, ...)
+        raise ImportFormatError(f"{what} {str(src)!r} is corrupt: unpickling failed ({type(e).__name__}: "
+                                f"{str(e)[:200]})") from None
     return arr.item() if isinstance(arr, np.ndarray) and arr.shape == () else arr
 
 
@@ -182,7 +185,20 @@ def read_things_file(path: str | os.PathLike, what: str, *, trust_pickle: bool) 
             raise ImportFormatError(f"{what} {str(src)!r}: 'times' is not evenly spaced and increasing")
     if data.shape[0] < 1 or data.shape[1] < 1:
         raise ImportFormatError(f"{what} {str(src)!r}: 'preprocessed_eeg_data' has shape {data.shape}; no epochs")
+    _check_float32_range(data, f"{what} {str(src)!r}: 'preprocessed_eeg_data'")
     return ThingsPart(data=data, ch_names=[str(c) for c in ch], times=times, path=src)
+
+
+def _check_float32_range(data: np.ndarray, where: str, images: int = 256) -> None:
+    """ImportFormatError unless every value is finite and fits float32 (the dataset's dtype), ``images`` at a time."""
+    limit = float(np.finfo(np.float32).max)
+    for first in range(0, data.shape[0], images):
+        block = np.asarray(data[first:first + images], dtype=np.float64)
+        bad = ~np.isfinite(block) | (np.abs(block) > limit)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ImportFormatError(f"{where} holds {int(bad.sum())} value(s) that are NaN, infinite or beyond "
+                                    f"float32 (the first at index {(first + at[0], *at[1:])}); the file is damaged")
 
 
 def _numeric(x: Any) -> bool:

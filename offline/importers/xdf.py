@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 _FORMATS = {"float32": "float32", "double64": "float64", "string": "string", "int8": "int8",
             "int16": "int16", "int32": "int32", "int64": "int64"}
+#: Most channels a StreamHeader may declare: ``channel_count`` is read before any sample confirms it, and a
+#: damaged or hostile header (e.g. 2**40) must not make the importer build that many channel names.
+MAX_CHANNELS = 100_000
 #: Rows copied per append (keeps memory and the progress bar smooth).
 _BLOCK_ROWS = 10_000
 
@@ -190,8 +193,9 @@ def stream_description(info: dict[str, Any], stream_id: int | None = None) -> St
             f"XDF {where}: channel_count {info.get('channel_count')!r} / nominal_srate "
             f"{info.get('nominal_srate')!r} are not numbers"
         ) from None
-    if n < 1:
-        raise ImportFormatError(f"XDF {where}: channel_count is {n}; a stream needs at least one channel")
+    if n < 1 or n > MAX_CHANNELS:
+        raise ImportFormatError(f"XDF {where}: channel_count is {n}; a stream has between 1 and {MAX_CHANNELS} "
+                                "channels (the header is damaged)")
     labels, types, units = _channels(info, n)
     return StreamDescription(
         name=str(_first(info.get("name"), "") or f"stream{stream_id}"),
