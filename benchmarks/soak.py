@@ -9,8 +9,9 @@ reports windows decoded, markers dropped, markers sent, samples pushed and recor
 latency p50/p99 (``emitted_time - window_end_time``, real milliseconds), the pipeline's own
 ``latency_ms`` p99, the decoder's RSS and its CPU (% of one core; the process also runs the
 recorder's writer thread). Verdict: no sample and no marker lost (every marker a window or a
-``dropped`` record with its reason), RSS and p99 flat within ``--max-rss-growth-mb`` and
-``--max-p99-ratio``.
+``dropped`` record with its reason), RSS flat within ``--max-rss-growth-mb`` of the first row,
+p99 without drift (median of the later rows within ``--max-p99-ratio`` of the earlier rows') and
+under ``--max-p99-ms`` in every row.
 
 Timing at speed S: sample ``i`` is stamped ``t0 + i / (rate * S)`` on the LSL clock (see
 :class:`streams.simulate.LiveSimulation`), so latencies are real milliseconds; the recording's
@@ -61,6 +62,7 @@ class SoakSettings:
     seed: int = 0
     max_rss_growth_mb: float = 50.0
     max_p99_ratio: float = 2.0
+    max_p99_ms: float = 500.0
     drain_s: float = 3.0
 
     @property
@@ -92,7 +94,6 @@ def run_soak(settings: SoakSettings, workdir: Path) -> dict[str, Any]:
     psutil = common.require("psutil")
     from streams.lsl import local_clock
 
-    checkpoint = make_checkpoint(workdir / "model", settings)
     name, events, record = settings.name, workdir / "events.jsonl", workdir / "soak.zarr"
     logs = {p: (workdir / f"{p}.out").open("w+", encoding="utf-8") for p in ("simulate", "live")}  # no pipe fills up
     sim = subprocess.Popen(
@@ -100,6 +101,12 @@ def run_soak(settings: SoakSettings, workdir: Path) -> dict[str, Any]:
              "--sfreq", repr(settings.sfreq), "--montage", settings.montage, "--seed", str(settings.seed),
              "--wait-for-consumers", "120", "--start-delay", "1"),
         cwd=common.REPO_ROOT, stdout=logs["simulate"], stderr=subprocess.STDOUT)
+    try:  # the simulator builds its world and waits for the decoder meanwhile
+        checkpoint = make_checkpoint(workdir / "model", settings)
+    except BaseException:
+        sim.kill()
+        sim.wait()
+        raise
     live = subprocess.Popen(
         _bci("live", "--eeg", name, "--markers", f"{name}-Markers", "--model", str(checkpoint), "--events",
              str(events), "--record", str(record), "--results-stream", f"{name}-results", "--no-view",
@@ -203,17 +210,22 @@ def verdict(rows: list[dict[str, Any]], totals: dict[str, Any], settings: SoakSe
     unaccounted = totals["markers_sent"] - totals["windows"] - totals["dropped"]
     rss = [r["rss_mb_max"] for r in rows if math.isfinite(r["rss_mb_max"])]
     rss_growth = max(rss[1:], default=rss[0] if rss else float("nan")) - rss[0] if rss else float("nan")
+    # drift, not load: the median p99 of the later half of the rows against that of the earlier half (one row
+    # hit by the shared machine's load does not decide), and every row's p99 under an absolute bound
     p99 = [r["latency_ms"]["p99"] for r in rows if r["latency_ms"]["n"] >= 20]
-    p99_ratio = max(p99) / min(p99) if p99 and min(p99) > 0 else float("nan")
+    half = len(p99) // 2
+    p99_ratio = (float(np.median(p99[-half:]) / np.median(p99[:half])) if half and np.median(p99[:half]) > 0
+                 else float("nan"))
     checks = {
         "no_sample_lost": lost_samples == 0 and not totals["gaps"],
         "no_marker_lost": unaccounted == 0 and totals["markers_recorded"] == totals["markers_sent"],
         "every_result_recorded": totals["results_recorded"] == totals["windows"] + totals["dropped"],
         "rss_flat": not math.isfinite(rss_growth) or rss_growth <= settings.max_rss_growth_mb,
-        "p99_flat": not math.isfinite(p99_ratio) or p99_ratio <= settings.max_p99_ratio,
+        "p99_flat": (not math.isfinite(p99_ratio) or p99_ratio <= settings.max_p99_ratio)
+        and max(p99, default=0.0) <= settings.max_p99_ms,
     }
     return {"lost_samples": lost_samples, "markers_unaccounted": unaccounted, "rss_growth_mb": rss_growth,
-            "p99_max_over_min": p99_ratio, **checks, "ok": all(checks.values())}
+            "p99_later_over_earlier": p99_ratio, "p99_max_ms": max(p99, default=float("nan")), **checks, "ok": all(checks.values())}
 
 
 def print_report(res: dict[str, Any], settings: SoakSettings) -> None:
@@ -230,7 +242,8 @@ def print_report(res: dict[str, Any], settings: SoakSettings) -> None:
           f"({t['markers_recorded']} recorded), {t['results_recorded']} results recorded, {len(t['gaps'])} gaps")
     print(f"verdict: {'OK' if v['ok'] else 'FAILED'} (lost samples {v['lost_samples']}, markers unaccounted "
           f"{v['markers_unaccounted']}, RSS growth {v['rss_growth_mb']:.1f} MiB <= {settings.max_rss_growth_mb:g}, "
-          f"p99 max/min {v['p99_max_over_min']:.2f} <= {settings.max_p99_ratio:g})")
+          f"p99 later/earlier half {v['p99_later_over_earlier']:.2f} <= {settings.max_p99_ratio:g}, "
+          f"p99 max {v['p99_max_ms']:.1f} ms <= {settings.max_p99_ms:g})")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, Path, Path | None]:
@@ -245,7 +258,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, Path, Path 
     p.add_argument("--max-rss-growth-mb", type=float, default=d.max_rss_growth_mb,
                    help=f"flat: the decoder's RSS grows at most this much after the first row [{d.max_rss_growth_mb:g}]")
     p.add_argument("--max-p99-ratio", type=float, default=d.max_p99_ratio,
-                   help=f"flat: largest / smallest p99 latency of the rows [{d.max_p99_ratio:g}]")
+                   help="flat: median p99 latency of the later half of the rows / that of the earlier half "
+                        f"[{d.max_p99_ratio:g}]")
+    p.add_argument("--max-p99-ms", type=float, default=d.max_p99_ms,
+                   help=f"and every row's p99 latency at most this [{d.max_p99_ms:g}]")
     p.add_argument("--drain", type=float, default=d.drain_s,
                    help=f"seconds the decoder runs on after the stream ends, before it is stopped [{d.drain_s:g}]")
     p.add_argument("--workdir", type=Path, default=None,
@@ -260,9 +276,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, Path, Path 
     common.checked(p, check_float, "--max-rss-growth-mb", args.max_rss_growth_mb, low=0.0)
     common.checked(p, check_float, "--max-p99-ratio", args.max_p99_ratio, low=1.0)
     common.checked(p, check_float, "--drain", args.drain, low=0.0)
+    common.checked(p, check_float, "--max-p99-ms", args.max_p99_ms, positive=True)
     settings = SoakSettings(hours=args.hours, speed=args.speed, sfreq=args.sfreq, montage=args.montage,
                             bin_minutes=args.bin_minutes, seed=args.seed, max_rss_growth_mb=args.max_rss_growth_mb,
-                            max_p99_ratio=args.max_p99_ratio, drain_s=args.drain)
+                            max_p99_ratio=args.max_p99_ratio, max_p99_ms=args.max_p99_ms, drain_s=args.drain)
     return settings, args.out, args.workdir
 
 
