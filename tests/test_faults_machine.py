@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from bci.runtime.sinks import read_events
+from streams.errors import StreamsError
 from streams.lsl import local_clock
 from streams.session import SessionReader
 from tests.conftest import REPO
@@ -140,6 +141,15 @@ def test_kill_9_of_bci_record_leaves_a_session_that_opens_with_what_was_written(
     print(f"kill -9 of bci record: {len(times)} samples kept, lost {killed_at - times[-1]:.2f} s of EEG")
 
 
+def _samples_on_disk(path: Path, name: str) -> int:
+    """Samples of stream ``name`` a reader finds in a session being written (0 while it is not there yet)."""
+    try:
+        reader = SessionReader(path)
+        return reader.n_samples(reader.find(name))
+    except (StreamsError, OSError):
+        return 0
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained checkpoint for the quiet amplifier's 8 channels at 500 Hz."""
@@ -160,18 +170,20 @@ def test_kill_9_of_bci_live_record_leaves_a_session_and_an_events_file_of_whole_
                 "--events", str(events), "--no-view", "--device", "cpu", "--resolve-timeout", "20",
                 "--results-stream", f"{unique_name}-results", "--record", str(out))
     try:
-        n_windows, end = 0, time.monotonic() + 90
-        while n_windows < 6 and time.monotonic() < end and live.poll() is None:  # 6 windows: ~1.5 s decoded
+        n_windows, n_written, end = 0, 0, time.monotonic() + 90
+        # 6 windows decoded (~1.5 s) and the first 1-s block on disk (read while the writer writes)
+        while (n_windows < 6 or n_written < RATE) and time.monotonic() < end and live.poll() is None:
             time.sleep(0.1)
             if events.exists():
                 n_windows = events.read_text(encoding="utf-8").count('"type":"window"')
+            n_written = _samples_on_disk(out, unique_name)
         assert live.poll() is None, live.communicate()[1]
         live.send_signal(signal.SIGKILL)
         killed_at = local_clock()
         live.wait(timeout=10)
     finally:
         _stop(live, amp)
-    assert live.returncode == -signal.SIGKILL and n_windows >= 6
+    assert live.returncode == -signal.SIGKILL and n_windows >= 6 and n_written >= RATE
     text = events.read_text(encoding="utf-8")
     assert text.endswith("\n")  # one write() per record: never half a line
     records = [json.loads(line) for line in text.splitlines()]
