@@ -441,10 +441,11 @@ def producer_process(args: Sequence[str], what: str, *, stop_timeout: float) -> 
 
 
 # ---------------------------------------------------------------------- model
-def make_default_checkpoint(directory: str | os.PathLike, *, seed: int = 0) -> Path:
+def make_default_checkpoint(directory: str | os.PathLike, *, seed: int = 0, **config: Any) -> Path:
     """An untrained, seeded ``eeg_convnet`` checkpoint with the default preprocessing.
 
-    ``default_config("eeg_convnet")`` -> ``build_model`` -> the default
+    ``default_config("eeg_convnet", **config)`` (``config``: e.g. ``n_chans``, ``ch_names``, ``sfreq``,
+    ``n_times`` for another amplifier) -> ``build_model`` -> the default
     :class:`~bci.preprocessing.PreprocessConfig` stored in the config (so the runtime
     applies it, as for a trained model) -> ``save_checkpoint``. Untrained weights cost
     exactly the same time as trained ones.
@@ -455,7 +456,7 @@ def make_default_checkpoint(directory: str | os.PathLike, *, seed: int = 0) -> P
     from bci.preprocessing import PreprocessConfig
 
     torch.manual_seed(seed)
-    model = build_model(default_config("eeg_convnet"))
+    model = build_model(default_config("eeg_convnet", **config))
     model.set_metadata(preprocessing=PreprocessConfig().to_dict(), extra={"trained": False, "seed": seed})
     return save_checkpoint(model, directory, overwrite=True)
 

@@ -29,3 +29,7 @@ class SessionFormatError(StreamsError, ValueError):
 
 class OutputExistsError(StreamsError, FileExistsError):
     """The output path exists and overwrite was not asked for."""
+
+
+class SessionWriteError(StreamsError, OSError):
+    """Writing a session failed (disk full, file size limit, I/O error); what was written before is kept."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from streams._checks import check_bool, ensure_path
 from streams.acquisition import Gap, StreamReceiver
-from streams.errors import BufferOverflowError, OutputExistsError, StreamsError
+from streams.errors import BufferOverflowError, OutputExistsError, SessionWriteError, StreamsError
 from streams.description import StreamDescription
 from streams.lsl import StreamQuery
 from streams.session import SessionWriter
@@ -78,6 +78,7 @@ class _Track:
         self.n_dropped = 0
         self.last_time = float("nan")
         self.failed = False
+        self.write_failed = False
 
 
 class Recorder:
@@ -131,6 +132,8 @@ class Recorder:
         self._tracks: list[_Track] = []
         self._writer: SessionWriter | None = None
         self.started_at: float | None = None
+        #: Set when the disk refused a block (full, file size limit): recording stops, the session keeps the rest.
+        self.write_error: SessionWriteError | None = None
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> Recorder:
@@ -147,9 +150,20 @@ class Recorder:
         return self
 
     def drain(self) -> None:
-        """Move newly arrived samples and gaps into the session (call every ~0.1 s)."""
+        """Move newly arrived samples and gaps into the session (call every ~0.1 s).
+
+        A write failure (disk full, file size limit) sets :attr:`write_error`; the other streams are
+        still drained (their samples stay buffered for the best-effort close), and :meth:`run` stops.
+        """
         for track in self._tracks:
-            self._drain_track(track)
+            if track.write_failed:
+                continue
+            try:
+                self._drain_track(track)
+            except SessionWriteError as exc:
+                track.write_failed = True
+                if self.write_error is None:
+                    self.write_error = exc
 
     def stop(self) -> None:
         """Stop acquisition, write what is left, close the session (idempotent)."""
@@ -159,7 +173,8 @@ class Recorder:
             receiver.stop()
         if self._writer is not None:
             self.drain()
-            self._writer.set_attrs(stopped_cleanly=True)
+            if self._writer.error is None:
+                self._writer.set_attrs(stopped_cleanly=True)
             self._writer.close()
             self._writer = None
 
@@ -187,13 +202,16 @@ class Recorder:
                 if on_status is not None and time.monotonic() >= next_status:
                     on_status(self.status())
                     next_status += status_every
-                if all(t.failed for t in self._tracks):
+                if all(t.failed for t in self._tracks) or self.write_error is not None:
                     break
         except KeyboardInterrupt:
             logger.info("interrupted; closing the session")
         finally:
             self.stop()
         final = self.status()
+        if self.write_error is not None:
+            raise SessionWriteError(f"recording stopped after {time.monotonic() - self.started_at:.1f} s: "
+                                    f"{self.write_error}")
         errors = [s for s in final if s.error]
         if errors:
             raise StreamsError(

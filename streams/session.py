@@ -22,6 +22,7 @@ second (plus the block in flight) is lost.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -40,7 +41,7 @@ from streams._context import ClosingContext
 from streams._keys import sanitize_key
 from streams._store import jsonable, now, remove_existing, store_header
 from streams.description import StreamDescription
-from streams.errors import OutputExistsError, SessionFormatError, StreamNotFoundError
+from streams.errors import OutputExistsError, SessionFormatError, SessionWriteError, StreamNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     import mne
@@ -58,8 +59,14 @@ IRREGULAR_CHUNK_ROWS = 256
 MIN_CHUNK_ROWS = 64
 
 _ROOT_RESERVED = frozenset(
-    {"schema", "schema_version", "created", "closed", "writer", "zarr_version", "complete", "streams"}
+    {"schema", "schema_version", "created", "closed", "writer", "zarr_version", "complete", "streams", "write_error"}
 )
+#: What an OSError's errno means for a recording (the rest: its strerror).
+_WRITE_ERRNO_TEXT = {
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EFBIG: "file size limit reached (RLIMIT_FSIZE, ulimit -f, or the file system's largest file)",
+    errno.EDQUOT: "disk quota exceeded",
+}
 _STREAM_RESERVED = frozenset({"stream", "index", "gaps", "nonfinite_samples", "n_samples", "flush_rows"})
 
 #: mne channel types a description's channel type may map to (others become 'misc').
@@ -97,6 +104,7 @@ class _WriteStream:
     buffered_since: float = 0.0  # time.monotonic() of the oldest buffered sample
     nonfinite: int = 0
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    failed: bool = False  # a block could not be written: nothing more is written to this stream
 
 
 class SessionWriter(ClosingContext):
@@ -145,6 +153,8 @@ class SessionWriter(ClosingContext):
         self.flush_seconds = flush_seconds
         self._streams: dict[str, _WriteStream] = {}
         self._closed = False
+        #: The first write failure (disk full, file size limit...); the session is then closed incomplete.
+        self.error: SessionWriteError | None = None
         root_attrs = {
             **store_header(SCHEMA_NAME, SCHEMA_VERSION),
             "streams": [],
@@ -230,6 +240,8 @@ class SessionWriter(ClosingContext):
         """
         self._check_open()
         s = self._stream(key)
+        if s.failed:
+            raise self.error
         block, t = _validate_block(s, data, times)
         if len(t):
             if s.n_buffered == 0:
@@ -239,7 +251,7 @@ class SessionWriter(ClosingContext):
             s.n_buffered += len(t)
         now = _time.monotonic()
         for other in self._streams.values():
-            if other.n_buffered and self._due(other, now):
+            if other.n_buffered and not other.failed and self._due(other, now):
                 self._flush_stream(other, aligned=other.flush_rows is not None)
 
     def add_gap(self, key: str, start_time: float, end_time: float, reason: str) -> None:
@@ -273,23 +285,46 @@ class SessionWriter(ClosingContext):
 
     # ------------------------------------------------------------------ life cycle
     def flush(self) -> None:
-        """Write every buffered sample now."""
+        """Write every buffered sample now (of the streams whose writes have not failed)."""
         self._check_open()
         for s in self._streams.values():
-            if s.n_buffered:
+            if s.n_buffered and not s.failed:
                 self._flush_stream(s, aligned=False)
 
     def close(self) -> None:
-        """Flush, write ``n_samples`` per stream and mark the session complete (idempotent)."""
+        """Flush, write ``n_samples`` per stream and mark the session complete (idempotent).
+
+        After a write failure (:attr:`error`) the other streams are still flushed where the disk
+        allows, and the session is marked ``complete: false`` with the failure in ``write_error``.
+        """
         if self._closed:
             return
         try:
-            self.flush()
+            if self.error is None:
+                self.flush()
+            else:
+                self._close_failed()
+                return
             for s in self._streams.values():
                 s.group.attrs.update({"n_samples": s.n_written, "nonfinite_samples": s.nonfinite})
             self._root.attrs.update({"complete": True, "closed": now()})
         finally:
             self._closed = True
+
+    def _close_failed(self) -> None:
+        """Best effort after a write failure: flush the streams that still can, mark the session incomplete."""
+        for s in self._streams.values():
+            if s.n_buffered and not s.failed:
+                try:
+                    self._flush_stream(s, aligned=False)
+                except SessionWriteError:
+                    logger.error("%s: buffered samples of stream %r could not be written", self._path, s.key)
+        try:
+            for s in self._streams.values():
+                s.group.attrs.update({"n_samples": s.n_written, "nonfinite_samples": s.nonfinite})
+            self._root.attrs.update({"complete": False, "closed": now(), "write_error": str(self.error)})
+        except OSError as exc:
+            logger.error("%s: could not mark the session incomplete (%s); readers see it unclosed", self._path, exc)
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:
@@ -337,10 +372,13 @@ class SessionWriter(ClosingContext):
         n0, n1 = s.n_written, s.n_written + len(times)
         if n1 == n0:
             return
-        s.data.resize((n1, s.desc.n_channels))
-        s.data[n0:n1] = data
-        s.time.resize((n1,))
-        s.time[n0:n1] = times
+        try:
+            s.data.resize((n1, s.desc.n_channels))
+            s.data[n0:n1] = data
+            s.time.resize((n1,))
+            s.time[n0:n1] = times
+        except OSError as exc:
+            raise self._write_failed(s, n0, n1, exc) from None
         s.n_written = n1
         bad = _count_nonfinite(data)
         if bad:
@@ -348,6 +386,22 @@ class SessionWriter(ClosingContext):
                 logger.warning("stream %r: samples with NaN/inf values (written as they are, counted)", s.key)
             s.nonfinite += bad
             s.group.attrs.update({"nonfinite_samples": s.nonfinite})
+
+
+    def _write_failed(self, s: _WriteStream, n0: int, n1: int, exc: OSError) -> SessionWriteError:
+        """Mark stream ``s`` failed; the error names the stream, the cause and what the session keeps."""
+        why = _WRITE_ERRNO_TEXT.get(exc.errno, exc.strerror or str(exc))
+        kept = f"{n0} samples" + (f" ({n0 / s.desc.nominal_rate:.1f} s)" if s.desc.is_regular else "")
+        error = SessionWriteError(
+            f"stream {s.desc.name!r}: {why} while writing samples {n0}-{n1} to {str(self._path)!r} "
+            f"[{exc.__class__.__name__} {exc.errno}: {exc.strerror or exc}]; the session keeps the {kept} written "
+            "before and is marked incomplete (complete: false, write_error); free space or raise the limit, then "
+            "record to a new path"
+        )
+        s.failed = True
+        if self.error is None:
+            self.error = error
+        return error
 
 
 def _create_array(group: Any, name: str, shape: tuple[int, int], chunks: tuple[int, int],
@@ -491,6 +545,12 @@ class SessionReader:
     def complete(self) -> bool:
         """True when the writer was closed cleanly."""
         return self._attrs.get("complete") is True
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the writer stopped early (disk full, file size limit...), or None."""
+        error = self._attrs.get("write_error")
+        return None if error is None else str(error)
 
     @property
     def streams(self) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from streams._checks import check_float, check_int
+from streams._checks import check_float, check_int, check_type
 from streams._context import PlayingContext
 from streams.description import StreamDescription
 from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet, local_clock
@@ -65,6 +65,11 @@ class SimulationSpec:
     session : int
         Recording session of the simulated subject ``seed`` (EEG): new noise and
         schedule, same forward model and stimuli. 0 is the default session.
+    sfreq : float, optional
+        EEG: the amplifier's rate in Hz (default: the simulator's, 1000 Hz).
+    montage : str, optional
+        EEG: an mne standard montage naming the channels (default ``biosemi128``; e.g.
+        ``biosemi32`` for a 32-channel amplifier).
     """
 
     name: str = "SimEEG"
@@ -76,6 +81,8 @@ class SimulationSpec:
     design: str = "block"
     extra: dict = field(default_factory=dict)
     session: int = 0
+    sfreq: float | None = None
+    montage: str | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -91,6 +98,28 @@ class SimulationSpec:
         check_int("session", self.session, low=0)
         if self.session and self.modality != "eeg":
             raise ValueError("session is supported for the EEG simulator only; vary seed for fMRI")
+        if self.sfreq is not None:
+            self.sfreq = check_float("sfreq", self.sfreq, positive=True)
+        if self.montage is not None:
+            check_type("montage", self.montage, str)
+        if (self.sfreq is not None or self.montage is not None) and self.modality != "eeg":
+            raise ValueError("sfreq and montage choose the EEG amplifier; the fMRI simulator has its own TR")
+
+    def eeg_config(self) -> EEGSimConfig:
+        """The EEG simulator's configuration (the amplifier: ``sfreq``, ``montage``, when given)."""
+        amplifier: dict[str, Any] = {}
+        if self.sfreq is not None:
+            amplifier["sfreq"] = self.sfreq
+        if self.montage is not None:
+            import mne
+
+            names = mne.channels.get_builtin_montages()
+            if self.montage not in names:
+                raise ValueError(f"montage={self.montage!r} is not an mne standard montage; choose one of "
+                                 f"{', '.join(names)}")
+            n = len(mne.channels.make_standard_montage(self.montage).ch_names)
+            amplifier.update(montage=self.montage, n_channels=n)
+        return EEGSimConfig(snr=self.snr, seed=self.seed, session=self.session, **amplifier)
 
     @property
     def schedule_seed(self) -> int:
@@ -120,7 +149,7 @@ class _World:
         self.spec = spec
         if spec.modality == "eeg":
             self.stimuli = make_stimuli(seed=spec.seed)
-            self.sim = EEGSimulator(self.stimuli, EEGSimConfig(snr=spec.snr, seed=spec.seed, session=spec.session))
+            self.sim = EEGSimulator(self.stimuli, spec.eeg_config())
             self.sfreq = self.sim.sfreq
             self.schedule = make_schedule(self.stimuli, spec.duration, seed=spec.schedule_seed, design=spec.design)
             self.desc = self.sim.description(name=spec.name, source_id=spec.source_id)
@@ -208,10 +237,22 @@ class LiveSimulation(PlayingContext):
     """Stream a simulated session over LSL in real time (data + markers), like an amplifier.
 
     Use :meth:`run` in a thread or process; :meth:`stop` ends it early.
+
+    Parameters
+    ----------
+    spec : SimulationSpec
+        The session.
+    speed : float
+        Playback speed (soak tests: e.g. 20). Sample ``i`` is pushed, and stamped, at
+        ``t0 + i / (sfreq * speed)`` of the LSL clock, as ``bci replay --speed`` does: the
+        timestamps follow the clock the consumer reads, so its latencies stay real
+        milliseconds, and a recording of the stream is ``speed`` times shorter than the
+        session (its nominal rate stays ``sfreq``; consumers should not dejitter it).
     """
 
-    def __init__(self, spec: SimulationSpec) -> None:
+    def __init__(self, spec: SimulationSpec, *, speed: float = 1.0) -> None:
         self.spec = spec
+        self.speed = check_float("speed", speed, positive=True)
         self.world = _World(spec)
         self.data_outlet: Outlet | None = None
         self.marker_outlet: Outlet | None = None
@@ -235,7 +276,7 @@ class LiveSimulation(PlayingContext):
     def run(self, lead: float = 0.1) -> None:
         """Push chunks at their real time; markers as soon as their sample is out."""
         self.open()
-        sfreq = self.world.sfreq
+        sfreq = self.world.sfreq * self.speed  # exact for speed 1: the stamps of a real-time run are unchanged
         self.t0 = local_clock() + lead
         events = self.world.events
         next_event = 0
@@ -245,7 +286,10 @@ class LiveSimulation(PlayingContext):
             delay = due - local_clock()
             if delay > 0 and self._stop.wait(delay):
                 break
-            self.data_outlet.push_chunk(data, due)
+            if self.speed == 1.0:
+                self.data_outlet.push_chunk(data, due)  # liblsl back-dates the others by 1 / nominal rate
+            else:  # one stamp per sample: the nominal rate no longer spaces them
+                self.data_outlet.push_chunk(data, self.t0 + np.arange(first, last + 1) / sfreq)
             self.n_pushed = last + 1
             while next_event < len(events) and events[next_event][0] <= last:
                 idx, marker = events[next_event]
@@ -310,5 +354,6 @@ def _session_attrs(spec: SimulationSpec) -> dict:
             "seed": spec.seed,
             "session": spec.session,
             "design": spec.design,
+            **{k: v for k, v in (("sfreq", spec.sfreq), ("montage", spec.montage)) if v is not None},
         },
     }

@@ -167,3 +167,28 @@ def test_resampler_benchmark_runs(tmp_path: Path) -> None:
     ours = next(r for r in rows if r["method"] == "polyphase (ours)")
     assert ours["max_abs_error_vs_resample_poly"] < 1e-12 and ours["chunking_max_abs_diff"] == 0.0
     assert abs(ours["max_abs_group_delay_samples"]) < 1e-3 and ours["output_lag_ms"]["p50"] < 25
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(110)
+def test_soak_benchmark_runs(tmp_path: Path) -> None:
+    """bci simulate --speed -> bci live --record: every sample and marker accounted for in every row."""
+    out = tmp_path / "soak.json"
+    proc = _run(["-m", "benchmarks.soak", "--hours", "0.005", "--speed", "6", "--bin-minutes", "0.15",
+                 "--drain", "1", "--max-p99-ratio", "1e6", "--max-p99-ms", "1e6",
+                 "--max-rss-growth-mb", "1e6", "--out", str(out)], 100)
+    assert "verdict: OK" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "soak" and result["config"]["speed"] == 6.0
+    totals, rows = result["totals"], result["rows"]
+    assert len(rows) == 2
+    assert totals["samples_recorded"] == totals["samples_pushed"] == 250 * 18 == sum(r["samples_recorded"] for r in rows)
+    assert totals["windows"] + totals["dropped"] == totals["markers_sent"] == totals["markers_recorded"] > 5
+    assert [r["samples_pushed"] for r in rows] == [r["samples_recorded"] for r in rows]
+    assert [r["markers_sent"] for r in rows] == [r["windows"] + r["dropped"] for r in rows]
+    assert totals["results_recorded"] == totals["markers_sent"] and totals["gaps"] == []
+    assert all(r["latency_ms"]["p99"] > 0 and r["rss_mb_max"] > 0 for r in rows)
+    from benchmarks.soak import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--hours", "0"])

@@ -99,7 +99,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     timeout = {} if isinstance(args.resolve_timeout, Default) else {"resolve_timeout": args.resolve_timeout}
     options = LiveOptions(args.eeg or args.fmri, args.markers, decode_options(args), duration=args.duration,
-                          record=args.record, **timeout)
+                          record=args.record, dejitter=not args.no_dejitter, **timeout)
     from bci.cli.view import live_view_loop
 
     run_live(options, loop=live_view_loop(args, options))  # the loop first: it says at once when it will run headless
@@ -125,6 +125,8 @@ def add_live(sub: argparse._SubParsersAction, add_parser) -> None:
     add_live_view_options(p)
     p.add_argument("--resolve-timeout", type=cli_types.positive_float, default=Default.of("bci.runtime.live:LiveOptions", "resolve_timeout"),
                    help="seconds to find each stream [%(default)s]")
+    p.add_argument("--no-dejitter", action="store_true",
+                   help="keep LSL timestamps un-smoothed (for a stream faster than real time: bci simulate --speed)")
     p.set_defaults(func=cmd_live)
 
 

@@ -73,6 +73,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         design=args.design,
         session=args.session,
+        sfreq=args.sfreq,
+        montage=args.montage,
     )
     if args.stimuli is not None:
         _write_stimuli(spec, args.stimuli, overwrite=args.overwrite)
@@ -88,11 +90,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             print(f"{key}: {len(reader.times(key))} samples, {d.n_channels} ch, type {d.type}")
         print(f"wrote synthetic session ({spec.duration:g} s, seed {spec.seed}, snr {spec.snr:g}) to {path}")
         return 0
-    sim = LiveSimulation(spec)
+    if args.speed != 1.0 and args.out:
+        raise ValueError("--speed plays the stream faster over LSL; --out writes the session at once (drop --speed)")
+    sim = LiveSimulation(spec, speed=args.speed)
     sim.open()
     print(
         f"streaming {spec.modality.upper()} {spec.name!r} ({sim.world.desc.n_channels} ch, "
-        f"{sim.world.sfreq:g} Hz) + markers {spec.marker_name!r} for {spec.duration:g} s; Ctrl-C stops",
+        f"{sim.world.sfreq:g} Hz) + markers {spec.marker_name!r} for {spec.duration:g} s"
+        + (f" at speed {args.speed:g} ({spec.duration / args.speed:g} s)" if args.speed != 1.0 else "") + "; Ctrl-C stops",
         flush=True,
     )
     play(sim, wait_for_consumers=args.wait_for_consumers, start_delay=args.start_delay)
@@ -153,6 +158,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                         "so a model trained on one session can be tested on another [0]")
     p.add_argument("--design", choices=("block", "rapid"), default="block", help="stimulus schedule [block]")
     p.add_argument("--chunk-size", type=cli_types.non_negative_int, default=10, help="samples per LSL chunk [10]")
+    p.add_argument("--sfreq", type=_positive_float, default=None, metavar="HZ",
+                   help="EEG: the amplifier's rate [the simulator's 1000 Hz]")
+    p.add_argument("--montage", default=None, metavar="NAME",
+                   help="EEG: mne standard montage naming the channels, e.g. biosemi32 [biosemi128]")
+    p.add_argument("--speed", type=_positive_float, default=1.0,
+                   help="stream S times faster than real time, stamped on the LSL clock (soak tests; consumers: "
+                        "bci live --no-dejitter) [1]")
     p.add_argument("--wait-for-consumers", type=_non_negative_float, default=0.0, metavar="S",
                    help="wait up to S seconds for inlets on both streams before streaming [0]")
     p.add_argument("--start-delay", type=_non_negative_float, default=0.0, metavar="S",

@@ -31,7 +31,7 @@ import numpy as np
 from bci.models.checkpoint import read_config
 from bci.runtime.assemble import DecodeOptions, warn_stderr, assemble
 from bci.runtime.pipeline import Pipeline
-from streams._checks import check_float, check_type, ensure_path
+from streams._checks import check_bool, check_float, check_type, ensure_path
 from bci.runtime.sinks import results_description, to_json
 from streams.acquisition import Gap, StreamReceiver
 from streams.description import StreamDescription
@@ -407,6 +407,9 @@ class LiveOptions:
         receivers (the results stream is named ``decode.results_stream``, which must be set).
     resolve_timeout : float
         Seconds to find each stream.
+    dejitter : bool
+        Smooth the data stream's timestamps with LSL's dejitter (it assumes the nominal rate: turn it off
+        for a stream played faster than real time, e.g. ``bci simulate --speed 20``).
     """
 
     data_stream: str
@@ -415,9 +418,11 @@ class LiveOptions:
     duration: float | None = None
     record: str | os.PathLike | None = None
     resolve_timeout: float = 5.0
+    dejitter: bool = True
 
     def __post_init__(self) -> None:
         check_type("data_stream", self.data_stream, str)
+        check_bool("dejitter", self.dejitter)
         if self.markers is not None:
             check_type("markers", self.markers, str)
         check_type("decode", self.decode, DecodeOptions)
@@ -489,7 +494,8 @@ def run_live(options: LiveOptions, *, loop: RunLoop | None = None, say: Callable
     say = say or _say
     read_config(options.decode.model)  # a missing or broken checkpoint fails at once, before any stream is opened
     recording = _recording(options) if options.record is not None else None  # so does an existing --record path
-    runtime = LiveRuntime(options.data_stream, options.markers, resolve_timeout=options.resolve_timeout)
+    runtime = LiveRuntime(options.data_stream, options.markers, resolve_timeout=options.resolve_timeout,
+                          dejitter=options.dejitter)
     runtime.open()  # the inlets buffer while the model loads
     try:
         decoder = assemble(options.decode, warn=warn)
