@@ -18,15 +18,17 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-__all__ = ["DamagedChunk", "checksum_codecs", "drain_zarr_tasks", "has_checksums", "read_rows"]
+__all__ = ["DamagedChunk", "checksum_codecs", "drain_zarr_tasks", "has_checksums", "read_rows", "scan_rows"]
 
 logger = logging.getLogger(__name__)
 
+#: Chunks :func:`scan_rows` reads in one call.
+SCAN_CHUNKS = 16
 #: Seconds :func:`drain_zarr_tasks` waits for zarr's pending tasks after a failed read.
 DRAIN_TIMEOUT_S = 30.0
 
@@ -91,18 +93,25 @@ def read_rows(array: Any, n: int, *, missing_is_damage: bool) -> tuple[np.ndarra
         In chunk order; empty when every chunk was read.
     """
     missing = missing_chunks(array, n) if missing_is_damage else []
-    try:
-        values = np.asarray(array[:n])
-        damaged: list[DamagedChunk] = []
-    except MemoryError:
-        raise
-    except Exception as exc:  # a decode error somewhere: find the chunk(s), chunk by chunk
-        drain_zarr_tasks()
-        values, damaged = _read_each_chunk(array, n)
-        if not damaged:
-            raise  # not a damaged chunk: whatever it is, it is not ours to reword
-        logger.debug("%s: %d damaged chunk(s) after %s", array, len(damaged), exc)
+    values, damaged = _read_block(array, 0, n)
     return values, _merge(damaged, missing)
+
+
+def scan_rows(array: Any, n: int, *, missing_is_damage: bool,
+              progress: Callable[[int], None] | None = None) -> list[DamagedChunk]:
+    """The damaged chunks of the first ``n`` rows of ``array``, read :data:`SCAN_CHUNKS` chunks at a time.
+
+    As :func:`read_rows`, without keeping the values (memory stays at one block of chunks);
+    ``progress(rows)`` is called after each block.
+    """
+    step = array.chunks[0] * SCAN_CHUNKS
+    damaged: list[DamagedChunk] = []
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        damaged += _read_block(array, a, b)[1]
+        if progress is not None:
+            progress(b - a)
+    return _merge(damaged, missing_chunks(array, n) if missing_is_damage else [])
 
 
 def missing_chunks(array: Any, n: int) -> list[DamagedChunk]:
@@ -167,13 +176,28 @@ def _problem(exc: BaseException) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def _read_each_chunk(array: Any, n: int) -> tuple[np.ndarray, list[DamagedChunk]]:
-    """Read ``array[:n]`` one chunk (of rows) at a time; a chunk that fails holds the fill value."""
+def _read_block(array: Any, start: int, stop: int) -> tuple[np.ndarray, list[DamagedChunk]]:
+    """``array[start:stop]`` in one call; if that fails, chunk by chunk to find the damaged ones."""
+    try:
+        return np.asarray(array[start:stop]), []
+    except MemoryError:
+        raise
+    except Exception as exc:  # a decode error somewhere: find the chunk(s), chunk by chunk
+        drain_zarr_tasks()
+        values, damaged = _read_each_chunk(array, start, stop)
+        if not damaged:
+            raise  # not a damaged chunk: whatever it is, it is not ours to reword
+        logger.debug("%s: %d damaged chunk(s) after %s", array, len(damaged), exc)
+        return values, damaged
+
+
+def _read_each_chunk(array: Any, start: int, stop: int) -> tuple[np.ndarray, list[DamagedChunk]]:
+    """Read ``array[start:stop]`` one chunk (of rows) at a time; a chunk that fails holds the fill value."""
     rows = array.chunks[0]
     empty = np.asarray(array[0:0])
     blocks, damaged = [], []
-    for i in range(math.ceil(n / rows)):
-        a, b = i * rows, min(n, (i + 1) * rows)
+    for i in range(start // rows, math.ceil(stop / rows)):
+        a, b = max(start, i * rows), min(stop, (i + 1) * rows)
         try:
             blocks.append(np.asarray(array[a:b]))
         except MemoryError:

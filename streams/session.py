@@ -30,7 +30,7 @@ import time as _time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import zarr
@@ -38,7 +38,7 @@ import zarr.errors
 from zarr.storage import LocalStore
 
 from streams._checks import check_bool
-from streams._chunks import DamagedChunk, checksum_codecs, has_checksums, read_rows
+from streams._chunks import DamagedChunk, checksum_codecs, has_checksums, missing_chunks, read_rows, scan_rows
 from streams._context import ClosingContext
 from streams._store import jsonable, now, remove_existing, store_header
 from streams.description import StreamDescription
@@ -609,8 +609,8 @@ class SessionReader:
         s = self._stream(key)
         times = self._all_times(s)
         if self.skip_damaged:
-            if s.data_damage is None:
-                self._read_data(s)  # the data's damage leaves samples out of the times too
+            if s.data_damage is None:  # the data's damage leaves samples out of the times too
+                s.data_damage = scan_rows(s.data, s.n, missing_is_damage=has_checksums(s.data))
             if s.data_damage or s.time_damage:
                 return times[self._keep(s)]
         return times.copy()
@@ -635,17 +635,39 @@ class SessionReader:
             out.sort(key=lambda g: g["end_time"] if math.isfinite(g["end_time"]) else math.inf)
         return out
 
-    def damaged(self, key: str) -> list[DamagedRange]:
-        """Every damaged chunk of stream ``key`` (reads all its chunks once), in sample order."""
+    def damaged(self, key: str, progress: Callable[[int], None] | None = None) -> list[DamagedRange]:
+        """Every damaged chunk of stream ``key``, in sample order (reads each chunk once, then remembers).
+
+        Parameters
+        ----------
+        key : str
+            The stream.
+        progress : callable, optional
+            Called with the number of values (rows x channels) read after each block of chunks.
+        """
         s = self._stream(key)
-        if s.data_damage is None:
-            try:
-                self._read_data(s)
-            except DamagedChunkError:
-                pass
         times = self._all_times(s, strict=False)
+        if progress is not None:
+            progress(s.n)
+        if s.data_damage is None:
+            width = max(1, s.desc.n_channels)
+            checked = has_checksums(s.data)
+            s.data_damage = scan_rows(s.data, s.n, missing_is_damage=checked,
+                                      progress=None if progress is None else lambda rows: progress(rows * width))
+            if not checked:  # an older writer left out chunks holding only the fill value: maybe genuine
+                self.notes += [f"stream {key!r} 'data' chunk {m.chunk} (samples {m.start}-{m.stop - 1}): chunk file "
+                               f"missing, reads as {s.data.fill_value!r}; this store has no checksums and its writer "
+                               "left out chunks holding only that value, so it may be genuine"
+                               for m in missing_chunks(s.data, s.n)]
+        elif progress is not None:
+            progress(s.n * max(1, s.desc.n_channels))
         chunks = sorted((s.data_damage or []) + (s.time_damage or []), key=lambda d: (d.start, d.array))
         return [self._range(s, d, times) for d in chunks]
+
+    def n_chunks(self, key: str) -> int:
+        """Chunks holding the valid samples of stream ``key`` (its ``data`` and ``time`` arrays together)."""
+        s = self._stream(key)
+        return sum(-(-s.n // a.chunks[0]) for a in (s.data, s.time))
 
     def has_checksums(self, key: str) -> bool:
         """True if both arrays of stream ``key`` store a crc32c checksum with every chunk (newer writers)."""
