@@ -219,6 +219,7 @@ def test_skip_damaged_replay_over_lsl_leaves_the_damaged_samples_out(clean: Path
     replayer = SessionReplayer(SessionReader(session, skip_damaged=True))  # what `bci replay --skip-damaged` plays
     times = replayer._times[replayer.keys.index("SimEEG")]
     assert len(times) == 29000 and np.isclose(times[FIRST] - times[FIRST - 1], 1.001)
+    assert len(replayer._data[replayer.keys.index("SimEEG")]) == 29000
     assert replayer.plan.stop.max() <= 29000
 
 
@@ -227,7 +228,8 @@ def test_sliding_windows_never_span_a_damaged_range(clean: Path, tmp_path: Path,
     _overwrite_bytes(_file(session))
     reader = SessionReader(session, skip_damaged=True)
     sink = ListSink()
-    pipeline = pipeline_factory(load_encoder(model, device="cpu"), [sink], hop=0.5)(reader.description("SimEEG"))
+    # hop 0.3 s: windows at 11.7 s (and 12.0, 12.3, 12.6 s) would reach across the damaged 12.000-12.999 s
+    pipeline = pipeline_factory(load_encoder(model, device="cpu"), [sink], hop=0.3)(reader.description("SimEEG"))
     decode_session(reader, pipeline, data_key="SimEEG", marker_key=None)
     windows = [r for r in sink.records if r["type"] == "window"]
     assert len(windows) > 40
@@ -253,3 +255,24 @@ def test_old_store_without_checksums_opens_verifies_and_detects_what_zstd_can(cl
     report = verify_session(session)
     assert [d.chunk for d in report.damaged] == [CHUNK]
     assert any("chunk 5" in n and "may be genuine" in n for n in report.notes)
+
+
+def test_a_failed_read_leaves_no_zarr_task_pending(clean: Path, tmp_path: Path) -> None:
+    """zarr does not cancel a read's other chunk tasks when one fails; they must end before the error is shown."""
+    import asyncio
+
+    from zarr.core.sync import _get_loop
+
+    from streams._chunks import drain_zarr_tasks
+
+    session = _copy(clean, tmp_path)
+    _overwrite_bytes(_file(session, chunk=0), offset=0)
+    array = zarr.open_group(session, mode="r")["streams/SimEEG/data"]
+    with pytest.raises(ValueError, match="checksum"):
+        array[:]
+    drain_zarr_tasks()
+
+    async def pending() -> int:
+        return len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])
+
+    assert asyncio.run_coroutine_threadsafe(pending(), _get_loop()).result(10) == 0
