@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-__all__ = ["DamagedChunk", "checksum_codecs", "drain_zarr_tasks", "has_checksums", "read_rows", "scan_rows"]
+__all__ = ["DamagedChunk", "checksum_codecs", "drain_zarr_tasks", "has_checksums", "missing_chunks", "read_rows",
+           "scan_rows"]
 
 logger = logging.getLogger(__name__)
 
