@@ -33,3 +33,16 @@ class OutputExistsError(StreamsError, FileExistsError):
 
 class SessionWriteError(StreamsError, OSError):
     """Writing a session failed (disk full, file size limit, I/O error); what was written before is kept."""
+
+
+class DamagedChunkError(StreamsError, ValueError):
+    """A chunk of a stored array cannot be decoded (checksum mismatch, zstd error, truncated or missing file).
+
+    The message names the store, the stream, the chunk, its sample range and its time range.
+    ``damaged`` lists every damaged range of the stream found so far
+    (:class:`streams.session.DamagedRange`).
+    """
+
+    def __init__(self, message: str, damaged: list | None = None) -> None:
+        super().__init__(message)
+        self.damaged = list(damaged or [])

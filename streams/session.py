@@ -30,18 +30,21 @@ import time as _time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import zarr
 import zarr.errors
 from zarr.storage import LocalStore
 
+from streams._checks import check_bool
+from streams._chunks import DamagedChunk, checksum_codecs, has_checksums, missing_chunks, read_rows, scan_rows
 from streams._context import ClosingContext
 from streams._keys import sanitize_key
 from streams._store import jsonable, now, remove_existing, store_header
 from streams.description import StreamDescription
-from streams.errors import OutputExistsError, SessionFormatError, SessionWriteError, StreamNotFoundError
+from streams.errors import (DamagedChunkError, OutputExistsError, SessionFormatError, SessionWriteError,
+                            StreamNotFoundError)
 
 if TYPE_CHECKING:  # pragma: no cover
     import mne
@@ -57,6 +60,10 @@ SCHEMA_VERSION = 1
 IRREGULAR_CHUNK_ROWS = 256
 #: Smallest chunk of a regular stream (slow streams such as fMRI at 0.5 Hz).
 MIN_CHUNK_ROWS = 64
+
+#: How new arrays store chunks: zstd then a crc32c checksum, and every chunk written (an all-fill-value
+#: chunk too), so a missing chunk file is always damage. Older stores (no checksum) keep reading as before.
+_CHUNK_ENCODING: dict[str, Any] = {"compressors": checksum_codecs(), "config": {"write_empty_chunks": True}}
 
 _ROOT_RESERVED = frozenset(
     {"schema", "schema_version", "created", "closed", "writer", "zarr_version", "complete", "streams", "write_error"}
@@ -218,7 +225,7 @@ class SessionWriter(ClosingContext):
         data = _create_array(group, "data", (0, desc.n_channels), (chunk_rows, desc.n_channels), desc)
         times = group.create_array(
             "time", shape=(0,), chunks=(chunk_rows,), dtype="float64", fill_value=np.nan,
-            dimension_names=("time",),
+            dimension_names=("time",), **_CHUNK_ENCODING,
         )
         self._streams[key] = _WriteStream(key, desc, group, data, times, flush_rows)
         self._root.attrs.update({"streams": list(self._streams)})
@@ -409,13 +416,13 @@ def _create_array(group: Any, name: str, shape: tuple[int, int], chunks: tuple[i
     """Create the ``data`` array; strings use zarr's variable-length UTF-8 type."""
     if not desc.is_string:
         return group.create_array(name, shape=shape, chunks=chunks, dtype=desc.numpy_dtype,
-                                  dimension_names=("time", "channel"))
+                                  dimension_names=("time", "channel"), **_CHUNK_ENCODING)
     with warnings.catch_warnings():
         # Some zarr 3.x releases flag variable-length strings as having no stable v3
         # spec yet (UnstableSpecificationWarning); the format is what zarr-python reads back.
         warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
         return group.create_array(name, shape=shape, chunks=chunks, dtype=str,
-                                  dimension_names=("time", "channel"))
+                                  dimension_names=("time", "channel"), **_CHUNK_ENCODING)
 
 
 def _validate_block(s: _WriteStream, data: Any, times: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -483,6 +490,60 @@ def _count_nonfinite(data: np.ndarray) -> int:
 # ====================================================================== reading
 
 
+@dataclass(frozen=True)
+class DamagedRange:
+    """Samples of one stream that cannot be read: one damaged chunk of its ``data`` or ``time`` array.
+
+    Attributes
+    ----------
+    stream : str
+        The stream's key.
+    array : str
+        ``"data"`` or ``"time"``.
+    chunk : int
+        The chunk's index along the samples.
+    start, stop : int
+        Its samples, ``start`` included, ``stop`` excluded.
+    start_time, end_time : float
+        The recorded times of its first and last sample; NaN where the ``time`` array is
+        damaged there too (then :attr:`before` and :attr:`after` bound it).
+    before, after : float
+        Time of the last readable sample before and the first after (NaN at either end of the stream).
+    problem : str
+        What went wrong (checksum mismatch, zstd error, missing file).
+    """
+
+    stream: str
+    array: str
+    chunk: int
+    start: int
+    stop: int
+    start_time: float
+    end_time: float
+    before: float
+    after: float
+    problem: str
+
+    @property
+    def n_samples(self) -> int:
+        """Samples in the range."""
+        return self.stop - self.start
+
+    def time_text(self) -> str:
+        """``"7.000-7.999 s"``, or ``"time unknown (between 6.999 and 8.000 s)"`` when the times are damaged too."""
+        if math.isfinite(self.start_time) and math.isfinite(self.end_time):
+            return f"{self.start_time:.3f}-{self.end_time:.3f} s"
+        bounds = [f"{t:.3f}" for t in (self.before, self.after) if math.isfinite(t)]
+        return "time unknown" + (f" (between {' and '.join(bounds)} s)" if len(bounds) == 2 else
+                                 f" (after {bounds[0]} s)" if bounds and math.isfinite(self.before) else
+                                 f" (before {bounds[0]} s)" if bounds else "")
+
+    def describe(self) -> str:
+        """One line: stream, array, chunk, samples, time range and problem."""
+        return (f"stream {self.stream!r} {self.array!r} chunk {self.chunk} (samples {self.start}-{self.stop - 1}, "
+                f"{self.time_text()}): {self.problem}")
+
+
 @dataclass
 class _ReadStream:
     key: str
@@ -491,7 +552,9 @@ class _ReadStream:
     data: Any
     time: Any
     n: int
-    times: np.ndarray | None = None
+    times: np.ndarray | None = None  # all n rows; NaN where the time array is damaged
+    time_damage: list[DamagedChunk] | None = None  # None: not read yet
+    data_damage: list[DamagedChunk] | None = None
 
 
 def _expected() -> str:
@@ -505,6 +568,12 @@ class SessionReader:
     ----------
     path : str or os.PathLike
         Session directory written by :class:`SessionWriter`.
+    skip_damaged : bool
+        What a damaged chunk (checksum mismatch, zstd error, truncated or missing file) does.
+        False (default): :meth:`data` and :meth:`times` raise :class:`~streams.errors.DamagedChunkError`
+        naming the stream, chunk, samples and times. True: they leave the damaged samples out (of
+        both, so they stay aligned) and :meth:`gaps` lists each damaged range as a gap whose reason
+        starts with ``"damaged chunk"``; :meth:`damaged` lists the ranges.
 
     Raises
     ------
@@ -521,7 +590,8 @@ class SessionReader:
     :attr:`notes`. That is expected after a crash and not an error.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, skip_damaged: bool = False) -> None:
+        self.skip_damaged = check_bool("skip_damaged", skip_damaged)
         self._path = Path(path)
         self._root = _open_root(self._path)
         self._attrs = dict(self._root.attrs)
@@ -571,20 +641,43 @@ class SessionReader:
         return dict(self._stream(key).group.attrs)
 
     def data(self, key: str) -> np.ndarray:
-        """Samples of stream ``key``, shape ``(n, n_channels)`` (object dtype for strings)."""
+        """Samples of stream ``key``, shape ``(n, n_channels)`` (object dtype for strings).
+
+        Raises
+        ------
+        DamagedChunkError
+            A chunk of the stream cannot be read (without ``skip_damaged``; with it, its samples are left out).
+        """
         s = self._stream(key)
-        out = np.asarray(s.data[: s.n])
+        out = self._read_data(s)
+        if s.data_damage or self.skip_damaged and self._time_damage(s):
+            out = out[self._keep(s)]
         return out.astype(object) if s.desc.is_string else out
 
     def times(self, key: str) -> np.ndarray:
-        """Timestamps of stream ``key`` in seconds, shape ``(n,)`` float64."""
+        """Timestamps of stream ``key`` in seconds, shape ``(n,)`` float64.
+
+        Raises
+        ------
+        DamagedChunkError
+            As :meth:`data`.
+        """
         s = self._stream(key)
-        if s.times is None:
-            s.times = np.asarray(s.time[: s.n], dtype=np.float64)
-        return s.times.copy()
+        times = self._all_times(s)
+        if self.skip_damaged:
+            if s.data_damage is None:  # the data's damage leaves samples out of the times too
+                s.data_damage = scan_rows(s.data, s.n, missing_is_damage=has_checksums(s.data))
+            if s.data_damage or s.time_damage:
+                return times[self._keep(s)]
+        return times.copy()
 
     def gaps(self, key: str) -> list[dict[str, Any]]:
-        """Recorded gaps of stream ``key``: dicts with start_time, end_time (NaN if unknown), reason."""
+        """Gaps of stream ``key``: dicts with start_time, end_time (NaN if unknown), reason.
+
+        The recorded gaps, and with ``skip_damaged`` one per damaged range (start_time: the last
+        readable sample before it, end_time: the first after; reason ``"damaged chunk: ..."``),
+        in time order.
+        """
         out = []
         gaps = self._stream(key).group.attrs.get("gaps", [])
         where = f"{str(self._path)!r}: stream {key!r}: attribute 'gaps'"
@@ -600,7 +693,50 @@ class SessionReader:
             except (AttributeError, TypeError, ValueError):
                 raise SessionFormatError(f"{where}[{i}] = {g!r:.80} is not a record {{start_time, end_time, "
                                          f"reason}} with numbers or null for the times; {_expected()}") from None
+        if self.skip_damaged:
+            out += [{"start_time": r.before, "end_time": r.after, "reason": f"damaged chunk: {r.describe()}"}
+                    for r in self.damaged(key)]
+            out.sort(key=lambda g: g["end_time"] if math.isfinite(g["end_time"]) else math.inf)
         return out
+
+    def damaged(self, key: str, progress: Callable[[int], None] | None = None) -> list[DamagedRange]:
+        """Every damaged chunk of stream ``key``, in sample order (reads each chunk once, then remembers).
+
+        Parameters
+        ----------
+        key : str
+            The stream.
+        progress : callable, optional
+            Called with the number of values (rows x channels) read after each block of chunks.
+        """
+        s = self._stream(key)
+        times = self._all_times(s, strict=False)
+        if progress is not None:
+            progress(s.n)
+        if s.data_damage is None:
+            width = max(1, s.desc.n_channels)
+            checked = has_checksums(s.data)
+            s.data_damage = scan_rows(s.data, s.n, missing_is_damage=checked,
+                                      progress=None if progress is None else lambda rows: progress(rows * width))
+            if not checked:  # an older writer left out chunks holding only the fill value: maybe genuine
+                self.notes += [f"stream {key!r} 'data' chunk {m.chunk} (samples {m.start}-{m.stop - 1}): chunk file "
+                               f"missing, reads as {s.data.fill_value!r}; this store has no checksums and its writer "
+                               "left out chunks holding only that value, so it may be genuine"
+                               for m in missing_chunks(s.data, s.n)]
+        elif progress is not None:
+            progress(s.n * max(1, s.desc.n_channels))
+        chunks = sorted((s.data_damage or []) + (s.time_damage or []), key=lambda d: (d.start, d.array))
+        return [self._range(s, d, times) for d in chunks]
+
+    def n_chunks(self, key: str) -> int:
+        """Chunks holding the valid samples of stream ``key`` (its ``data`` and ``time`` arrays together)."""
+        s = self._stream(key)
+        return sum(-(-s.n // a.chunks[0]) for a in (s.data, s.time))
+
+    def has_checksums(self, key: str) -> bool:
+        """True if both arrays of stream ``key`` store a crc32c checksum with every chunk (newer writers)."""
+        s = self._stream(key)
+        return has_checksums(s.data) and has_checksums(s.time)
 
     def find(self, name_or_type: str) -> str:
         """Key of one stream, by key, by name, or by ``"type=EEG"`` / ``"name=X,source_id=Y"``.
@@ -811,14 +947,76 @@ class SessionReader:
                        f"using the common {s.n}")
         if self.complete:
             return
-        t = np.asarray(s.time[: s.n], dtype=np.float64)
-        bad = np.flatnonzero(np.isnan(t))
+        t, damage = read_rows(s.time, s.n, missing_is_damage=False)
+        t = np.asarray(t, dtype=np.float64)
+        unwritten = np.isnan(t)
+        for d in damage:  # a chunk that cannot be decoded is damage, not the end of the writing
+            unwritten[d.start:d.stop] = False
+        bad = np.flatnonzero(unwritten)
         if len(bad):
             self._note(f"stream {s.key!r}: 'time' is unwritten (NaN) from row {bad[0]} of {s.n}; "
                        f"keeping {bad[0]} samples")
             s.n = int(bad[0])
             t = t[: s.n]
         s.times = t
+        s.time_damage = [d for d in damage if d.start < s.n]
+
+    # ------------------------------------------------------------------ damaged chunks
+    def _read_data(self, s: _ReadStream) -> np.ndarray:
+        """All ``s.n`` rows of ``data`` (fill value in damaged chunks); raises on damage unless skipping."""
+        out, damage = read_rows(s.data, s.n, missing_is_damage=has_checksums(s.data))
+        s.data_damage = damage
+        if damage and not self.skip_damaged:
+            raise self._error(s, damage)
+        return out
+
+    def _time_damage(self, s: _ReadStream) -> list[DamagedChunk]:
+        self._all_times(s)
+        return s.time_damage or []
+
+    def _all_times(self, s: _ReadStream, *, strict: bool = True) -> np.ndarray:
+        """All ``s.n`` timestamps, NaN in damaged chunks; raises on damage unless skipping (or not ``strict``)."""
+        if s.time_damage is None:
+            t, damage = read_rows(s.time, s.n, missing_is_damage=False)
+            s.times = np.asarray(t, dtype=np.float64)
+            # time is never NaN when written: NaN inside the valid rows is a chunk that is gone
+            rows = s.time.chunks[0]
+            lost = {int(i) // rows for i in np.flatnonzero(np.isnan(s.times))} - {d.chunk for d in damage}
+            damage += [DamagedChunk("time", c, c * rows, min(s.n, (c + 1) * rows),
+                                    "chunk file missing (its times read as NaN)") for c in sorted(lost)]
+            s.time_damage = sorted(damage, key=lambda d: d.chunk)
+        if strict and s.time_damage and not self.skip_damaged:
+            raise self._error(s, s.time_damage)
+        return s.times  # type: ignore[return-value]  # set above or by _check_length
+
+    def _keep(self, s: _ReadStream) -> np.ndarray:
+        """Rows outside every damaged chunk of ``data`` and ``time``."""
+        keep = np.ones(s.n, dtype=bool)
+        for d in (s.data_damage or []) + self._time_damage(s):
+            keep[d.start:d.stop] = False
+        return keep
+
+    def _range(self, s: _ReadStream, d: DamagedChunk, times: np.ndarray) -> DamagedRange:
+        good = np.isfinite(times)
+        for other in (s.data_damage or []) + (s.time_damage or []):
+            good[other.start:other.stop] = False
+        before = times[: d.start][good[: d.start]]
+        after = times[d.stop:][good[d.stop:]]
+        block = times[d.start:d.stop]
+        known = len(block) > 0 and bool(np.isfinite(block).all())
+        return DamagedRange(s.key, d.array, d.chunk, d.start, d.stop,
+                            float(block[0]) if known else math.nan, float(block[-1]) if known else math.nan,
+                            float(before[-1]) if len(before) else math.nan,
+                            float(after[0]) if len(after) else math.nan, d.problem)
+
+    def _error(self, s: _ReadStream, damage: list[DamagedChunk]) -> DamagedChunkError:
+        times = s.times if s.times is not None else self._all_times(s, strict=False)
+        ranges = [self._range(s, d, times) for d in damage]
+        more = f" (and {len(ranges) - 1} more damaged chunk(s))" if len(ranges) > 1 else ""
+        return DamagedChunkError(
+            f"session {str(self._path)!r}: {ranges[0].describe()}{more}. Run 'bci info --verify "
+            f"{self._path}' to list every damaged chunk; 'bci replay' and 'bci epochs' read the rest with "
+            "--skip-damaged (SessionReader(..., skip_damaged=True)), the damaged samples becoming gaps", ranges)
 
     def _note(self, text: str) -> None:
         self.notes.append(text)

@@ -137,7 +137,7 @@ def cmd_replay_decode(args: argparse.Namespace) -> int:
     if args.model is None:
         raise ValueError("--decode needs --model DIR (a checkpoint directory)")
     replay_decode(ReplayOptions(args.session, decode_options(args), data_stream=args.data_stream, speed=args.speed,
-                                suffix=args.suffix))
+                                suffix=args.suffix, skip_damaged=args.skip_damaged))
     return 0
 
 

@@ -244,11 +244,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         from bci.cli.decode import cmd_replay_decode
 
         return cmd_replay_decode(args)
+    from streams.integrity import skipped_summary
     from streams.replay import SessionReplayer
+    from streams.session import SessionReader
 
     if args.speed == float("inf"):
         raise ValueError("--speed max drives the decoding pipeline directly and needs --decode (see bci replay --help)")
-    replayer = SessionReplayer(args.session, speed=args.speed, streams=args.stream, name_suffix=args.suffix)
+    reader = SessionReader(args.session, skip_damaged=args.skip_damaged)
+    replayer = SessionReplayer(reader, speed=args.speed, streams=args.stream, name_suffix=args.suffix)
     replayer.open()
     names = ", ".join(d.name for d in replayer.descs)
     print(f"replaying {args.session} ({replayer.duration:.1f} s at speed {args.speed:g}) as LSL streams: {names}",
@@ -262,6 +265,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     finally:
         replayer.close()
     print("pushed " + ", ".join(f"{d.name}: {n}" for d, n in zip(replayer.descs, replayer.n_pushed)))
+    skipped_summary(reader, replayer.keys, print)
     return 0
 
 
@@ -282,6 +286,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode", action="store_true",
                    help="decode the recording with --model (with --speed max: straight from Zarr, no LSL)")
     p.add_argument("--data-stream", default=None, metavar="NAME", help="with --decode: the EEG/fMRI stream [auto]")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="play/decode around damaged chunks ('bci info --verify' lists them): each is a gap, no "
+                        "window spans it, its markers are dropped with the reason (default: stop with an error)")
     from bci.cli.decode import add_decode_options
 
     add_decode_options(p, model_required=False)
@@ -297,12 +304,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"{len(descs)} LSL stream(s) visible:")
         print(format_stream_list(descs))
         return 0
+    if args.verify:
+        from bci.cli.progress import show_progress
+        from streams.integrity import verify_session
+
+        report = verify_session(args.session, progress=show_progress(args.no_progress))
+        print(report)
+        return report.exit_code
     from streams.session import SessionReader
 
     reader = SessionReader(args.session)
     attrs = reader.attrs
+    checksums = all(reader.has_checksums(k) for k in reader.streams)
     print(f"session {args.session} (schema {attrs.get('schema')} v{attrs.get('schema_version')}, "
-          f"{'complete' if reader.complete else 'not closed cleanly'})")
+          f"{'complete' if reader.complete else 'not closed cleanly'}, "
+          f"{'chunk checksums' if checksums else 'no chunk checksums'}; --verify reads every chunk)")
     for key in reader.streams:
         d = reader.description(key)
         t = reader.times(key)
@@ -318,6 +334,12 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
                     "bci info                       # visible LSL streams\n  bci info sessions/rec.zarr     # a session")
     p.add_argument("session", type=Path, nargs="?", default=None, help="Zarr session to describe")
     p.add_argument("--wait", type=_positive_float, default=1.0, help="seconds to look for streams [1]")
+    p.add_argument("--verify", action="store_true",
+                   help="read every chunk of the session and list the damaged ones (stream, samples, times); "
+                        "exit 0 when clean, 1 when damaged")
+    from bci.cli.progress import add_progress_flag
+
+    add_progress_flag(p)
     p.set_defaults(func=_cmd_info)
 
 

@@ -222,6 +222,9 @@ class Pipeline:
                 self._push_model_rate(data, times, None)
         if self.pre is not None:
             self.pre.reset()
+        self.windower.note_gap(start_time, end_time, reason)
+        if self.sliding is not None:
+            self.sliding.restart_at(self.buffer.total)
 
     def finish(self) -> list[dict]:
         """End of data: decode what is complete, report markers left waiting."""

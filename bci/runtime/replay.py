@@ -19,7 +19,8 @@ import numpy as np
 from bci.runtime.assemble import DecodeOptions, warn_stderr, assemble
 from bci.runtime.live import LiveRuntime
 from bci.runtime.pipeline import Pipeline
-from streams._checks import check_float, check_type, ensure_path
+from streams._checks import check_bool, check_float, check_type, ensure_path
+from streams.integrity import skipped_summary
 from streams.lsl import local_clock
 from streams.session import SessionReader
 
@@ -40,6 +41,9 @@ class ReplayOptions:
         Playback speed factor (> 0); ``inf`` (``--speed max``) decodes straight from Zarr, without LSL.
     suffix : str
         Appended to the replayed streams' names (default ``-replay``).
+    skip_damaged : bool
+        Decode around damaged chunks (each a gap: no window across it, its markers dropped with the
+        reason) instead of stopping with :class:`~streams.errors.DamagedChunkError`.
     """
 
     session: str | os.PathLike
@@ -47,6 +51,7 @@ class ReplayOptions:
     data_stream: str | None = None
     speed: float = 1.0
     suffix: str = ""
+    skip_damaged: bool = False
 
     def __post_init__(self) -> None:
         self.session = ensure_path("session", self.session)
@@ -55,6 +60,7 @@ class ReplayOptions:
             check_type("data_stream", self.data_stream, str)
         self.speed = check_float("speed", self.speed, positive=True, finite=False)
         check_type("suffix", self.suffix, str)
+        self.skip_damaged = check_bool("skip_damaged", self.skip_damaged)
 
 
 def replay_decode(options: ReplayOptions, *, say: Callable[[str], None] = print,
@@ -71,7 +77,7 @@ def replay_decode(options: ReplayOptions, *, say: Callable[[str], None] = print,
         What is skipped, e.g. a missing extra (default: stderr).
     """
     check_type("options", options, ReplayOptions)
-    reader = SessionReader(options.session)
+    reader = SessionReader(options.session, skip_damaged=options.skip_damaged)
     data_key = reader.find(options.data_stream) if options.data_stream else data_key_of(reader)
     marker_keys = reader.marker_keys()
     marker_key = marker_keys[0] if marker_keys else None
@@ -82,6 +88,7 @@ def replay_decode(options: ReplayOptions, *, say: Callable[[str], None] = print,
         pipeline.close()
         say(f"decoded {options.session} at --speed max (no LSL)")
         say(pipeline.stats.summary())
+        skipped_summary(reader, [data_key] + ([marker_key] if marker_key else []), say)
         return pipeline
     from streams.replay import SessionReplayer
 
@@ -104,6 +111,7 @@ def replay_decode(options: ReplayOptions, *, say: Callable[[str], None] = print,
     finally:
         replayer.close()
     say(runtime.pipeline.stats.summary())
+    skipped_summary(reader, keys, say)
     return runtime.pipeline
 
 

@@ -131,7 +131,12 @@ class EventWindower:
         self._pending: deque[_Pending] = deque()
         self._seen: deque[tuple[str, float]] = deque(maxlen=256)
         self._seen_set: set[tuple[str, float]] = set()
+        self._gaps: deque[tuple[float, float, str]] = deque(maxlen=64)
         self.stats = WindowerStats()
+
+    def note_gap(self, start_time: float, end_time: float, reason: str) -> None:
+        """Remember a gap (last sample before, first after, why) so a marker dropped for it names it."""
+        self._gaps.append((float(start_time), float(end_time), str(reason)))
 
     @property
     def n_pending(self) -> int:
@@ -202,7 +207,8 @@ class EventWindower:
             return self._drop(p.marker, p.time, "overwritten", str(exc))
         span = times[-1] - times[0]
         if span > (n - 1) / self.sfreq + self.gap_tolerance:
-            return self._drop(p.marker, p.time, "gap", f"window spans {span:.3f} s instead of {(n - 1) / self.sfreq:.3f} s")
+            return self._drop(p.marker, p.time, "gap", f"window spans {span:.3f} s instead of {(n - 1) / self.sfreq:.3f} s"
+                              + self._gap_detail(float(times[0]), float(times[-1])))
         self.stats.n_windows += 1
         return Window(
             data=np.ascontiguousarray(data.T, dtype=np.float32),
@@ -238,8 +244,16 @@ class EventWindower:
             if idx == 0 and distance > 0:
                 return self._drop(p.marker, p.time, "stale", "the marker is older than the stream's first sample")
             return self._drop(p.marker, p.time, "gap",
-                              f"no data at the marker (nearest sample {distance:+.3f} s away)")
+                              f"no data at the marker (nearest sample {distance:+.3f} s away)"
+                              + self._gap_detail(p.time, p.time))
         return idx
+
+    def _gap_detail(self, lo: float, hi: float) -> str:
+        """``"; gap 6.999-8.000 s: <reason>"`` for a noted gap overlapping ``[lo, hi]`` ('' if none)."""
+        for start, end, reason in self._gaps:
+            if start <= hi and end >= lo:
+                return f"; gap {start:.3f}-{end:.3f} s: {reason}"
+        return ""
 
     def _drop(self, marker: str, time: float, reason: str, detail: str) -> DroppedMarker:
         self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + 1
@@ -265,6 +279,11 @@ class SlidingWindower:
         self._next_start: int | None = None
         self.n_windows = 0
         self.n_skipped = 0
+        self._restarts: deque[int] = deque()
+
+    def restart_at(self, index: int) -> None:
+        """A gap before buffer ``index`` (the first sample after it): windows end before it or start at it."""
+        self._restarts.append(int(index))
 
     def poll(self, buffer: RingBuffer) -> list[Window]:
         """Every window complete since the last call (skipped ones, if overwritten, are counted)."""
@@ -272,6 +291,9 @@ class SlidingWindower:
             self._next_start = buffer.oldest_index
         out = []
         while buffer.total >= self._next_start + self.n_times:
+            if self._restarts and self._next_start + self.n_times > self._restarts[0]:
+                self._next_start = max(self._next_start, self._restarts.popleft())  # no window across a gap
+                continue
             if self._next_start < buffer.oldest_index:
                 behind = buffer.oldest_index - self._next_start
                 k = -(-behind // self.hop)

@@ -69,7 +69,7 @@ def _cmd_epochs(args: argparse.Namespace) -> int:
     channels = ChannelMapOptions(**{n: _value(getattr(args, n)) for n in CHANNEL_MAP_FLAGS})
     window = WindowOptions(preprocessing=None if args.raw else "default", model=args.model, offset=args.offset,
                            n_times=args.n_times, marker_filter=_value(args.marker_filter), data_stream=args.stream,
-                           marker_stream=args.markers, channels=channels)
+                           marker_stream=args.markers, channels=channels, skip_damaged=args.skip_damaged)
     labels = LabelOptions(subject=args.subject, block_gap=args.block_gap)
     fif = None
     if args.to_fif is not None:  # checked before the build: a bad name or an existing file wastes no time
@@ -124,6 +124,9 @@ def _add_epochs(sub: Any, add_parser: AddParser) -> None:
                    help="also write the epochs as mne epochs, FILE ending in -epo.fif (events per class, metadata: "
                         "image_id, label, subject, session, block, marker_time, split_<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT (and --to-fif FILE) if it exists")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="cut around damaged chunks ('bci info --verify' lists them): each is a gap, no epoch spans "
+                        "it, its markers are dropped with the reason (default: stop with an error)")
     add_progress_flag(p)
     from bci.cli.decode import add_channel_map_options
 

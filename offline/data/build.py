@@ -132,6 +132,11 @@ class BuildReport:
         lines = [f"{self.path}: {self.n_epochs} epochs from {self.n_sessions} session(s) in {self.seconds:.1f} s "
                  f"({self.epochs_per_second:.0f} epochs/s); dropped markers: {drops}; skipped: {self.skipped}",
                  f"splits: {', '.join(self.splits) or 'none'}"]
+        damaged = [(s["name"], d) for s in self.sessions for d in s.get("damaged", ())]
+        if damaged:
+            n = sum(d["stop"] - d["start"] for _, d in damaged)
+            lines.append(f"skipped damaged chunks: {len(damaged)}, {n} samples: "
+                         + "; ".join(f"{name}: {d['text']}" for name, d in damaged))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -199,6 +204,7 @@ class _SessionPlan:
     stim: dict[tuple[str, float], tuple[str, str | None, int]]  # (marker, time) -> (image_id, label, block)
     block_rule: str
     n_markers: int
+    skip_damaged: bool = False
 
 
 def _pick_streams(reader: SessionReader, data_stream: str | None, marker_stream: str | None) -> tuple[str, str]:
@@ -249,8 +255,9 @@ def _blocks_from_gaps(stim_times: np.ndarray, block_gap: float | None) -> tuple[
 
 
 def _scan_session(path: Path, *, data_stream: str | None, marker_stream: str | None,
-                  marker_filter: re.Pattern[str] | None, block_gap: float | None) -> _SessionPlan:
-    reader = SessionReader(path)
+                  marker_filter: re.Pattern[str] | None, block_gap: float | None,
+                  skip_damaged: bool = False) -> _SessionPlan:
+    reader = SessionReader(path, skip_damaged=skip_damaged)
     data_key, marker_key = _pick_streams(reader, data_stream, marker_stream)
     desc = reader.description(data_key)
     times, values = reader.markers(marker_key)
@@ -273,7 +280,7 @@ def _scan_session(path: Path, *, data_stream: str | None, marker_stream: str | N
     return _SessionPlan(path=path, name=str(reader.attrs.get("session") or path.name), data_key=data_key,
                         marker_key=marker_key, sfreq=float(desc.nominal_rate), ch_names=list(desc.channel_names),
                         ch_types=list(desc.channel_types), modality=modality, attrs=reader.attrs, stim=stim,
-                        block_rule=rule, n_markers=len(values))
+                        block_rule=rule, n_markers=len(values), skip_damaged=skip_damaged)
 
 
 # --------------------------------------------------------------------------- classes
@@ -459,7 +466,8 @@ def epochs_from_sessions(
     labels = check_type("labels", labels if labels is not None else LabelOptions(), LabelOptions)
     _check_split_kinds(splits)
     plans = [_scan_session(p, data_stream=window.data_stream, marker_stream=window.marker_stream,
-                           marker_filter=window.compiled_filter(), block_gap=labels.block_gap)
+                           marker_filter=window.compiled_filter(), block_gap=labels.block_gap,
+                           skip_damaged=window.skip_damaged)
              for p in _checked_paths(sessions)]
     _check_plans(plans)
     marker_filter = window.marker_filter or None
@@ -572,7 +580,7 @@ def _cut_session(plan: _SessionPlan, index: int, n_sessions: int, writer: EpochD
                  pre: PreprocessConfig | None, marker_filter: str | None, classes: _Classes, subject: int,
                  progress: ProgressFn | None, channel_map: ChannelMap | None = None) -> dict[str, Any]:
     """Run one session through the runtime pipeline and append its windows."""
-    reader = SessionReader(plan.path)
+    reader = SessionReader(plan.path, skip_damaged=plan.skip_damaged)
     times = reader.times(plan.data_key)
     t_first, t_span = (float(times[0]), float(times[-1] - times[0])) if len(times) else (0.0, 0.0)
     tap = _WindowTap(spec.n_times, sfreq)
@@ -600,8 +608,18 @@ def _cut_session(plan: _SessionPlan, index: int, n_sessions: int, writer: EpochD
     return {"path": str(plan.path), "name": plan.name, "data_stream": plan.data_key,
             "marker_stream": plan.marker_key, "n_markers": plan.n_markers, "n_stimulus_markers": len(plan.stim),
             "n_epochs": counts["epochs"], "skipped": counts["skipped"], "dropped": dict(sink.dropped),
+            "damaged": _damaged_info(reader, [plan.data_key, plan.marker_key]),
             "block_rule": plan.block_rule, "synthetic": bool(plan.attrs.get("synthetic", False)),
             "simulation": plan.attrs.get("simulation")}
+
+
+def _damaged_info(reader: SessionReader, keys: list[str]) -> list[dict[str, Any]]:
+    """The damaged ranges a ``skip_damaged`` reader left out (none otherwise: it would have raised)."""
+    if not reader.skip_damaged:
+        return []
+    return [{"stream": r.stream, "array": r.array, "chunk": r.chunk, "start": r.start, "stop": r.stop,
+             "start_time": r.start_time, "end_time": r.end_time, "problem": r.problem, "text": r.describe()}
+            for key in keys for r in reader.damaged(key)]
 
 
 def _source(plans: list[_SessionPlan], per_session: list[dict[str, Any]], classes: _Classes, model: Any,

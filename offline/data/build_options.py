@@ -24,7 +24,7 @@ from typing import Any
 
 from bci.preprocessing import PreprocessConfig
 from bci.preprocessing.channel_map import ChannelMapOptions
-from streams._checks import check_float, check_int, check_type, check_value
+from streams._checks import check_bool, check_float, check_int, check_type, check_value
 from streams.synthetic import StimulusSet
 
 __all__ = ["LabelOptions", "SimulationOptions", "WindowOptions", "preprocess_config"]
@@ -79,6 +79,10 @@ class WindowOptions:
     channels : ChannelMapOptions, optional
         Map the sessions' channels onto the ``model``'s as ``bci live`` does (needs ``model``);
         None: match by name only.
+    skip_damaged : bool
+        Cut around damaged chunks of a session (``bci info --verify`` lists them): each is a gap, no
+        window spans it and its markers are dropped with the reason. False: stop with
+        :class:`~streams.errors.DamagedChunkError`.
     """
 
     preprocessing: PreprocessConfig | Mapping[str, Any] | str | None = "default"
@@ -89,8 +93,10 @@ class WindowOptions:
     data_stream: str | None = None
     marker_stream: str | None = None
     channels: ChannelMapOptions | None = None
+    skip_damaged: bool = False
 
     def __post_init__(self) -> None:
+        check_bool("skip_damaged", self.skip_damaged)
         preprocess_config(self.preprocessing)
         _optional("channels", self.channels, ChannelMapOptions, "ChannelMapOptions or None")
         if self.channels is not None and self.channels.given and self.model is None:
