@@ -266,6 +266,7 @@ class Pipeline:
         windows, dropped = self.windower.poll(self.buffer)
         if self.sliding is not None:
             windows += self.sliding.poll(self.buffer)
+        windows, dropped = _split_non_finite(windows, dropped)
         records = self._emit_dropped(dropped)
         if windows:
             records += self._decode(windows)
@@ -278,6 +279,21 @@ class Pipeline:
         if self.pre is not None:
             batch = self.pre.apply_window(batch)
         out = self.encoder(batch)
+        bad = _non_finite_outputs(out)
+        if bad.any():  # a model that overflows on finite input: reported, never emitted as numbers
+            records = self._emit_dropped([_dropped_window(w, "non_finite", "the model's output is not finite "
+                                                          "(NaN/inf embedding or scores) for this window")
+                                          for w, b in zip(windows, bad) if b])
+            keep = ~bad
+            if not keep.any():
+                return records
+            windows = [w for w, k in zip(windows, keep) if k]
+            out = {key: value[keep] for key, value in out.items()}
+            batch = batch[keep]
+            return records + self._decode_records(windows, batch, out)
+        return self._decode_records(windows, batch, out)
+
+    def _decode_records(self, windows: list[Window], batch: np.ndarray, out: dict[str, np.ndarray]) -> list[dict]:
         records = [self._window_record(w, out, i) for i, w in enumerate(windows)]
         if self.steps:
             run_steps(self.steps, batch, out, records)
@@ -359,3 +375,34 @@ class Pipeline:
     def _write(self, record: dict) -> None:
         for sink in self.sinks:
             sink.write(record)
+
+
+def _dropped_window(w: Window, reason: str, detail: str) -> DroppedMarker:
+    """The dropped record of a cut window (a sliding one has no marker: its start time stands in)."""
+    return DroppedMarker(w.marker, w.marker_time if w.marker_time is not None else w.start_time, reason, detail)
+
+
+def _split_non_finite(windows: list[Window], dropped: list[DroppedMarker]) -> tuple[list[Window], list[DroppedMarker]]:
+    """Windows holding NaN/inf samples become ``non_finite`` dropped records (the model never sees them)."""
+    if all(np.isfinite(w.data).all() for w in windows):
+        return windows, dropped
+    kept = []
+    for w in windows:
+        bad = ~np.isfinite(w.data).all(axis=0)
+        if bad.any():
+            dropped.append(_dropped_window(
+                w, "non_finite", f"{int(bad.sum())} non-finite samples (NaN/inf) in the window "
+                f"[{w.start_time:.3f}, {w.end_time:.3f}] s"))
+        else:
+            kept.append(w)
+    return kept, dropped
+
+
+def _non_finite_outputs(out: dict[str, np.ndarray]) -> np.ndarray:
+    """Per window of a batch: whether any of the model's outputs is NaN/inf."""
+    bad = None
+    for value in out.values():
+        value = np.asarray(value)
+        row = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+        bad = row if bad is None else bad | row
+    return bad
