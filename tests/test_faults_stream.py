@@ -27,7 +27,8 @@ from bci.models.registry import build_model, default_config
 from bci.preprocessing import PreprocessConfig
 from bci.runtime.assemble import load_encoder, pipeline_factory
 from bci.runtime.live import LiveRuntime
-from bci.runtime.sinks import ListSink, ResultsOutletSink
+from bci.runtime.sinks import ListSink
+from tests.test_viewer import COLORS, _count_color, gallery_dir  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 OFFSET = 20  # samples from marker to window start (the default 20 ms at 1 kHz)
@@ -35,7 +36,7 @@ OFFSET = 20  # samples from marker to window start (the default 20 ms at 1 kHz)
 
 def _model(tmp: Path, n_chans: int, *, n_times: int = 440, preprocessing: dict | None = None) -> Path:
     torch.manual_seed(0)
-    cfg = default_config("eeg_convnet", n_chans=n_chans, n_times=n_times, embed_dim=16)
+    cfg = default_config("eeg_convnet", n_chans=n_chans, n_times=n_times, embed_dim=8)
     if preprocessing is not None:
         cfg = cfg.replace(preprocessing=preprocessing)
     return save_checkpoint(build_model(cfg), tmp / "ck")
@@ -126,3 +127,135 @@ def test_nan_and_inf_bursts_are_counted_flagged_and_never_emitted_as_embeddings(
     assert stats.n_nonfinite == 51  # 50 NaN rows + 1 inf row, counted on arrival
     assert runtime.pipeline.stats.dropped == {"non_finite": len(bad)}
     assert [w["window_start_index"] for w in windows] == [_marker_sample(w) + OFFSET for w in windows]
+
+
+# --------------------------------------------------------------------------- 5. stalled consumers
+def test_a_stalled_results_consumer_and_a_stopped_viewer_do_not_touch_the_decoder(
+        model8: Path, gallery_dir: Path, unique_name: str, tmp_path: Path) -> None:  # noqa: F811
+    """``bci live`` with its viewer child; a results inlet that never pulls; the viewer SIGSTOPped for 3 s."""
+    import json
+    import threading
+
+    import pylsl
+
+    producer = _Producer(unique_name, "--seconds", "10", "--tail", "6")
+    events, shot = tmp_path / "events.jsonl", tmp_path / "after.png"
+    live = subprocess.Popen(
+        [sys.executable, "-m", "bci.cli", "live", "--eeg", unique_name, "--markers", unique_name + "-Markers",
+         "--model", str(model8), "--device", "cpu", "--results-stream", unique_name + "-res",
+         "--resolve-timeout", "30", "--events", str(events), "--gallery", str(gallery_dir),
+         "--screenshot", str(shot), "--after", "6"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+    started = threading.Event()
+
+    def read_stderr() -> None:
+        for line in live.stderr:
+            err_lines.append(line)
+            if line.startswith("viewer: started in process"):
+                started.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    stalled = None
+    try:
+        info = pylsl.resolve_byprop("name", unique_name + "-res", timeout=30)
+        assert info, "no results stream"
+        stalled = pylsl.StreamInlet(info[0])  # subscribes and never pulls
+        stalled.open_stream(timeout=10)
+        assert started.wait(60), "".join(err_lines)
+        viewer = psutil.Process(int(next(x for x in err_lines if x.startswith("viewer: started")).split()[4]))
+        deadline = time.monotonic() + 20
+        while viewer.cpu_times().user < 0.5 and time.monotonic() < deadline:  # the viewer runs
+            time.sleep(0.1)
+        os.kill(viewer.pid, signal.SIGSTOP)
+        stopped_at = pylsl.local_clock()
+        time.sleep(3.0)
+        resumed_at = pylsl.local_clock()
+        os.kill(viewer.pid, signal.SIGCONT)
+        live.wait(timeout=90)
+        out = live.stdout.read()
+    finally:
+        if live.poll() is None:
+            os.kill(live.pid, signal.SIGCONT)
+            live.kill()
+        live.communicate()
+        producer.kill()
+        del stalled
+    reader.join(10)
+    err = "".join(err_lines)
+    assert live.returncode == 0, err
+    records = [json.loads(x) for x in events.read_text().splitlines()]
+    windows = _kind(records, "window")
+    during = [w for w in windows if stopped_at <= w["emitted_time"] <= resumed_at]
+    assert len(during) >= 3  # decoding went on while the viewer was stopped (a window every 0.7 s)
+    # no window waited for the viewer: each one complete (its last sample sent) 1 s before SIGCONT came before it
+    assert all(w["emitted_time"] < resumed_at for w in windows if w["window_end_time"] < resumed_at - 1.0)
+    starts = [w["window_start_index"] for w in windows]
+    assert starts == [k + OFFSET for k in range(600, 9000, 700)][: len(starts)]  # none missing, in order
+    assert not _kind(records, "dropped") or {d["reason"] for d in _kind(records, "dropped")} == {"end_of_data"}
+    assert "saved screenshot" in out, err  # the viewer, resumed, rendered the results it had been sent
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        right = np.asarray(img.convert("RGB"))[:, 760:]
+    assert sum(_count_color(right, c) > 300 for c in COLORS) >= 2
+    lat = sorted(w["latency_ms"] for w in during)
+    print(f"windows while the viewer was stopped: {len(during)}; their latency max {lat[-1]:.1f} ms")
+
+
+# --------------------------------------------------------------------------- 4. marker flood
+class _CountingSink:
+    """Keeps only what a record says about its marker (so the test's own memory stays flat)."""
+
+    def __init__(self) -> None:
+        self.windows: list[tuple[int, int]] = []  # (marker sample, window start index)
+        self.dropped: dict[str, int] = {}
+        self.non_finite = 0
+
+    def write(self, record: dict) -> None:
+        if record["type"] == "window":
+            self.windows.append((_marker_sample(record), record["window_start_index"]))
+            self.non_finite += not _all_finite(record)
+        elif record["type"] == "dropped":
+            self.dropped[record["reason"]] = self.dropped.get(record["reason"], 0) + 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_marker_flood_keeps_memory_bounded_and_accounts_for_every_marker(model8: Path, unique_name: str) -> None:
+    import threading
+
+    sink = _CountingSink()
+    me = psutil.Process()
+    producer = _Producer(unique_name, "--seconds", "11.2", "--marker-every", "1", "--marker-from", "600",
+                         "--marker-until", "10600")  # 1,000 markers/s for 10 s
+    runtime = _live(unique_name, model8, [sink])
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], me.memory_info().rss)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        runtime.start()
+        before = me.memory_info().rss
+        watcher.start()
+        n, m = producer.wait_done()
+        time.sleep(0.5)
+    finally:
+        runtime.stop()
+        done.set()
+        producer.kill()
+    watcher.join(5)
+    grown_mb = (max(peak[0], me.memory_info().rss) - before) / 2**20
+    assert m == 10_000
+    assert len(sink.windows) + sum(sink.dropped.values()) == m  # every marker decoded or reported dropped
+    assert set(sink.dropped) <= {"backlog", "end_of_data", "overwritten"}, sink.dropped  # reasons that say why
+    assert all(start == k + OFFSET for k, start in sink.windows) and sink.non_finite == 0
+    assert runtime.pipeline.stats.n_markers == m
+    assert grown_mb < 500, grown_mb
+    print(f"flood: {len(sink.windows)} windows, dropped {sink.dropped}, RSS +{grown_mb:.0f} MB (peak)")
