@@ -74,9 +74,12 @@ class _Producer:
         self.proc.communicate(timeout=10)
 
 
-def _live(name: str, model: Path, sinks: list, **kw) -> LiveRuntime:
+def _live(name: str, model: Path, sinks: list, *, buffer_seconds: float = 30.0, **kw) -> LiveRuntime:
+    """The runtime ``bci live`` runs; ``buffer_seconds`` for the receivers and the pipeline (faster than real
+    time, 30 s of stream time is a fraction of a second)."""
     encoder = load_encoder(model, device="cpu")
-    return LiveRuntime(name, name + "-Markers", pipeline_factory(encoder, sinks), resolve_timeout=20, **kw)
+    return LiveRuntime(name, name + "-Markers", pipeline_factory(encoder, sinks, buffer_seconds=buffer_seconds),
+                       resolve_timeout=20, buffer_seconds=buffer_seconds, **kw)
 
 
 def _run(name: str, model: Path, *args: str, sinks: list | None = None, settle: float = 0.5,
@@ -259,3 +262,33 @@ def test_a_marker_flood_keeps_memory_bounded_and_accounts_for_every_marker(model
     assert runtime.pipeline.stats.n_markers == m
     assert grown_mb < 500, grown_mb
     print(f"flood: {len(sink.windows)} windows, dropped {sink.dropped}, RSS +{grown_mb:.0f} MB (peak)")
+
+
+# --------------------------------------------------------------------------- 2. true rate off nominal
+@pytest.fixture(scope="module")
+def model2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 channels (fewer samples to move at 240x real time), 440 samples, no preprocessing."""
+    return _model(tmp_path_factory.mktemp("m2"), 2)
+
+
+@pytest.mark.parametrize("true_rate", [1000.5])
+def test_windows_stay_on_the_sample_when_the_true_rate_is_off_nominal_for_30_minutes(
+        model2: Path, unique_name: str, true_rate: float) -> None:
+    # declared 1000 Hz, stamped at 1000.5 Hz (0.05 % fast), 30 min of stream time pushed at 240x real time;
+    # a marker every 10 s on the sample it names
+    records, runtime, (n, m) = _run(unique_name, model2, "--rate", "1000", "--true-rate", str(true_rate),
+                                    "--channels", "2", "--seconds", "1800", "--speed", "240", "--chunk", "500",
+                                    "--marker-every", "10000", "--tail", "2", buffer_seconds=600.0)
+    windows = _kind(records, "window")
+    assert not _kind(records, "dropped") and len(windows) == m == 180
+    assert runtime.data_receiver.snapshot().n_samples == n and runtime.decoder_overwritten == 0
+    # every window starts OFFSET samples after the marker's sample, by the stream's own timestamps ...
+    assert [w["window_start_index"] for w in windows] == [_marker_sample(w) + OFFSET for w in windows]
+    assert all(abs(w["window_start_time"] - w["marker_time"] - OFFSET / true_rate) < 0.25e-3 for w in windows)
+    # ... where the nominal rate would be off by ~900 samples at the end (the test can tell the two apart)
+    first_time = runtime.data_receiver.snapshot().first_time
+    last = windows[-1]
+    nominal_index = round((last["marker_time"] - first_time) * 1000.0)
+    assert abs(nominal_index - _marker_sample(last)) > 800
+    print(f"rate: {len(windows)} windows on the sample; nominal-rate index off by "
+          f"{_marker_sample(last) - nominal_index} samples after {last['marker_time'] - first_time:.0f} s")
