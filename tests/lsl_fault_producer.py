@@ -98,11 +98,11 @@ def main() -> None:
             time.sleep(0.5)  # let liblsl send the last chunk
             del eeg
             time.sleep(a.dropout)
+            eeg = eeg_outlet(a.name, a.rate, a.channels)
+            eeg.wait_for_consumers(15)
             t0 += pylsl.local_clock() - (t0 + (last - 1) / true_rate)  # the true clock went on during the dropout
             wall0 = pylsl.local_clock() - (last - 1) / true_rate / a.speed
             offset = a.jump
-            eeg = eeg_outlet(a.name, a.rate, a.channels)
-            eeg.wait_for_consumers(15)
     print(f"done {n} {n_marks}", flush=True)
     time.sleep(a.tail)
 

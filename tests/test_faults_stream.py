@@ -111,6 +111,50 @@ def _all_finite(record: dict) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
+# --------------------------------------------------------------------------- 1. amplifier clock jump
+@pytest.mark.parametrize("jump", [3600.0, -5.0])
+def test_a_clock_jump_is_marked_and_no_marker_is_cut_from_data_on_the_other_clock(
+        model8: Path, unique_name: str, tmp_path: Path, jump: float) -> None:
+    """The amplifier restarts (same source_id) after sample 2999 with its timestamps ``jump`` s off."""
+    from streams.recorder import SessionRecording
+    from streams.clock import parse_clock_jump
+    from streams.session import SessionReader
+    from bci.runtime.sinks import results_description
+
+    # markers at 600, 1300, 2000 (before the jump), 2700 (its window spans it), 3400, 4100, 4800 (after it)
+    sink = ListSink()
+    producer = _Producer(unique_name, "--seconds", "6", "--jump-at", "2999", "--jump", str(jump),
+                         "--dropout", "0.5")
+    runtime = _live(unique_name, model8, [sink], lost_timeout=1.0)
+    store = tmp_path / "s.zarr"
+    try:
+        runtime.record_to(SessionRecording(store), results=results_description(unique_name + "-res"))
+        runtime.start()
+        n, m = producer.wait_done()
+        time.sleep(0.5)
+    finally:
+        runtime.stop()
+        producer.kill()
+    records = sink.records
+    by_sample = {_marker_sample(r): r for r in records if r["type"] in ("window", "dropped")}
+    assert sorted(by_sample) == [600, 1300, 2000, 2700, 3400, 4100, 4800] and m == 7
+    for k in (600, 1300, 2000):  # on the old clock, before the jump: decoded on the sample
+        assert by_sample[k]["type"] == "window" and by_sample[k]["window_start_index"] == k + OFFSET
+    assert by_sample[2700]["type"] == "dropped" and by_sample[2700]["reason"] == "gap"  # spans the jump
+    for k in (3400, 4100, 4800):  # on the markers' clock, the data on another: never cut, always said why
+        assert by_sample[k]["type"] == "dropped" and by_sample[k]["reason"] == "clock_jump", by_sample[k]
+    gaps = _kind(records, "gap")  # the live events say so: "clock jump +3600 s (...); ...; reconnected"
+    assert len(gaps) == 1 and "reconnected" in gaps[0]["reason"], gaps
+    said = parse_clock_jump(gaps[0]["reason"])  # estimated from arrival times: to the reconnect's latency
+    assert said is not None and abs(said - jump) < 2.0, gaps[0]["reason"]
+    assert runtime.data_receiver.snapshot().n_samples == n  # nothing lost: every sample kept
+    session = SessionReader(store)  # the recorded session too: every sample, the gap and its reason
+    key = next(k for k in session.streams if session.description(k).type == "EEG")
+    recorded = session.gaps(key)
+    assert len(recorded) == 1 and recorded[0]["reason"] == gaps[0]["reason"]
+    assert session.n_samples(key) == n
+
+
 # --------------------------------------------------------------------------- 3. NaN/inf bursts
 def test_nan_and_inf_bursts_are_counted_flagged_and_never_emitted_as_embeddings(model8: Path,
                                                                                 unique_name: str) -> None:

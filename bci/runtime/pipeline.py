@@ -24,6 +24,7 @@ from bci.preprocessing.channel_map import ChannelMap
 from bci.runtime.steps import ResultStep, run_steps
 from bci.runtime.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
 from streams._checks import check_type
+from streams.clock import parse_clock_jump
 from streams.lsl import local_clock
 from streams.ringbuffer import RingBuffer
 from streams.synthetic.markers import parse_marker
@@ -211,7 +212,9 @@ class Pipeline:
         start_time, end_time : float
             Last sample before and first sample after the gap (seconds).
         reason : str
-            Why (logged).
+            Why (logged, and written to the sinks as a ``{"type": "gap", ...}`` record). A clock jump
+            (:func:`streams.clock.parse_clock_jump`) also tells the windower: markers after it are
+            dropped (reason ``clock_jump``), since the data after it is on another clock.
         """
         self.stats.n_gaps += 1
         logger.info("gap of %.3f s in the data (%s): filters restart", end_time - start_time, reason or "?")
@@ -222,6 +225,11 @@ class Pipeline:
                 self._push_model_rate(data, times, None)
         if self.pre is not None:
             self.pre.reset()
+        jump = parse_clock_jump(reason)
+        if jump is not None:  # the samples after it are on another clock than the markers
+            self.windower.clock_break(self.buffer.total, float(start_time), jump, reason)
+        self._write({"type": "gap", "marker": None, "start_time": float(start_time), "end_time": float(end_time),
+                     "reason": reason, "emitted_time": self.clock()})
 
     def finish(self) -> list[dict]:
         """End of data: decode what is complete, report markers left waiting."""

@@ -13,7 +13,8 @@ A marker whose window can no longer be filled is reported as a :class:`DroppedMa
 with a reason (``overwritten``: the data left the ring buffer before the marker came;
 ``gap``: the window spans an interruption, or the marker falls into one; ``duplicate``:
 the same marker value and time came twice; ``stale``: the marker is older than the
-stream's first sample). Nothing is dropped silently.
+stream's first sample; ``clock_jump``: the marker comes after the data stream's clock
+jumped, :meth:`EventWindower.clock_break`). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ class _Pending:
     start_index: int | None = None
 
 
+@dataclass(frozen=True)
+class _ClockBreak:
+    index: int  # absolute index of the first sample on the other clock
+    before_time: float  # time of the last sample on the markers' clock
+    jump: float
+    reason: str
+
+
 @dataclass
 class WindowerStats:
     """Counts kept by a windower."""
@@ -131,7 +140,19 @@ class EventWindower:
         self._pending: deque[_Pending] = deque()
         self._seen: deque[tuple[str, float]] = deque(maxlen=256)
         self._seen_set: set[tuple[str, float]] = set()
+        self._break: _ClockBreak | None = None
         self.stats = WindowerStats()
+
+    def clock_break(self, index: int, before_time: float, jump: float, reason: str) -> None:
+        """The data from absolute index ``index`` on is on another clock (it jumped ``jump`` s).
+
+        Markers up to ``before_time`` (the last sample before) are still cut from the data before
+        the break; a window reaching across it is dropped (``gap``); a later marker is dropped
+        with reason ``clock_jump`` — its time cannot be placed on samples stamped by another clock
+        (the jump is known only to the arrival jitter, not to the sample). The first break counts.
+        """
+        if self._break is None:
+            self._break = _ClockBreak(int(index), float(before_time), float(jump), str(reason))
 
     @property
     def n_pending(self) -> int:
@@ -185,6 +206,11 @@ class EventWindower:
     # ------------------------------------------------------------------ internals
     def _try_cut(self, p: _Pending, buffer: RingBuffer) -> Window | DroppedMarker | None:
         n = self.spec.n_times
+        brk = self._break
+        if brk is not None and p.start_index is None and p.time > brk.before_time + 0.5 / self.sfreq + self.gap_tolerance:
+            return self._drop(p.marker, p.time, "clock_jump",
+                              f"the data stream's clock jumped {brk.jump:+g} s after {brk.before_time:.3f} s "
+                              f"({brk.reason}); a marker after it cannot be placed on its samples")
         if p.start_index is None:
             located = self._locate(p, buffer)
             if located is None or isinstance(located, DroppedMarker):
@@ -194,6 +220,8 @@ class EventWindower:
                 return self._drop(p.marker, p.time, "stale",
                                   f"the window starts {-self.spec.offset:g} s before the marker, before the "
                                   "stream's first sample")
+        if brk is not None and p.start_index < brk.index < p.start_index + n:
+            return self._drop(p.marker, p.time, "gap", f"the window spans the clock jump ({brk.reason})")
         if buffer.total < p.start_index + n:
             return None
         try:
@@ -222,7 +250,7 @@ class EventWindower:
         chosen by time, so the rule holds at any playback speed.
         """
         try:
-            idx = buffer.index_at_time(p.time, side="left")
+            idx = self._index_at_time(buffer, p.time)
             if idx >= buffer.total:
                 return None
             first = max(idx - 1, buffer.oldest_index)
@@ -240,6 +268,18 @@ class EventWindower:
             return self._drop(p.marker, p.time, "gap",
                               f"no data at the marker (nearest sample {distance:+.3f} s away)")
         return idx
+
+    def _index_at_time(self, buffer: RingBuffer, t: float) -> int:
+        """``buffer.index_at_time(t)``; after a clock break, searched among the samples before it only
+        (those after it are on another clock, and their times may even run backwards)."""
+        brk = self._break
+        if brk is None or brk.index >= buffer.total:
+            return buffer.index_at_time(t, side="left")
+        oldest = buffer.oldest_index
+        if brk.index <= oldest:
+            raise BufferOverflowError(f"the samples before the clock jump (index {brk.index}) were overwritten")
+        _, times = buffer.get(oldest, brk.index)
+        return min(oldest + int(np.searchsorted(times, t, side="left")), brk.index - 1)
 
     def _drop(self, marker: str, time: float, reason: str, detail: str) -> DroppedMarker:
         self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + 1
