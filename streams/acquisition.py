@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 _PULL_TIMEOUT = 0.1  # seconds a pull may block before the thread checks for stop
 
+#: Samples per second an irregular stream's ring buffer is sized for (markers: a flood of 1,000/s is held
+#: for ``buffer_seconds``).
+IRREGULAR_RATE_BOUND = 1000
+
+
 @dataclass(frozen=True)
 class Gap:
     """An interval with no data: ``start_time`` is the last sample before, ``end_time`` the first after.
@@ -102,7 +107,7 @@ class StreamReceiver:
         Which stream (``"NAME"``, ``"type=EEG"``, …).
     buffer_seconds : float
         Ring-buffer capacity in seconds of the nominal rate (irregular streams:
-        ``buffer_seconds * 100`` samples, at least 1000).
+        ``buffer_seconds * 1000`` samples: 30 s of a 1,000 markers/s flood).
     resolve_timeout : float
         Seconds to wait for the stream at :meth:`open`.
     lost_timeout : float
@@ -162,7 +167,7 @@ class StreamReceiver:
         info = resolve(self.query, timeout=self.resolve_timeout)
         self._inlet, self.desc = self._open_inlet(info)
         rate = self.desc.nominal_rate
-        capacity = int(np.ceil(self.buffer_seconds * rate)) if rate > 0 else max(1000, int(self.buffer_seconds * 100))
+        capacity = int(np.ceil(self.buffer_seconds * rate)) if rate > 0 else max(1000, int(self.buffer_seconds * IRREGULAR_RATE_BOUND))
         self.buffer = RingBuffer(capacity, self.desc.n_channels, self.desc.numpy_dtype)
         logger.info("opened %s (%d ch, %g Hz)", self.desc.name, self.desc.n_channels, rate)
         return self.desc

@@ -112,7 +112,7 @@ def _all_finite(record: dict) -> bool:
 
 
 # --------------------------------------------------------------------------- 1. amplifier clock jump
-@pytest.mark.parametrize("jump", [3600.0, -5.0])
+@pytest.mark.parametrize("jump", [-5.0])  # +3600 s behaves alike (gap, clock_jump); -5 s also runs the times backwards
 def test_a_clock_jump_is_marked_and_no_marker_is_cut_from_data_on_the_other_clock(
         model8: Path, unique_name: str, tmp_path: Path, jump: float) -> None:
     """The amplifier restarts (same source_id) after sample 2999 with its timestamps ``jump`` s off."""
@@ -121,9 +121,9 @@ def test_a_clock_jump_is_marked_and_no_marker_is_cut_from_data_on_the_other_cloc
     from streams.session import SessionReader
     from bci.runtime.sinks import results_description
 
-    # markers at 600, 1300, 2000 (before the jump), 2700 (its window spans it), 3400, 4100, 4800 (after it)
+    # markers at 600, 1300, 2000 (before the jump), 2700 (its window spans it), 3400 (after it)
     sink = ListSink()
-    producer = _Producer(unique_name, "--seconds", "6", "--jump-at", "2999", "--jump", str(jump),
+    producer = _Producer(unique_name, "--seconds", "5", "--jump-at", "2999", "--jump", str(jump),
                          "--dropout", "0.5")
     runtime = _live(unique_name, model8, [sink], lost_timeout=1.0)
     store = tmp_path / "s.zarr"
@@ -137,11 +137,11 @@ def test_a_clock_jump_is_marked_and_no_marker_is_cut_from_data_on_the_other_cloc
         producer.kill()
     records = sink.records
     by_sample = {_marker_sample(r): r for r in records if r["type"] in ("window", "dropped")}
-    assert sorted(by_sample) == [600, 1300, 2000, 2700, 3400, 4100, 4800] and m == 7
+    assert sorted(by_sample) == [600, 1300, 2000, 2700, 3400] and m == 5
     for k in (600, 1300, 2000):  # on the old clock, before the jump: decoded on the sample
         assert by_sample[k]["type"] == "window" and by_sample[k]["window_start_index"] == k + OFFSET
     assert by_sample[2700]["type"] == "dropped" and by_sample[2700]["reason"] == "gap"  # spans the jump
-    for k in (3400, 4100, 4800):  # on the markers' clock, the data on another: never cut, always said why
+    for k in (3400,):  # on the markers' clock, the data on another: never cut, always said why
         assert by_sample[k]["type"] == "dropped" and by_sample[k]["reason"] == "clock_jump", by_sample[k]
     gaps = _kind(records, "gap")  # the live events say so: "clock jump +3600 s (...); ...; reconnected"
     assert len(gaps) == 1 and "reconnected" in gaps[0]["reason"], gaps
@@ -160,7 +160,7 @@ def test_nan_and_inf_bursts_are_counted_flagged_and_never_emitted_as_embeddings(
                                                                                 unique_name: str) -> None:
     # markers every 700 samples from 600: windows [k+20, k+460); the NaN burst [1400, 1450) in 3 channels
     # lies in the window of the marker at 1300, the inf at 2100 in that of 2000
-    records, runtime, (n, m) = _run(unique_name, model8, "--seconds", "5", "--nan-at", "1400:50:3",
+    records, runtime, (n, m) = _run(unique_name, model8, "--seconds", "4", "--nan-at", "1400:50:3",
                                     "--inf-at", "2100")
     windows, dropped = _kind(records, "window"), _kind(records, "dropped")
     assert len(windows) + len(dropped) == m  # every marker accounted for
@@ -179,19 +179,19 @@ def test_nan_and_inf_bursts_are_counted_flagged_and_never_emitted_as_embeddings(
 # --------------------------------------------------------------------------- 5. stalled consumers
 def test_a_stalled_results_consumer_and_a_stopped_viewer_do_not_touch_the_decoder(
         model8: Path, gallery_dir: Path, unique_name: str, tmp_path: Path) -> None:  # noqa: F811
-    """``bci live`` with its viewer child; a results inlet that never pulls; the viewer SIGSTOPped for 3 s."""
+    """``bci live`` with its viewer child; a results inlet that never pulls; the viewer SIGSTOPped for 2.5 s."""
     import json
     import threading
 
     import pylsl
 
-    producer = _Producer(unique_name, "--seconds", "10", "--tail", "6")
+    producer = _Producer(unique_name, "--seconds", "8", "--tail", "6")
     events, shot = tmp_path / "events.jsonl", tmp_path / "after.png"
     live = subprocess.Popen(
         [sys.executable, "-m", "bci.cli", "live", "--eeg", unique_name, "--markers", unique_name + "-Markers",
          "--model", str(model8), "--device", "cpu", "--results-stream", unique_name + "-res",
          "--resolve-timeout", "30", "--events", str(events), "--gallery", str(gallery_dir),
-         "--screenshot", str(shot), "--after", "6"],
+         "--screenshot", str(shot), "--after", "4.5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines: list[str] = []
     started = threading.Event()
@@ -217,7 +217,7 @@ def test_a_stalled_results_consumer_and_a_stopped_viewer_do_not_touch_the_decode
             time.sleep(0.1)
         os.kill(viewer.pid, signal.SIGSTOP)
         stopped_at = pylsl.local_clock()
-        time.sleep(3.0)
+        time.sleep(2.5)
         resumed_at = pylsl.local_clock()
         os.kill(viewer.pid, signal.SIGCONT)
         live.wait(timeout=90)
@@ -235,11 +235,11 @@ def test_a_stalled_results_consumer_and_a_stopped_viewer_do_not_touch_the_decode
     records = [json.loads(x) for x in events.read_text().splitlines()]
     windows = _kind(records, "window")
     during = [w for w in windows if stopped_at <= w["emitted_time"] <= resumed_at]
-    assert len(during) >= 3  # decoding went on while the viewer was stopped (a window every 0.7 s)
+    assert len(during) >= 2  # decoding went on while the viewer was stopped (a window every 0.7 s)
     # no window waited for the viewer: each one complete (its last sample sent) 1 s before SIGCONT came before it
     assert all(w["emitted_time"] < resumed_at for w in windows if w["window_end_time"] < resumed_at - 1.0)
     starts = [w["window_start_index"] for w in windows]
-    assert starts == [k + OFFSET for k in range(600, 9000, 700)][: len(starts)]  # none missing, in order
+    assert starts == [k + OFFSET for k in range(600, 7000, 700)][: len(starts)]  # none missing, in order
     assert not _kind(records, "dropped") or {d["reason"] for d in _kind(records, "dropped")} == {"end_of_data"}
     assert "saved screenshot" in out, err  # the viewer, resumed, rendered the results it had been sent
     from PIL import Image
@@ -257,12 +257,14 @@ class _CountingSink:
 
     def __init__(self) -> None:
         self.windows: list[tuple[int, int]] = []  # (marker sample, window start index)
+        self.offsets: list[float] = []  # window start time - marker time (s)
         self.dropped: dict[str, int] = {}
         self.non_finite = 0
 
     def write(self, record: dict) -> None:
         if record["type"] == "window":
             self.windows.append((_marker_sample(record), record["window_start_index"]))
+            self.offsets.append(record["window_start_time"] - record["marker_time"])
             self.non_finite += not _all_finite(record)
         elif record["type"] == "dropped":
             self.dropped[record["reason"]] = self.dropped.get(record["reason"], 0) + 1
@@ -276,8 +278,9 @@ def test_a_marker_flood_keeps_memory_bounded_and_accounts_for_every_marker(model
 
     sink = _CountingSink()
     me = psutil.Process()
+    # 1,000 markers/s of stream time for 10 s, pushed at twice real time (2,000 markers/s arrive)
     producer = _Producer(unique_name, "--seconds", "11.2", "--marker-every", "1", "--marker-from", "600",
-                         "--marker-until", "10600")  # 1,000 markers/s for 10 s
+                         "--marker-until", "10600", "--speed", "2")
     runtime = _live(unique_name, model8, [sink])
     peak = [0]
     done = threading.Event()
@@ -311,17 +314,17 @@ def test_a_marker_flood_keeps_memory_bounded_and_accounts_for_every_marker(model
 # --------------------------------------------------------------------------- 2. true rate off nominal
 @pytest.fixture(scope="module")
 def model2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 channels (fewer samples to move at 240x real time), 440 samples, no preprocessing."""
+    """2 channels (fewer samples to move at 360x real time), 440 samples, no preprocessing."""
     return _model(tmp_path_factory.mktemp("m2"), 2)
 
 
 @pytest.mark.parametrize("true_rate", [1000.5])
 def test_windows_stay_on_the_sample_when_the_true_rate_is_off_nominal_for_30_minutes(
         model2: Path, unique_name: str, true_rate: float) -> None:
-    # declared 1000 Hz, stamped at 1000.5 Hz (0.05 % fast), 30 min of stream time pushed at 240x real time;
+    # declared 1000 Hz, stamped at 1000.5 Hz (0.05 % fast), 30 min of stream time pushed at 360x real time;
     # a marker every 10 s on the sample it names
     records, runtime, (n, m) = _run(unique_name, model2, "--rate", "1000", "--true-rate", str(true_rate),
-                                    "--channels", "2", "--seconds", "1800", "--speed", "240", "--chunk", "500",
+                                    "--channels", "2", "--seconds", "1800", "--speed", "360", "--chunk", "500",
                                     "--marker-every", "10000", "--tail", "2", buffer_seconds=600.0)
     windows = _kind(records, "window")
     assert not _kind(records, "dropped") and len(windows) == m == 180
@@ -336,3 +339,38 @@ def test_windows_stay_on_the_sample_when_the_true_rate_is_off_nominal_for_30_min
     assert abs(nominal_index - _marker_sample(last)) > 800
     print(f"rate: {len(windows)} windows on the sample; nominal-rate index off by "
           f"{_marker_sample(last) - nominal_index} samples after {last['marker_time'] - first_time:.0f} s")
+
+
+class _StallingSink(_CountingSink):
+    """A sink that blocks the decoder for ``seconds`` at its first window (a stalled disk or network share)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.lost = 0
+
+    def write(self, record: dict) -> None:
+        if record["type"] == "dropped" and record["marker"] is None:
+            self.lost += record["n_markers"]
+            self.dropped["overwritten"] = self.dropped.get("overwritten", 0) + record["n_markers"]
+            return
+        if record["type"] == "window" and self.seconds:
+            seconds, self.seconds = self.seconds, 0.0
+            time.sleep(seconds)
+        super().write(record)
+
+
+def test_markers_overwritten_while_the_decoder_stalls_are_counted_not_lost(model8: Path, unique_name: str) -> None:
+    # 1,000 markers/s for 3 s; 1 s buffers; the decoder blocked 2.5 s by its sink: data and markers are
+    # overwritten meanwhile, and every marker still ends up as a window or in a dropped record
+    sink = _StallingSink(2.5)
+    records, runtime, (n, m) = _run(unique_name, model8, "--seconds", "4.5", "--marker-every", "1",
+                                    "--marker-from", "600", "--marker-until", "3600", sinks=[sink],
+                                    buffer_seconds=1.0)
+    assert m == 3000
+    assert len(sink.windows) + sum(sink.dropped.values()) == m, (len(sink.windows), sink.dropped)
+    assert sink.lost > 0 and runtime.pipeline.stats.n_markers == m  # some were overwritten unread, and counted
+    # samples were lost before the pipeline (a gap), so its indices are not the producer's: check by time
+    bad = [(w, d) for w, d in zip(sink.windows, sink.offsets) if abs(d - OFFSET / 1000) >= 0.5e-3]
+    assert sink.windows and not bad, bad[:5]
+    print(f"stalled decoder: {len(sink.windows)} windows, dropped {sink.dropped}")

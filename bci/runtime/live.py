@@ -135,6 +135,7 @@ class LiveRuntime:
         self._opened = False
         self.recording: SessionRecording | None = None
         self._results_desc: StreamDescription | None = None
+        self._markers_lost_since = float("nan")  # time of the last marker read
         self.error: BaseException | None = None
 
     @property
@@ -314,7 +315,10 @@ class LiveRuntime:
             values, times, lost = _take_new(self._markers)
             gaps = _new_gaps(self._markers, times, lost)
             self._record(self._markers, values, times, gaps)
+            if lost:  # their values are gone: one record says how many, and when
+                pipeline.markers_lost(lost, self._markers_lost_since, float(times[0]) if len(times) else float("nan"))
             if len(times):
+                self._markers_lost_since = float(times[-1])
                 pipeline.push_markers([str(v[0]) for v in values], times, arrival=local_clock())
         data, times, lost = _take_new(self._data)
         if not len(times):

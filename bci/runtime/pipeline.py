@@ -231,6 +231,22 @@ class Pipeline:
         self._write({"type": "gap", "marker": None, "start_time": float(start_time), "end_time": float(end_time),
                      "reason": reason, "emitted_time": self.clock()})
 
+    def markers_lost(self, n: int, after: float, before: float) -> list[dict]:
+        """``n`` markers were overwritten in the marker ring buffer before they were read (values unknown).
+
+        One ``dropped`` record (reason ``overwritten``, ``marker`` null, ``n_markers``: ``n``) says how
+        many and between which marker times (``after``: the last marker read, ``before``: the next one).
+        """
+        self.stats.n_markers += n
+        self.stats.dropped["overwritten"] = self.stats.dropped.get("overwritten", 0) + n
+        detail = (f"{n} markers between {after:.3f} s and {before:.3f} s were overwritten in the marker ring buffer "
+                  "before the decoder read them (a larger buffer_seconds holds more)")
+        logger.error("%s", detail)
+        record = {"type": "dropped", "marker": None, "marker_time": None, "reason": "overwritten", "detail": detail,
+                  "n_markers": int(n), "emitted_time": self.clock()}
+        self._write(record)
+        return [record]
+
     def finish(self) -> list[dict]:
         """End of data: decode what is complete, report markers left waiting."""
         if self.resampler is not None and self.resampler.n_in:

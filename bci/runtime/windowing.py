@@ -80,6 +80,7 @@ class _Pending:
     time: float
     arrival: float | None
     start_index: int | None = None
+    located_time: float | None = None  # time of the sample the marker was located at
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,11 @@ class EventWindower:
         span = times[-1] - times[0]
         if span > (n - 1) / self.sfreq + self.gap_tolerance:
             return self._drop(p.marker, p.time, "gap", f"window spans {span:.3f} s instead of {(n - 1) / self.sfreq:.3f} s")
+        lead = times[0] - p.located_time if p.located_time is not None else 0.0
+        if self._offset_samples > 0 and lead > self._offset_samples / self.sfreq + self.gap_tolerance:
+            # the window itself is whole, but a gap lies between the marker and its first sample
+            return self._drop(p.marker, p.time, "gap", f"a gap lies between the marker and its window: the window "
+                              f"starts {lead:.3f} s after it instead of {self._offset_samples / self.sfreq:.3f} s")
         self.stats.n_windows += 1
         return Window(
             data=np.ascontiguousarray(data.T, dtype=np.float32),
@@ -262,11 +268,16 @@ class EventWindower:
         else:
             t_near = float(t[-1])
         distance = t_near - p.time
-        if abs(distance) > 0.5 / self.sfreq + self.gap_tolerance:
+        # between two samples a gap apart, the marker's own sample is missing unless it is within half a sample
+        # of one of them: no slack then, or a marker in the gap would be snapped onto the data at its edge
+        in_gap = len(t) == 2 and t[-1] - t[0] > 1.0 / self.sfreq + self.gap_tolerance and t[0] < p.time < t[-1]
+        slack = 0.0 if in_gap else self.gap_tolerance
+        if abs(distance) > 0.5 / self.sfreq + slack:
             if idx == 0 and distance > 0:
                 return self._drop(p.marker, p.time, "stale", "the marker is older than the stream's first sample")
             return self._drop(p.marker, p.time, "gap",
                               f"no data at the marker (nearest sample {distance:+.3f} s away)")
+        p.located_time = t_near
         return idx
 
     def _index_at_time(self, buffer: RingBuffer, t: float) -> int:
