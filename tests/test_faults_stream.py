@@ -117,6 +117,7 @@ def test_a_clock_jump_is_marked_and_no_marker_is_cut_from_data_on_the_other_cloc
         model8: Path, unique_name: str, tmp_path: Path, jump: float) -> None:
     """The amplifier restarts (same source_id) after sample 2999 with its timestamps ``jump`` s off."""
     from streams.recorder import SessionRecording
+    from bci.runtime.replay import decode_session
     from streams.clock import parse_clock_jump
     from streams.session import SessionReader
     from bci.runtime.sinks import results_description
@@ -153,6 +154,14 @@ def test_a_clock_jump_is_marked_and_no_marker_is_cut_from_data_on_the_other_cloc
     recorded = session.gaps(key)
     assert len(recorded) == 1 and recorded[0]["reason"] == gaps[0]["reason"]
     assert session.n_samples(key) == n
+    # and its replay says what the live run said, marker by marker
+    replayed = ListSink()
+    pipeline = pipeline_factory(load_encoder(model8, device="cpu"), [replayed])(session.description(key))
+    decode_session(session, pipeline, data_key=key, marker_key=session.marker_keys()[0])
+
+    def outcome(r: dict) -> tuple:
+        return r["type"], r["marker"], r.get("reason"), r.get("window_start_index")
+    assert sorted(map(outcome, replayed.records), key=str) == sorted(map(outcome, records), key=str)
 
 
 # --------------------------------------------------------------------------- 3. NaN/inf bursts
