@@ -303,7 +303,7 @@ class Pipeline:
         if self.pre is not None:
             batch = self.pre.apply_window(batch)
         out = self.encoder(batch)
-        bad = _non_finite_outputs(out)
+        bad = _non_finite_outputs(out, len(windows))
         if bad.any():  # a model that overflows on finite input: reported, never emitted as numbers
             records = self._emit_dropped([_dropped_window(w, "non_finite", "the model's output is not finite "
                                                           "(NaN/inf embedding or scores) for this window")
@@ -422,11 +422,11 @@ def _split_non_finite(windows: list[Window], dropped: list[DroppedMarker]) -> tu
     return kept, dropped
 
 
-def _non_finite_outputs(out: dict[str, np.ndarray]) -> np.ndarray:
-    """Per window of a batch: whether any of the model's outputs is NaN/inf."""
-    bad = None
+def _non_finite_outputs(out: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Per window of a batch of ``n``: whether any of the model's numeric per-window outputs is NaN/inf."""
+    bad = np.zeros(n, dtype=bool)
     for value in out.values():
         value = np.asarray(value)
-        row = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
-        bad = row if bad is None else bad | row
+        if value.ndim and len(value) == n and value.dtype.kind in "fc":
+            bad |= ~np.isfinite(value.reshape(n, -1)).all(axis=1)
     return bad
