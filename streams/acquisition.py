@@ -13,7 +13,12 @@ Loss handling:
   (:meth:`StreamDescription.check_same_source`); otherwise the receiver stops with a
   :class:`StreamMismatchError` in :attr:`StreamReceiver.error` and appends nothing more;
 * every interruption is recorded as a :class:`Gap` (last sample time before, first
-  sample time after), also when timestamps jump without a reconnect.
+  sample time after), also when timestamps jump without a reconnect;
+* a stream that comes back on another clock (its timestamps moved more, or less, than the
+  time that passed on this computer's clock, by over ``clock_jump_tolerance``: the amplifier
+  restarted with its clock off) is a gap whose reason starts ``clock jump +3600 s``
+  (:func:`clock_jump_reason`; :attr:`Gap.clock_jump` reads it back). Its samples are kept as
+  stamped; their times may then run backwards across the gap (``end_time < start_time``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 import pylsl
 
 from streams._checks import check_float
+from streams.clock import CLOCK_JUMP_TOLERANCE, clock_jump_reason, parse_clock_jump
 from streams.description import StreamDescription
 from streams.errors import StreamLostError, StreamMismatchError, StreamNotFoundError
 from streams.lsl import StreamQuery, pull_string_chunk, resolve
@@ -44,8 +50,8 @@ MAX_BUFFER_BYTES = 4 * 1024**3
 
 
 def _capacity(rate: float, buffer_seconds: float) -> int:
-    """Ring-buffer samples: ``buffer_seconds`` of a regular stream, ``100 x buffer_seconds`` (>= 1000) else."""
-    return int(np.ceil(buffer_seconds * rate)) if rate > 0 else max(1000, int(buffer_seconds * 100))
+    """Ring-buffer samples: ``buffer_seconds`` of a regular stream, ``IRREGULAR_RATE_BOUND x buffer_seconds`` (>= 1000) else."""
+    return int(np.ceil(buffer_seconds * rate)) if rate > 0 else max(1000, int(buffer_seconds * IRREGULAR_RATE_BOUND))
 
 
 def _check_buffer_size(desc: StreamDescription, buffer_seconds: float) -> None:
@@ -59,23 +65,39 @@ def _check_buffer_size(desc: StreamDescription, buffer_seconds: float) -> None:
             "the stream's nominal_rate and channel count, or lower buffer_seconds"
         )
 
+#: Samples per second an irregular stream's ring buffer is sized for (markers: a flood of 1,000/s is held
+#: for ``buffer_seconds``).
+IRREGULAR_RATE_BOUND = 1000
+
 
 @dataclass(frozen=True)
 class Gap:
-    """An interval with no data: ``start_time`` is the last sample before, ``end_time`` the first after."""
+    """An interval with no data: ``start_time`` is the last sample before, ``end_time`` the first after.
+
+    ``first_index`` is the receiver's absolute sample index of the first sample after the gap (None when
+    not known, e.g. a gap read from a session); it places the gap even where the times run backwards.
+    """
 
     start_time: float
     end_time: float
     reason: str
+    first_index: int | None = field(default=None, compare=False)
 
     @property
     def duration(self) -> float:
         """Length of the interval in seconds."""
         return self.end_time - self.start_time
 
+    @property
+    def clock_jump(self) -> float | None:
+        """Seconds the stream's clock jumped at this gap (None: an ordinary gap)."""
+        return parse_clock_jump(self.reason)
+
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
-        return asdict(self)
+        out = asdict(self)
+        del out["first_index"]
+        return out
 
 
 @dataclass
@@ -107,7 +129,7 @@ class StreamReceiver:
         Which stream (``"NAME"``, ``"type=EEG"``, …).
     buffer_seconds : float
         Ring-buffer capacity in seconds of the nominal rate (irregular streams:
-        ``buffer_seconds * 100`` samples, at least 1000).
+        ``buffer_seconds * 1000`` samples: 30 s of a 1,000 markers/s flood).
     resolve_timeout : float
         Seconds to wait for the stream at :meth:`open`.
     lost_timeout : float
@@ -120,6 +142,9 @@ class StreamReceiver:
     gap_tolerance : float
         Seconds beyond one sample period by which consecutive timestamps may
         differ before a jump is recorded as a gap.
+    clock_jump_tolerance : float
+        Seconds by which a reconnected stream's timestamps may disagree with the time that
+        passed here before its gap is a clock jump (:data:`CLOCK_JUMP_TOLERANCE`).
     """
 
     def __init__(
@@ -132,6 +157,7 @@ class StreamReceiver:
         reconnect: bool = True,
         dejitter: bool = True,
         gap_tolerance: float = 0.05,
+        clock_jump_tolerance: float = CLOCK_JUMP_TOLERANCE,
     ) -> None:
         self.query = StreamQuery.parse(query) if isinstance(query, str) else query
         for name, seconds in (("buffer_seconds", buffer_seconds), ("resolve_timeout", resolve_timeout),
@@ -143,6 +169,8 @@ class StreamReceiver:
         self.reconnect = bool(reconnect)
         self.dejitter = bool(dejitter)
         self.gap_tolerance = float(gap_tolerance)
+        self.clock_jump_tolerance = check_float("clock_jump_tolerance", clock_jump_tolerance, positive=True)
+        self._last_arrival: float | None = None  # time.monotonic() of the last chunk
         self.desc: StreamDescription | None = None
         self.buffer: RingBuffer | None = None
         self.error: BaseException | None = None
@@ -288,6 +316,7 @@ class StreamReceiver:
                 logger.warning("%s: %d samples with NaN/inf (kept, counted)", self.desc.name, n_bad)
         if gap is not None:  # listed before its first sample is buffered: a reader never sees one without the other
             self._record_gap(gap)
+        self._last_arrival = time.monotonic()
         self.buffer.push(data, stamps)
         with self._lock:
             s = self._stats
@@ -304,13 +333,26 @@ class StreamReceiver:
         reason, self._reconnect_reason = self._reconnect_reason, None
         if last is None:
             return None
+        index = self.buffer.total
         if reason is not None:  # first chunk after a reconnect: always a gap
-            return Gap(last, float(first_new), f"{reason}; reconnected")
+            return Gap(last, float(first_new), self._clock_jump_prefix(last, first_new) + f"{reason}; reconnected",
+                       index)
         if not self.desc.is_regular:
             return None
         if first_new - last > 1.0 / self.desc.nominal_rate + self.gap_tolerance:
-            return Gap(last, float(first_new), "timestamps jump (samples missing)")
+            return Gap(last, float(first_new), "timestamps jump (samples missing)", index)
         return None
+
+    def _clock_jump_prefix(self, last: float, first_new: float) -> str:
+        """``"clock jump +3600 s (...); "`` when the stamps moved unlike this computer's clock, else ``""``."""
+        if self._last_arrival is None:
+            return ""
+        elapsed = time.monotonic() - self._last_arrival
+        jump = (first_new - last) - elapsed
+        if abs(jump) <= self.clock_jump_tolerance:
+            return ""
+        return (f"{clock_jump_reason(jump)} (timestamps moved {first_new - last:+.3f} s while {elapsed:.3f} s passed "
+                "here; samples after it are on another clock); ")
 
     def _record_gap(self, gap: Gap) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ from streams._checks import check_bool
 from streams._chunks import DamagedChunk, checksum_codecs, has_checksums, missing_chunks, read_rows, scan_rows
 from streams._context import ClosingContext
 from streams._keys import sanitize_key
+from streams.clock import parse_clock_jump
 from streams._store import jsonable, now, remove_existing, store_header
 from streams.description import StreamDescription
 from streams.errors import (DamagedChunkError, OutputExistsError, SessionFormatError, SessionWriteError,
@@ -268,14 +269,15 @@ class SessionWriter(ClosingContext):
         ----------
         start_time, end_time : float
             Last sample before and first sample after the gap (seconds); a
-            non-finite value (unknown) is stored as null and read back as NaN.
+            non-finite value (unknown) is stored as null and read back as NaN. Only a
+            clock jump (:func:`streams.clock.parse_clock_jump`) may end before it starts.
         reason : str
             Why the data is missing.
         """
         self._check_open()
         s = self._stream(key)
         start, end = float(start_time), float(end_time)
-        if math.isfinite(start) and math.isfinite(end) and end < start:
+        if math.isfinite(start) and math.isfinite(end) and end < start and parse_clock_jump(reason) is None:
             raise ValueError(f"stream {key!r}: gap end_time={end} is before start_time={start}")
         if not isinstance(reason, str):
             raise TypeError(f"stream {key!r}: gap reason must be a str, got {type(reason).__name__}")

@@ -135,6 +135,7 @@ class LiveRuntime:
         self._opened = False
         self.recording: SessionRecording | None = None
         self._results_desc: StreamDescription | None = None
+        self._markers_lost_since = float("nan")  # time of the last marker read
         self.error: BaseException | None = None
 
     @property
@@ -314,7 +315,10 @@ class LiveRuntime:
             values, times, lost = _take_new(self._markers)
             gaps = _new_gaps(self._markers, times, lost)
             self._record(self._markers, values, times, gaps)
+            if lost:  # their values are gone: one record says how many, and when
+                pipeline.markers_lost(lost, self._markers_lost_since, float(times[0]) if len(times) else float("nan"))
             if len(times):
+                self._markers_lost_since = float(times[-1])
                 pipeline.push_markers([str(v[0]) for v in values], times, arrival=local_clock())
         data, times, lost = _take_new(self._data)
         if not len(times):
@@ -376,14 +380,26 @@ def _new_gaps(cursor: _Cursor, times: np.ndarray, lost: int) -> list[tuple[int, 
         out.append((0, Gap(cursor.last_time, float(times[0]),
                            f"decoder fell behind: {lost} samples overwritten in the ring buffer")))
     gaps = cursor.receiver.gaps
-    while cursor.n_gaps < len(gaps) and len(times) and gaps[cursor.n_gaps].end_time <= times[-1]:
+    read_from = cursor.index - len(times)  # absolute index of times[0] (cursor.index: one past the last read)
+    while cursor.n_gaps < len(gaps) and len(times) and _gap_ends_within(gaps[cursor.n_gaps], times, cursor.index):
         gap = gaps[cursor.n_gaps]
-        out.append((int(np.searchsorted(times, gap.end_time, side="left")), gap))
+        if gap.first_index is not None:  # placed by index: right even where a clock jump ran the times backwards
+            at = min(max(gap.first_index - read_from, 0), len(times))
+        else:
+            at = int(np.searchsorted(times, gap.end_time, side="left"))
+        out.append((at, gap))
         cursor.n_gaps += 1
     if len(times):
         cursor.last_time = float(times[-1])
     out.sort(key=lambda item: item[0])
     return out
+
+
+def _gap_ends_within(gap: Gap, times: np.ndarray, read_to: int) -> bool:
+    """Whether ``gap``'s first sample after is among those just read (up to absolute index ``read_to``)."""
+    if gap.first_index is not None:
+        return gap.first_index < read_to
+    return gap.end_time <= times[-1]
 
 
 # --------------------------------------------------------------------------- a whole live run

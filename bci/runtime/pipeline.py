@@ -24,6 +24,7 @@ from bci.preprocessing.channel_map import ChannelMap
 from bci.runtime.steps import ResultStep, run_steps
 from bci.runtime.windowing import DroppedMarker, EventWindower, SlidingWindower, Window, WindowSpec
 from streams._checks import check_type
+from streams.clock import parse_clock_jump
 from streams.lsl import local_clock
 from streams.ringbuffer import RingBuffer
 from streams.synthetic.markers import parse_marker
@@ -211,7 +212,9 @@ class Pipeline:
         start_time, end_time : float
             Last sample before and first sample after the gap (seconds).
         reason : str
-            Why (logged).
+            Why (logged, and written to the sinks as a ``{"type": "gap", ...}`` record). A clock jump
+            (:func:`streams.clock.parse_clock_jump`) also tells the windower: markers after it are
+            dropped (reason ``clock_jump``), since the data after it is on another clock.
         """
         self.stats.n_gaps += 1
         logger.info("gap of %.3f s in the data (%s): filters restart", end_time - start_time, reason or "?")
@@ -225,6 +228,27 @@ class Pipeline:
         self.windower.note_gap(start_time, end_time, reason)
         if self.sliding is not None:
             self.sliding.restart_at(self.buffer.total)
+        jump = parse_clock_jump(reason)
+        if jump is not None:  # the samples after it are on another clock than the markers
+            self.windower.clock_break(self.buffer.total, float(start_time), jump, reason)
+        self._write({"type": "gap", "marker": None, "start_time": float(start_time), "end_time": float(end_time),
+                     "reason": reason, "emitted_time": self.clock()})
+
+    def markers_lost(self, n: int, after: float, before: float) -> list[dict]:
+        """``n`` markers were overwritten in the marker ring buffer before they were read (values unknown).
+
+        One ``dropped`` record (reason ``overwritten``, ``marker`` null, ``n_markers``: ``n``) says how
+        many and between which marker times (``after``: the last marker read, ``before``: the next one).
+        """
+        self.stats.n_markers += n
+        self.stats.dropped["overwritten"] = self.stats.dropped.get("overwritten", 0) + n
+        detail = (f"{n} markers between {after:.3f} s and {before:.3f} s were overwritten in the marker ring buffer "
+                  "before the decoder read them (a larger buffer_seconds holds more)")
+        logger.error("%s", detail)
+        record = {"type": "dropped", "marker": None, "marker_time": None, "reason": "overwritten", "detail": detail,
+                  "n_markers": int(n), "emitted_time": self.clock()}
+        self._write(record)
+        return [record]
 
     def finish(self) -> list[dict]:
         """End of data: decode what is complete, report markers left waiting."""
@@ -269,6 +293,7 @@ class Pipeline:
         windows, dropped = self.windower.poll(self.buffer)
         if self.sliding is not None:
             windows += self.sliding.poll(self.buffer)
+        windows, dropped = _split_non_finite(windows, dropped)
         records = self._emit_dropped(dropped)
         if windows:
             records += self._decode(windows)
@@ -281,6 +306,21 @@ class Pipeline:
         if self.pre is not None:
             batch = self.pre.apply_window(batch)
         out = self.encoder(batch)
+        bad = _non_finite_outputs(out, len(windows))
+        if bad.any():  # a model that overflows on finite input: reported, never emitted as numbers
+            records = self._emit_dropped([_dropped_window(w, "non_finite", "the model's output is not finite "
+                                                          "(NaN/inf embedding or scores) for this window")
+                                          for w, b in zip(windows, bad) if b])
+            keep = ~bad
+            if not keep.any():
+                return records
+            windows = [w for w, k in zip(windows, keep) if k]
+            out = {key: value[keep] for key, value in out.items()}
+            batch = batch[keep]
+            return records + self._decode_records(windows, batch, out)
+        return self._decode_records(windows, batch, out)
+
+    def _decode_records(self, windows: list[Window], batch: np.ndarray, out: dict[str, np.ndarray]) -> list[dict]:
         records = [self._window_record(w, out, i) for i, w in enumerate(windows)]
         if self.steps:
             run_steps(self.steps, batch, out, records)
@@ -362,3 +402,34 @@ class Pipeline:
     def _write(self, record: dict) -> None:
         for sink in self.sinks:
             sink.write(record)
+
+
+def _dropped_window(w: Window, reason: str, detail: str) -> DroppedMarker:
+    """The dropped record of a cut window (a sliding one has no marker: its start time stands in)."""
+    return DroppedMarker(w.marker, w.marker_time if w.marker_time is not None else w.start_time, reason, detail)
+
+
+def _split_non_finite(windows: list[Window], dropped: list[DroppedMarker]) -> tuple[list[Window], list[DroppedMarker]]:
+    """Windows holding NaN/inf samples become ``non_finite`` dropped records (the model never sees them)."""
+    if all(np.isfinite(w.data).all() for w in windows):
+        return windows, dropped
+    kept = []
+    for w in windows:
+        bad = ~np.isfinite(w.data).all(axis=0)
+        if bad.any():
+            dropped.append(_dropped_window(
+                w, "non_finite", f"{int(bad.sum())} non-finite samples (NaN/inf) in the window "
+                f"[{w.start_time:.3f}, {w.end_time:.3f}] s"))
+        else:
+            kept.append(w)
+    return kept, dropped
+
+
+def _non_finite_outputs(out: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Per window of a batch of ``n``: whether any of the model's numeric per-window outputs is NaN/inf."""
+    bad = np.zeros(n, dtype=bool)
+    for value in out.values():
+        value = np.asarray(value)
+        if value.ndim and len(value) == n and value.dtype.kind in "fc":
+            bad |= ~np.isfinite(value.reshape(n, -1)).all(axis=1)
+    return bad

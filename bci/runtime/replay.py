@@ -174,7 +174,12 @@ def _gap_indices(times: np.ndarray, gaps: list[dict]) -> dict[int, list[dict]]:
     for gap in gaps:
         if not math.isfinite(gap["end_time"]):
             continue
-        at = int(np.searchsorted(times, gap["end_time"], side="left"))
+        if math.isfinite(gap["start_time"]) and gap["end_time"] < gap["start_time"]:  # a clock jump backwards:
+            # the times run backwards there, so find the pair of samples the gap lies between
+            pair = np.flatnonzero((times[:-1] == gap["start_time"]) & (times[1:] == gap["end_time"]))
+            at = int(pair[0]) + 1 if len(pair) else 0
+        else:
+            at = int(np.searchsorted(times, gap["end_time"], side="left"))
         if 0 < at < len(times):
             out.setdefault(at, []).append(gap)
     return out

@@ -13,7 +13,8 @@ A marker whose window can no longer be filled is reported as a :class:`DroppedMa
 with a reason (``overwritten``: the data left the ring buffer before the marker came;
 ``gap``: the window spans an interruption, or the marker falls into one; ``duplicate``:
 the same marker value and time came twice; ``stale``: the marker is older than the
-stream's first sample). Nothing is dropped silently.
+stream's first sample; ``clock_jump``: the marker comes after the data stream's clock
+jumped, :meth:`EventWindower.clock_break`). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ class _Pending:
     time: float
     arrival: float | None
     start_index: int | None = None
+    located_time: float | None = None  # time of the sample the marker was located at
+
+
+@dataclass(frozen=True)
+class _ClockBreak:
+    index: int  # absolute index of the first sample on the other clock
+    before_time: float  # time of the last sample on the markers' clock
+    jump: float
+    reason: str
 
 
 @dataclass
@@ -132,11 +142,23 @@ class EventWindower:
         self._seen: deque[tuple[str, float]] = deque(maxlen=256)
         self._seen_set: set[tuple[str, float]] = set()
         self._gaps: deque[tuple[float, float, str]] = deque(maxlen=64)
+        self._break: _ClockBreak | None = None
         self.stats = WindowerStats()
 
     def note_gap(self, start_time: float, end_time: float, reason: str) -> None:
         """Remember a gap (last sample before, first after, why) so a marker dropped for it names it."""
         self._gaps.append((float(start_time), float(end_time), str(reason)))
+
+    def clock_break(self, index: int, before_time: float, jump: float, reason: str) -> None:
+        """The data from absolute index ``index`` on is on another clock (it jumped ``jump`` s).
+
+        Markers up to ``before_time`` (the last sample before) are still cut from the data before
+        the break; a window reaching across it is dropped (``gap``); a later marker is dropped
+        with reason ``clock_jump`` — its time cannot be placed on samples stamped by another clock
+        (the jump is known only to the arrival jitter, not to the sample). The first break counts.
+        """
+        if self._break is None:
+            self._break = _ClockBreak(int(index), float(before_time), float(jump), str(reason))
 
     @property
     def n_pending(self) -> int:
@@ -190,6 +212,11 @@ class EventWindower:
     # ------------------------------------------------------------------ internals
     def _try_cut(self, p: _Pending, buffer: RingBuffer) -> Window | DroppedMarker | None:
         n = self.spec.n_times
+        brk = self._break
+        if brk is not None and p.start_index is None and p.time > brk.before_time + 0.5 / self.sfreq + self.gap_tolerance:
+            return self._drop(p.marker, p.time, "clock_jump",
+                              f"the data stream's clock jumped {brk.jump:+g} s after {brk.before_time:.3f} s "
+                              f"({brk.reason}); a marker after it cannot be placed on its samples")
         if p.start_index is None:
             located = self._locate(p, buffer)
             if located is None or isinstance(located, DroppedMarker):
@@ -199,6 +226,8 @@ class EventWindower:
                 return self._drop(p.marker, p.time, "stale",
                                   f"the window starts {-self.spec.offset:g} s before the marker, before the "
                                   "stream's first sample")
+        if brk is not None and p.start_index < brk.index < p.start_index + n:
+            return self._drop(p.marker, p.time, "gap", f"the window spans the clock jump ({brk.reason})")
         if buffer.total < p.start_index + n:
             return None
         try:
@@ -209,6 +238,12 @@ class EventWindower:
         if span > (n - 1) / self.sfreq + self.gap_tolerance:
             return self._drop(p.marker, p.time, "gap", f"window spans {span:.3f} s instead of {(n - 1) / self.sfreq:.3f} s"
                               + self._gap_detail(float(times[0]), float(times[-1])))
+        lead = times[0] - p.located_time if p.located_time is not None else 0.0
+        if self._offset_samples > 0 and lead > self._offset_samples / self.sfreq + self.gap_tolerance:
+            # the window itself is whole, but a gap lies between the marker and its first sample
+            return self._drop(p.marker, p.time, "gap", f"a gap lies between the marker and its window: the window "
+                              f"starts {lead:.3f} s after it instead of {self._offset_samples / self.sfreq:.3f} s"
+                              + self._gap_detail(p.time, float(times[0])))
         self.stats.n_windows += 1
         return Window(
             data=np.ascontiguousarray(data.T, dtype=np.float32),
@@ -228,7 +263,7 @@ class EventWindower:
         chosen by time, so the rule holds at any playback speed.
         """
         try:
-            idx = buffer.index_at_time(p.time, side="left")
+            idx = self._index_at_time(buffer, p.time)
             if idx >= buffer.total:
                 return None
             first = max(idx - 1, buffer.oldest_index)
@@ -240,12 +275,17 @@ class EventWindower:
         else:
             t_near = float(t[-1])
         distance = t_near - p.time
-        if abs(distance) > 0.5 / self.sfreq + self.gap_tolerance:
+        # between two samples a gap apart, the marker's own sample is missing unless it is within half a sample
+        # of one of them: no slack then, or a marker in the gap would be snapped onto the data at its edge
+        in_gap = len(t) == 2 and t[-1] - t[0] > 1.0 / self.sfreq + self.gap_tolerance and t[0] < p.time < t[-1]
+        slack = 0.0 if in_gap else self.gap_tolerance
+        if abs(distance) > 0.5 / self.sfreq + slack:
             if idx == 0 and distance > 0:
                 return self._drop(p.marker, p.time, "stale", "the marker is older than the stream's first sample")
             return self._drop(p.marker, p.time, "gap",
                               f"no data at the marker (nearest sample {distance:+.3f} s away)"
                               + self._gap_detail(p.time, p.time))
+        p.located_time = t_near
         return idx
 
     def _gap_detail(self, lo: float, hi: float) -> str:
@@ -254,6 +294,18 @@ class EventWindower:
             if start <= hi and end >= lo:
                 return f"; gap {start:.3f}-{end:.3f} s: {reason}"
         return ""
+
+    def _index_at_time(self, buffer: RingBuffer, t: float) -> int:
+        """``buffer.index_at_time(t)``; after a clock break, searched among the samples before it only
+        (those after it are on another clock, and their times may even run backwards)."""
+        brk = self._break
+        if brk is None or brk.index >= buffer.total:
+            return buffer.index_at_time(t, side="left")
+        oldest = buffer.oldest_index
+        if brk.index <= oldest:
+            raise BufferOverflowError(f"the samples before the clock jump (index {brk.index}) were overwritten")
+        _, times = buffer.get(oldest, brk.index)
+        return min(oldest + int(np.searchsorted(times, t, side="left")), brk.index - 1)
 
     def _drop(self, marker: str, time: float, reason: str, detail: str) -> DroppedMarker:
         self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + 1

@@ -196,8 +196,10 @@ class ViewerModel:
                 self._add_dropped(record, time_offset)
             elif kind == "image":
                 self._add_image(record)
+            elif kind == "gap":  # a gap in the data (the traces show it); no result to list
+                pass
             else:
-                raise MalformedRecord(f"unknown record type {kind!r} (expected window, dropped or image)")
+                raise MalformedRecord(f"unknown record type {kind!r} (expected window, dropped, image or gap)")
         except (MalformedRecord, TypeError, ValueError) as exc:
             self._count_malformed(str(exc))
             return False
