@@ -152,7 +152,10 @@ def test_skip_damaged_decodes_the_rest_and_drops_the_markers_of_the_damaged_rang
     assert "skipped damaged chunks of 'SimEEG': 1000 samples, 1.000 s in 1 chunk(s)" in out
     ref = [e for e in _events(tmp_path / "clean.jsonl") if e["type"] == "window"]
     assert len(ref) == 29 and not [e for e in _events(tmp_path / "clean.jsonl") if e["type"] == "dropped"]
-    got = {(e["marker"], e["marker_time"]): e for e in _events(tmp_path / "skip.jsonl") if e["type"] != "header"}
+    events = _events(tmp_path / "skip.jsonl")
+    got = {(e["marker"], e["marker_time"]): e for e in events if e["type"] in ("window", "dropped")}
+    gaps = [e for e in events if e["type"] == "gap"]  # the damaged range is a gap record too
+    assert len(gaps) == 1 and f"damaged chunk: stream 'SimEEG' 'data' chunk {CHUNK}" in gaps[0]["reason"], gaps
     assert len(got) == len(ref)  # every marker: a window or a dropped record
     hit = 0
     for e in ref:
