@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bci.cli.main import main
 from bci.runtime.sinks import read_events
 from streams.errors import StreamsError
 from streams.lsl import local_clock
@@ -80,8 +81,8 @@ def _check_marker_prefix(reader: SessionReader, key: str) -> list[int]:
     return samples
 
 
-def test_disk_full_during_bci_record_stops_with_one_line_and_keeps_what_came_before(tmp_path: Path,
-                                                                                     unique_name: str) -> None:
+def test_disk_full_during_bci_record_stops_with_one_line_and_keeps_what_came_before(
+        tmp_path: Path, unique_name: str, capsys: pytest.CaptureFixture) -> None:
     amp = _amplifier(unique_name, "--quiet", "2", "--duration", "30")
     out = tmp_path / "rec.zarr"
     try:
@@ -103,6 +104,10 @@ def test_disk_full_during_bci_record_stops_with_one_line_and_keeps_what_came_bef
     times = _check_eeg_prefix(reader, eeg)
     samples = _check_marker_prefix(reader, f"{unique_name}-Markers")
     assert samples[:8] == list(range(0, 1000, MARKER_EVERY))  # every marker of the data kept, and the next ones
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "not closed cleanly" in info and "recording stopped early: " in info and "file size limit" in info
     assert reader.markers(f"{unique_name}-Markers")[0][7] <= times[-1]
 
 

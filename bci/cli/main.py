@@ -319,6 +319,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"session {args.session} (schema {attrs.get('schema')} v{attrs.get('schema_version')}, "
           f"{'complete' if reader.complete else 'not closed cleanly'}, "
           f"{'chunk checksums' if checksums else 'no chunk checksums'}; --verify reads every chunk)")
+    if reader.write_error:
+        print(f"  recording stopped early: {reader.write_error}")
     for key in reader.streams:
         d = reader.description(key)
         t = reader.times(key)
