@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+
+#: What an OSError's errno means for an output being written (the rest: its strerror).
+_WRITE_ERRNO_TEXT = {
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EFBIG: "file size limit reached (RLIMIT_FSIZE, ulimit -f, or the file system's largest file)",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def write_failure_text(exc: OSError) -> str:
+    """Why a write failed, in words (``disk full``, ``file size limit reached``, ...), for an error message."""
+    return _WRITE_ERRNO_TEXT.get(exc.errno, exc.strerror or str(exc))
+
 
 class StreamsError(Exception):
     """Base class of errors raised by the streams layer."""
@@ -31,7 +45,14 @@ class OutputExistsError(StreamsError, FileExistsError):
     """The output path exists and overwrite was not asked for."""
 
 
-class SessionWriteError(StreamsError, OSError):
+class OutputWriteError(StreamsError, OSError):
+    """Writing an output (a session, an events file) failed (disk full, file size limit, I/O error).
+
+    What was written before is kept; the message names the output, the cause and what it holds.
+    """
+
+
+class SessionWriteError(OutputWriteError):
     """Writing a session failed (disk full, file size limit, I/O error); what was written before is kept."""
 
 

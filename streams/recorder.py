@@ -401,6 +401,9 @@ class SessionRecording:
                     else:
                         gap = item[2]
                         self._writer.add_gap(item[1], gap.start_time, gap.end_time, gap.reason)
+            except SessionWriteError as exc:  # the disk refused a write: one line now, close() raises it
+                self.error = exc
+                logger.error("recording to %s stopped (the consumer goes on): %s", self.out, exc)
             except Exception as exc:  # reported by close(); the consumer must not stop
                 self.error = exc
                 logger.exception("recording to %s failed; what was written before is kept", self.out)

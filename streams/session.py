@@ -22,7 +22,6 @@ second (plus the block in flight) is lost.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -45,7 +44,7 @@ from streams.clock import parse_clock_jump
 from streams._store import jsonable, now, remove_existing, store_header
 from streams.description import StreamDescription
 from streams.errors import (DamagedChunkError, OutputExistsError, SessionFormatError, SessionWriteError,
-                            StreamNotFoundError)
+                            StreamNotFoundError, write_failure_text)
 
 if TYPE_CHECKING:  # pragma: no cover
     import mne
@@ -69,12 +68,6 @@ _CHUNK_ENCODING: dict[str, Any] = {"compressors": checksum_codecs(), "config": {
 _ROOT_RESERVED = frozenset(
     {"schema", "schema_version", "created", "closed", "writer", "zarr_version", "complete", "streams", "write_error"}
 )
-#: What an OSError's errno means for a recording (the rest: its strerror).
-_WRITE_ERRNO_TEXT = {
-    errno.ENOSPC: "disk full (no space left on device)",
-    errno.EFBIG: "file size limit reached (RLIMIT_FSIZE, ulimit -f, or the file system's largest file)",
-    errno.EDQUOT: "disk quota exceeded",
-}
 _STREAM_RESERVED = frozenset({"stream", "index", "gaps", "nonfinite_samples", "n_samples", "flush_rows"})
 
 #: mne channel types a description's channel type may map to (others become 'misc').
@@ -399,7 +392,7 @@ class SessionWriter(ClosingContext):
 
     def _write_failed(self, s: _WriteStream, n0: int, n1: int, exc: OSError) -> SessionWriteError:
         """Mark stream ``s`` failed; the error names the stream, the cause and what the session keeps."""
-        why = _WRITE_ERRNO_TEXT.get(exc.errno, exc.strerror or str(exc))
+        why = write_failure_text(exc)
         kept = f"{n0} samples" + (f" ({n0 / s.desc.nominal_rate:.1f} s)" if s.desc.is_regular else "")
         error = SessionWriteError(
             f"stream {s.desc.name!r}: {why} while writing samples {n0}-{n1} to {str(self._path)!r} "

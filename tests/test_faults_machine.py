@@ -218,3 +218,46 @@ def test_a_torn_last_events_line_is_skipped_with_a_note(tmp_path: Path) -> None:
     path.write_text(text + '{"type":"window","mar\n' + text, encoding="utf-8")  # a bad line inside: an error
     with pytest.raises(ValueError, match="line 3"):
         read_events(path)
+
+
+def test_disk_full_during_bci_live_record_keeps_decoding_and_ends_with_one_line(
+        tmp_path: Path, unique_name: str, model_dir: Path) -> None:
+    """The disk refuses the recording and the events file of `bci live`: decoding goes on, the end says why."""
+    import pylsl
+
+    amp = _amplifier(unique_name, "--quiet", "2", "--duration", "30")
+    events, out = tmp_path / "ev.jsonl", tmp_path / "live.zarr"
+    results: list[dict] = []
+    try:
+        live = _bci("live", "--eeg", unique_name, "--markers", f"{unique_name}-Markers", "--model", str(model_dir),
+                    "--no-view", "--device", "cpu", "--resolve-timeout", "20", "--duration", "6",
+                    "--results-stream", f"{unique_name}-results", "--record", str(out), "--events", str(events),
+                    preexec_fn=_limit_file_size)
+        found = pylsl.resolve_byprop("name", f"{unique_name}-results", 1, 30)
+        assert found, live.communicate(timeout=30)[1]
+        inlet = pylsl.StreamInlet(found[0])
+        while live.poll() is None:  # what the decoder publishes, read while it runs
+            chunk, _ = inlet.pull_chunk(timeout=0.2)
+            results += [json.loads(c[0]) for c in chunk]
+        chunk, _ = inlet.pull_chunk(timeout=0.5)
+        results += [json.loads(c[0]) for c in chunk]
+        _, err = live.communicate(timeout=30)
+    finally:
+        _stop(amp)
+    assert live.returncode == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if " ERROR " in line or line.startswith("bci live: error:")]
+    assert len(errors) == 3, err  # the recording and the events file each say so when refused, then the end
+    assert "stopped (the consumer goes on)" in errors[0] and "file size limit" in errors[0]
+    assert f"events file {events}: file size limit reached" in errors[1] and "decoding goes on" in errors[1]
+    assert errors[2].startswith("bci live: error:") and repr(unique_name) in errors[2]
+    assert "1000 samples (2.0 s)" in errors[2]
+    # decoding went on after both failures: windows of markers long after the refused block (samples 1000-1500)
+    late = [r for r in results if r["type"] == "window" and int(r["marker"].rsplit("/", 1)[1]) >= 2 * RATE]
+    assert len(late) >= 4, results
+    text = events.read_text(encoding="utf-8")
+    assert text.endswith("\n") and len(text.encode()) <= FILE_LIMIT  # whole lines up to the refused one
+    assert len(read_events(events).records) < len(results)
+    reader = SessionReader(out)
+    assert not reader.complete and "file size limit" in reader.write_error
+    _check_eeg_prefix(reader, reader.find(unique_name))
+    assert reader.n_samples(reader.find(unique_name)) == 1000  # what came before the refused block

@@ -260,11 +260,17 @@ class Pipeline:
         return records + self._emit_dropped(self.windower.flush())
 
     def close(self) -> None:
-        """Close every step and sink."""
+        """Close every step and sink; the first error a sink raises is raised once all are closed."""
         for step in self.steps:
             step.close()
+        first: BaseException | None = None
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception as exc:  # e.g. an events file the disk refused: close the others first
+                first = first or exc
+        if first is not None:
+            raise first
 
     # ------------------------------------------------------------------ internals
     def _mapped_names(self, channel_map: ChannelMap | None) -> list[str]:

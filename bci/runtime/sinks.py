@@ -7,6 +7,7 @@ see docs/runtime.md for the fields.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from streams.description import RESULTS_TYPE, StreamDescription
+from streams.errors import OutputWriteError, write_failure_text
 from streams.lsl import SOURCE_CLOSE_LINGER_S, Outlet
+
+logger = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -49,6 +53,11 @@ class EventsFileSink:
     A crash or ``kill -9`` loses nothing written and leaves whole lines: each record goes to the
     file in one system call (repeated only for the rest of a short write).
 
+    When the disk refuses a write (full, file size limit), the file is closed where it is, one
+    error line is logged and decoding goes on (the other sinks still get every record); the
+    records not written are counted and :meth:`close` raises :class:`~streams.errors.OutputWriteError`
+    naming the file, the cause and how many records it holds and lacks.
+
     Parameters
     ----------
     path : path
@@ -63,13 +72,32 @@ class EventsFileSink:
             raise FileNotFoundError(f"--events {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist")
         self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
         self._lock = threading.Lock()
+        self.n_written = 0
+        self._size = 0  # bytes of the whole lines written
+        #: Records not written since the disk refused one (with :attr:`error`).
+        self.n_unwritten = 0
+        self.error: OSError | None = None
 
     def write(self, record: dict[str, Any]) -> None:
         line = memoryview((to_json(record) + "\n").encode("utf-8"))
         with self._lock:
-            if self._file is not None:
-                while line:
-                    line = line[self._file.write(line):]
+            if self.error is not None:
+                self.n_unwritten += 1
+            elif self._file is not None:
+                size = len(line)
+                try:
+                    while line:
+                        line = line[self._file.write(line):]
+                    self.n_written += 1
+                    self._size += size
+                except OSError as exc:  # disk full, file size limit: keep decoding, report at close()
+                    self.error, self.n_unwritten = exc, 1
+                    try:  # a short write may have left part of the line: cut the file back to whole lines
+                        self._file.truncate(self._size)
+                    except OSError:
+                        pass  # then read_events skips the torn last line with a note
+                    logger.error("events file %s: %s after %d records; later records are not written to it "
+                                 "(decoding goes on)", self.path, write_failure_text(exc), self.n_written)
 
     def write_header(self, header: dict[str, Any]) -> None:
         """Write ``{"type": "header", **header}`` (the run's stream and channel map) as a line of its own.
@@ -79,10 +107,20 @@ class EventsFileSink:
         self.write({"type": "header", **header})
 
     def close(self) -> None:
+        """Close the file; raises :class:`~streams.errors.OutputWriteError` if a write was refused."""
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError:
+                    pass  # the write that failed already said why
                 self._file = None
+            if self.error is not None:
+                exc = self.error
+                raise OutputWriteError(
+                    f"--events {str(self.path)!r}: {write_failure_text(exc)} [{exc.__class__.__name__} {exc.errno}: "
+                    f"{exc.strerror or exc}]; the file holds the first {self.n_written} records (whole lines), "
+                    f"{self.n_unwritten} later records are not in it; free space or raise the limit")
 
 
 @dataclass
