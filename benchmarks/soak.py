@@ -285,6 +285,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, Path, Path 
 
 def main(argv: list[str] | None = None) -> int:
     settings, out, workdir = parse_args(argv)
+    # what analyse() needs, imported before the hours of the run: a checkout changed meanwhile must not
+    # mix module versions at the end (a 24-h run was lost to an ImportError that way)
+    import bci.runtime.sinks  # noqa: F401
+    import streams.session  # noqa: F401
+    import streams.simulate  # noqa: F401
+
     machine = common.machine_info()
     print(f"soak: {settings.hours:g} h at speed {settings.speed:g} (~{settings.hours * 3600 / settings.speed:.0f} s), "
           f"{settings.montage} at {settings.sfreq:g} Hz ...", flush=True)
