@@ -29,6 +29,7 @@ from bci.runtime.assemble import load_encoder, pipeline_factory
 from bci.runtime.live import LiveRuntime
 from bci.runtime.sinks import ListSink
 from tests.test_viewer import COLORS, _count_color, gallery_dir  # noqa: F401 (fixture)
+from tests.test_viewer_process import watch_viewer_start
 
 REPO = Path(__file__).resolve().parents[1]
 OFFSET = 20  # samples from marker to window start (the default 20 ms at 1 kHz)
@@ -202,17 +203,7 @@ def test_a_stalled_results_consumer_and_a_stopped_viewer_do_not_touch_the_decode
          "--resolve-timeout", "30", "--events", str(events), "--gallery", str(gallery_dir),
          "--screenshot", str(shot), "--after", "4.5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    err_lines: list[str] = []
-    started = threading.Event()
-
-    def read_stderr() -> None:
-        for line in live.stderr:
-            err_lines.append(line)
-            if line.startswith("viewer: started in process"):
-                started.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
+    err_lines, started, reader = watch_viewer_start(live)
     stalled = None
     try:
         info = pylsl.resolve_byprop("name", unique_name + "-res", timeout=30)

@@ -157,13 +157,9 @@ def test_bci_live_starts_the_viewer_child_which_renders_results_and_is_stopped(
     assert sum(_count_color(right, c) > 300 for c in COLORS) >= 2  # decoded results: gallery thumbnails
 
 
-def test_killing_the_viewer_child_does_not_stop_the_decoder(procs, unique_name: str, model_dir: Path,
-                                                            tmp_path: Path) -> None:
-    from streams.lsl import local_clock
-
-    _producer(procs, unique_name, 15)  # long enough for a slow viewer start on a loaded machine
-    live = subprocess.Popen(_live(unique_name, model_dir, tmp_path, "--duration", "15"), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def watch_viewer_start(live: subprocess.Popen[str]) -> tuple[list[str], threading.Event, threading.Thread]:
+    """Read ``bci live``'s stderr in a thread: the lines so far, an event set once the viewer child
+    started, and the thread (join it after the process ended for the whole stderr)."""
     err_lines: list[str] = []
     started = threading.Event()
 
@@ -175,6 +171,17 @@ def test_killing_the_viewer_child_does_not_stop_the_decoder(procs, unique_name: 
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
+    return err_lines, started, reader
+
+
+def test_killing_the_viewer_child_does_not_stop_the_decoder(procs, unique_name: str, model_dir: Path,
+                                                            tmp_path: Path) -> None:
+    from streams.lsl import local_clock
+
+    _producer(procs, unique_name, 15)  # long enough for a slow viewer start on a loaded machine
+    live = subprocess.Popen(_live(unique_name, model_dir, tmp_path, "--duration", "15"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_lines, started, reader = watch_viewer_start(live)
     try:
         assert started.wait(60), "".join(err_lines)
         pid = _viewer_pid("".join(err_lines))
