@@ -113,11 +113,11 @@ def run_soak(settings: SoakSettings, workdir: Path) -> dict[str, Any]:
              "--no-dejitter", "--device", "cpu", "--resolve-timeout", "60"),
         cwd=common.REPO_ROOT, stdout=logs["live"], stderr=subprocess.STDOUT)
     proc = psutil.Process(live.pid)
-    samples: list[tuple[float, float, float]] = []  # (LSL clock, RSS MiB, CPU seconds) of the decoder
+    samples: list[tuple[float, float, float, float]] = []  # (LSL clock, RSS MiB, CPU s of the decoder, load 1 min)
     try:
         while sim.poll() is None and live.poll() is None:
             cpu = proc.cpu_times()
-            samples.append((local_clock(), proc.memory_info().rss / 2**20, cpu.user + cpu.system))
+            samples.append((local_clock(), proc.memory_info().rss / 2**20, cpu.user + cpu.system, os.getloadavg()[0]))
             time.sleep(1.0)
         time.sleep(settings.drain_s)  # the last windows reach the sinks; then stop the decoder cleanly
         if live.poll() is None:
@@ -177,7 +177,7 @@ def analyse(raw: dict[str, Any], settings: SoakSettings) -> dict[str, Any]:
     d_bin = _bin(session_s([r.get("marker_time") or t0 for r in dropped]) + half, settings, n_bins)
     latency = np.array([(r["emitted_time"] - r["window_end_time"]) * 1e3 for r in windows])
     pipeline_ms = np.array([r.get("latency_ms") if r.get("latency_ms") is not None else np.nan for r in windows])
-    res = np.array(raw["samples"]) if raw["samples"] else np.empty((0, 3))
+    res = np.array(raw["samples"]) if raw["samples"] else np.empty((0, 4))
     res_bin = _bin(session_s(res[:, 0]), settings, n_bins) if len(res) else np.empty(0, dtype=np.int64)
     rows = []
     for b in range(n_bins):
@@ -192,7 +192,8 @@ def analyse(raw: dict[str, Any], settings: SoakSettings) -> dict[str, Any]:
                      "latency_ms": lat, "pipeline_latency_ms": percentiles(pipeline_ms[w_bin == b]),
                      "rss_mb_max": float(inside[:, 1].max()) if len(inside) else float("nan"),
                      "rss_mb_end": float(inside[-1, 1]) if len(inside) else float("nan"),
-                     "cpu_percent": cpu})
+                     "cpu_percent": cpu,
+                     "load1_mean": float(inside[:, 3].mean()) if len(inside) and inside.shape[1] > 3 else float("nan")})
     _, marker_values = reader.markers(f"{settings.name}-Markers")
     results_key = reader.find(f"{settings.name}-results")
     totals = {"samples_pushed": raw["n_pushed"], "samples_recorded": int(len(times)),
@@ -200,7 +201,8 @@ def analyse(raw: dict[str, Any], settings: SoakSettings) -> dict[str, Any]:
               "windows": len(windows), "dropped": len(dropped),
               "dropped_reasons": sorted({str(r.get("reason")) for r in dropped}),
               "results_recorded": reader.n_samples(results_key), "gaps": reader.gaps(eeg),
-              "session_complete": reader.complete, "events_notes": events.notes}
+              "session_complete": reader.complete, "events_notes": events.notes,
+              "recording_backlog": reader.attrs.get("recording_backlog")}
     return {"rows": rows, "totals": totals, "verdict": verdict(rows, totals, settings)}
 
 
@@ -231,15 +233,21 @@ def verdict(rows: list[dict[str, Any]], totals: dict[str, Any], settings: SoakSe
 def print_report(res: dict[str, Any], settings: SoakSettings) -> None:
     rows = [[f"{r['from_min']:g}-{r['from_min'] + settings.bin_minutes:g}", r["windows"], r["dropped"],
              r["markers_sent"], r["samples_pushed"], r["samples_recorded"], r["latency_ms"]["p50"],
-             r["latency_ms"]["p99"], r["pipeline_latency_ms"]["p99"], r["rss_mb_max"], r["cpu_percent"]]
+             r["latency_ms"]["p99"], r["pipeline_latency_ms"]["p99"], r["rss_mb_max"], r["cpu_percent"],
+             r.get("load1_mean", float("nan"))]
             for r in res["rows"]]
     print(format_table(["session min", "windows", "dropped", "markers sent", "samples pushed", "samples recorded",
-                        "latency p50 ms", "latency p99 ms", "latency_ms p99", "RSS MiB (max)", "CPU % of a core"],
+                        "latency p50 ms", "latency p99 ms", "latency_ms p99", "RSS MiB (max)", "CPU % of a core",
+                        "load 1 min"],
                        rows))
     t, v = res["totals"], res["verdict"]
     print(f"\ntotal: {t['samples_recorded']}/{t['samples_pushed']} samples recorded, {t['windows']} windows + "
           f"{t['dropped']} dropped {t['dropped_reasons']} for {t['markers_sent']} markers sent "
           f"({t['markers_recorded']} recorded), {t['results_recorded']} results recorded, {len(t['gaps'])} gaps")
+    backlog = t.get("recording_backlog") or {}
+    if backlog:
+        print(f"recording writer: backlog peak {backlog['peak_mib']:.1f} MiB (bound {backlog['limit_bytes'] / 2**20:g}), "
+              f"decoder waited for the disk {backlog['waits']} times, {backlog['waited_s']:.1f} s")
     print(f"verdict: {'OK' if v['ok'] else 'FAILED'} (lost samples {v['lost_samples']}, markers unaccounted "
           f"{v['markers_unaccounted']}, RSS growth {v['rss_growth_mb']:.1f} MiB <= {settings.max_rss_growth_mb:g}, "
           f"p99 later/earlier half {v['p99_later_over_earlier']:.2f} <= {settings.max_p99_ratio:g}, "

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from streams._checks import check_bool, ensure_path
+from streams._checks import check_bool, check_int, ensure_path
 from streams.acquisition import Gap, StreamReceiver
 from streams.errors import BufferOverflowError, OutputExistsError, SessionWriteError, StreamsError
 from streams.description import StreamDescription
@@ -37,6 +37,13 @@ from streams.lsl import StreamQuery
 from streams.session import SessionWriter
 
 logger = logging.getLogger(__name__)
+
+#: How many bytes of samples a :class:`SessionRecording` holds in memory, queued for its writer
+#: thread, before :meth:`SessionRecording.append` waits for the disk (64 MiB: about two minutes of
+#: 128 channels at 1 kHz in float32). A disk that keeps up never reaches it; one that stalls makes the
+#: consumer wait instead of growing memory without bound (a long stall then overflows the consumer's
+#: ring buffer, which is a recorded gap).
+MAX_BACKLOG_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -299,10 +306,16 @@ class SessionRecording:
         Root attributes (JSON types), e.g. ``{"recorded_with": "bci live"}``.
     option : str
         The option that named ``out``, for messages (default ``--record``).
+    max_backlog_bytes : int
+        Bytes of samples queued for the writer thread beyond which :meth:`append` waits
+        (default :data:`MAX_BACKLOG_BYTES`). How far it fell behind is kept:
+        :attr:`peak_backlog_bytes`, :attr:`waited_s`, and the session's ``recording_backlog``
+        attribute.
     """
 
     def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, flush_seconds: float = 1.0,
-                 attrs: dict[str, Any] | None = None, option: str = "--record") -> None:
+                 attrs: dict[str, Any] | None = None, option: str = "--record",
+                 max_backlog_bytes: int = MAX_BACKLOG_BYTES) -> None:
         self.out = ensure_path("out", out)
         check_bool("overwrite", overwrite)
         if (self.out.exists() or self.out.is_symlink()) and not overwrite:
@@ -317,6 +330,12 @@ class SessionRecording:
         self._thread: threading.Thread | None = None
         self._names: dict[str, str] = {}
         self._counts: dict[str, int] = {}
+        self.max_backlog_bytes = check_int("max_backlog_bytes", max_backlog_bytes, low=1)
+        self._backlog = threading.Condition()
+        self._backlog_bytes = 0
+        self.peak_backlog_bytes = 0
+        self.waited_s = 0.0
+        self._n_waits = 0
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> SessionRecording:
@@ -342,7 +361,7 @@ class SessionRecording:
             if self._writer is not None:
                 try:
                     if self.error is None:
-                        self._writer.set_attrs(stopped_cleanly=True)
+                        self._writer.set_attrs(recording_backlog=self.backlog_summary(), stopped_cleanly=True)
                 finally:
                     self._writer.close()
                     self._writer = None
@@ -364,9 +383,45 @@ class SessionRecording:
             self._started().set_attrs(key, **attrs)
 
     def append(self, key: str, data: np.ndarray, times: np.ndarray) -> None:
-        """Queue samples of stream ``key`` (copied; appended in call order)."""
+        """Queue samples of stream ``key`` (copied; appended in call order).
+
+        Waits while more than :attr:`max_backlog_bytes` are queued (the disk is behind); the
+        first wait of each episode is logged.
+        """
         self._counts[key] = self._counts.get(key, 0) + len(times)
-        self._queue.put(("append", key, np.array(data, copy=True), np.array(times, dtype=np.float64, copy=True)))
+        data = np.array(data, copy=True)
+        times = np.array(times, dtype=np.float64, copy=True)
+        size = _nbytes(data) + times.nbytes
+        with self._backlog:
+            if self._backlog_bytes + size > self.max_backlog_bytes and self._backlog_bytes > 0 \
+                    and self._thread is not None:
+                self._wait_for_disk(size)
+            self._backlog_bytes += size
+            self.peak_backlog_bytes = max(self.peak_backlog_bytes, self._backlog_bytes)
+        self._queue.put(("append", key, data, times, size))
+
+    def _wait_for_disk(self, size: int) -> None:
+        """Block (holding the backlog condition) until ``size`` more bytes fit or the writer is gone."""
+        self._n_waits += 1
+        if self._n_waits == 1 or self._n_waits % 100 == 0:
+            logger.warning("recording to %s is %.1f MiB behind the disk (wait %d); the consumer waits for it",
+                           self.out, self._backlog_bytes / 2**20, self._n_waits)
+        started = time.perf_counter()
+        while (self._backlog_bytes > 0 and self._backlog_bytes + size > self.max_backlog_bytes
+               and self._thread is not None and self._thread.is_alive()):
+            self._backlog.wait(0.5)
+        self.waited_s += time.perf_counter() - started
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of samples queued for the writer thread now."""
+        return self._backlog_bytes
+
+    def backlog_summary(self) -> dict[str, float | int]:
+        """How far the writer fell behind: peak queued MiB, waits and seconds the consumer waited."""
+        return {"peak_bytes": self.peak_backlog_bytes, "peak_mib": round(self.peak_backlog_bytes / 2**20, 3),
+                "limit_bytes": self.max_backlog_bytes,
+                "waits": self._n_waits, "waited_s": round(self.waited_s, 3)}
 
     def add_gap(self, key: str, gap: Gap) -> None:
         """Queue a gap of stream ``key``."""
@@ -393,11 +448,16 @@ class SessionRecording:
             if item is None:
                 return
             if self.error is not None:
+                if item[0] == "append":
+                    self._written(item[4])
                 continue  # keep draining the queue; close() reports the first error
             try:
                 with self._lock:
                     if item[0] == "append":
-                        self._writer.append(item[1], item[2], item[3])
+                        try:
+                            self._writer.append(item[1], item[2], item[3])
+                        finally:
+                            self._written(item[4])
                     else:
                         gap = item[2]
                         self._writer.add_gap(item[1], gap.start_time, gap.end_time, gap.reason)
@@ -407,3 +467,15 @@ class SessionRecording:
             except Exception as exc:  # reported by close(); the consumer must not stop
                 self.error = exc
                 logger.exception("recording to %s failed; what was written before is kept", self.out)
+
+    def _written(self, size: int) -> None:
+        with self._backlog:
+            self._backlog_bytes -= size
+            self._backlog.notify_all()
+
+
+def _nbytes(data: np.ndarray) -> int:
+    """Memory held by ``data`` (object arrays: their strings too, roughly)."""
+    if data.dtype == object:
+        return data.nbytes + sum(len(v) if isinstance(v, (str, bytes)) else 64 for v in data.flat)
+    return data.nbytes

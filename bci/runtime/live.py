@@ -534,7 +534,10 @@ def run_live(options: LiveOptions, *, loop: RunLoop | None = None, say: Callable
     if loop.done is not None:
         say(loop.done)
     if recording is not None:
-        say(f"recorded {', '.join(recorded)} to {options.record}")
+        backlog = recording.backlog_summary()
+        say(f"recorded {', '.join(recorded)} to {options.record} (writer backlog peak {backlog['peak_mib']:.1f} MiB"
+            + (f"; decoding waited {backlog['waited_s']:.1f} s for the disk, {backlog['waits']} times)"
+               if backlog["waits"] else ")"))
     return LiveResult(runtime, recorded)
 
 
