@@ -31,7 +31,7 @@ import numpy as np
 
 from streams._checks import check_bool, check_int, ensure_path
 from streams.acquisition import Gap, StreamReceiver
-from streams.errors import BufferOverflowError, OutputExistsError, SessionWriteError, StreamsError
+from streams.errors import OutputExistsError, SessionWriteError, StreamsError
 from streams.description import StreamDescription
 from streams.lsl import StreamQuery
 from streams.session import SessionWriter
@@ -259,17 +259,12 @@ class Recorder:
     def _drain_track(self, track: _Track) -> None:
         buf = track.receiver.buffer
         writer = self._writer
-        total = buf.total
-        if total > track.cursor:
-            try:
-                data, times = buf.get(track.cursor, total)
-            except BufferOverflowError:
-                lost_from = track.cursor
-                track.cursor = buf.oldest_index
-                data, times = buf.get(track.cursor, total)
-                self._write_overflow_gap(track, track.cursor - lost_from, float(times[0]))
+        first, data, times = buf.read_from(track.cursor)  # one read: no race with the acquisition thread
+        if len(times):
+            if first > track.cursor:
+                self._write_overflow_gap(track, first - track.cursor, float(times[0]))
             writer.append(track.key, data, times)
-            track.cursor = total
+            track.cursor = first + len(times)
             track.last_time = float(times[-1])
         gaps = track.receiver.gaps
         for gap in gaps[track.n_gaps_written :]:

@@ -261,6 +261,37 @@ class RingBuffer:
                 np.concatenate((self._times[begin:], self._times[:stop])),
             )
 
+    def read_from(self, start: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Everything from ``start`` (or the oldest sample still held, if later) to the newest, at once.
+
+        The one way for a consumer that may fall behind to read without a race: the oldest
+        index and the samples are taken under the same lock, so what the writer overwrites
+        meanwhile is counted, never raised.
+
+        Parameters
+        ----------
+        start : int
+            Absolute index of the first sample wanted (``>= 0``).
+
+        Returns
+        -------
+        first : int
+            Absolute index of ``data[0]`` (``first - start`` samples were overwritten unread;
+            empty arrays when nothing new has arrived).
+        data : numpy.ndarray, shape (total - first, n_channels)
+        times : numpy.ndarray, shape (total - first,)
+            New arrays owned by the caller.
+        """
+        start = _as_index("start", start)
+        if start < 0:
+            raise ValueError(f"start={start} must be >= 0")
+        with self._cond:
+            first = max(start, self.oldest_index)
+            if first >= self._total:
+                return first, np.empty((0, self._n_channels), self._data.dtype), np.empty(0)
+            data, times = self._copy(first, self._total)
+            return first, data, times
+
     def get(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the samples with absolute indices ``[start, stop)`` and their times.
 

@@ -381,3 +381,36 @@ def test_receiver_seconds_follow_the_type_value_rule() -> None:
         StreamReceiver("name=X", buffer_seconds=0)
     with pytest.raises(TypeError, match="lost_timeout='2'"):
         StreamReceiver("name=X", lost_timeout="2")
+
+
+def test_read_from_counts_what_was_overwritten_and_never_races_the_writer() -> None:
+    """A reader slower than the writer: every read is one consistent run of samples, losses are counted."""
+    buf = RingBuffer(capacity=64, n_channels=1, dtype="float64")
+    n_total, chunk = 200_000, 7
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(0, n_total, chunk):
+            idx = np.arange(i, min(i + chunk, n_total), dtype=np.float64)
+            buf.push(idx[:, None], idx)
+        done.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    cursor, read, lost, n_reads = 0, 0, 0, 0
+    while not (done.is_set() and cursor == buf.total):
+        first, data, times = buf.read_from(cursor)
+        n_reads += 1
+        assert first >= cursor
+        assert np.array_equal(data[:, 0], np.arange(first, first + len(data)))  # one consistent run
+        assert np.array_equal(times, data[:, 0])
+        if len(data):
+            lost += first - cursor
+            read += len(data)
+            cursor = first + len(data)
+    thread.join(5)
+    assert read + lost == n_total and cursor == n_total and n_reads > 1
+    first, data, _ = buf.read_from(n_total)
+    assert first == n_total and data.shape == (0, 1)
+    with pytest.raises(ValueError, match="start"):
+        buf.read_from(-1)

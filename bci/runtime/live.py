@@ -353,18 +353,13 @@ class LiveRuntime:
 
 def _take_new(cursor: _Cursor) -> tuple[np.ndarray, np.ndarray, int]:
     """New samples of a receiver's ring buffer, and how many were overwritten before they could be read."""
-    buf = cursor.receiver.buffer
-    total = buf.total
-    if total <= cursor.index:
-        return np.empty((0, buf.n_channels), buf.dtype), np.empty(0), 0
-    start = max(cursor.index, buf.oldest_index)
-    lost = start - cursor.index
+    first, data, times = cursor.receiver.buffer.read_from(cursor.index)  # one read: no race with the writer
+    lost = first - cursor.index if len(times) else 0
     if lost:
         cursor.overwritten += lost
         logger.error("decoder fell behind: %d samples of %s overwritten before decoding", lost,
                      cursor.receiver.desc.name)
-    data, times = buf.get(start, total)
-    cursor.index = total
+    cursor.index = first + len(times)
     return data, times, lost
 
 

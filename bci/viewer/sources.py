@@ -29,7 +29,6 @@ import numpy as np
 from bci.viewer.model import TraceSource, ViewerModel
 from streams.acquisition import StreamReceiver
 from streams.description import StreamDescription
-from streams.errors import BufferOverflowError
 from streams.lsl import StreamQuery
 from streams.ringbuffer import RingBuffer
 
@@ -257,21 +256,12 @@ class ProcessedStream:
             logger.exception("display preprocessing stopped")
 
     def _step(self) -> None:
-        buf = self.receiver.buffer
-        while True:
-            total = buf.total
-            start = max(self._cursor, buf.oldest_index)
-            if start > self._cursor:  # fell behind by more than the buffer: restart the filters
-                self.pre.reset()
-            if total <= start:
-                return
-            try:
-                data, times = buf.get(start, total)
-                break
-            except BufferOverflowError:  # overwritten between the two reads: try again from the oldest
-                self._cursor = buf.oldest_index
-                self.pre.reset()
-        self._cursor = total
+        first, data, times = self.receiver.buffer.read_from(self._cursor)  # one read: no race with the writer
+        if not len(times):
+            return
+        if first > self._cursor:  # fell behind by more than the buffer: restart the filters
+            self.pre.reset()
+        self._cursor = first + len(times)
         out = self.pre.process(data.astype(np.float32, copy=False))
         idx = np.arange(self._n_in, self._n_in + len(times))
         self._n_in += len(times)
