@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,6 +98,20 @@ def read_rows(array: Any, n: int, *, missing_is_damage: bool) -> tuple[np.ndarra
     return values, _merge(damaged, missing)
 
 
+def read_block(array: Any, start: int, stop: int, n: int, *,
+               missing_is_damage: bool) -> tuple[np.ndarray, list[DamagedChunk]]:
+    """Rows ``[start, stop)`` of ``array`` (of ``n`` valid rows), and the damaged chunks they touch.
+
+    As :func:`read_rows` for a slice; each damaged chunk is reported whole (its rows up to ``n``),
+    not only the part of it that was asked for.
+    """
+    values, damaged = _read_block(array, start, stop)
+    rows = array.chunks[0]
+    if missing_is_damage and stop > start:
+        damaged = _merge(damaged, missing_chunks(array, min(n, -(-stop // rows) * rows), first_chunk=start // rows))
+    return values, [replace(d, start=d.chunk * rows, stop=min(n, (d.chunk + 1) * rows)) for d in damaged]
+
+
 def scan_rows(array: Any, n: int, *, missing_is_damage: bool,
               progress: Callable[[int], None] | None = None) -> list[DamagedChunk]:
     """The damaged chunks of the first ``n`` rows of ``array``, read :data:`SCAN_CHUNKS` chunks at a time.
@@ -115,8 +129,8 @@ def scan_rows(array: Any, n: int, *, missing_is_damage: bool,
     return _merge(damaged, missing_chunks(array, n) if missing_is_damage else [])
 
 
-def missing_chunks(array: Any, n: int) -> list[DamagedChunk]:
-    """Chunks of the first ``n`` rows whose file does not exist (local stores only; else none)."""
+def missing_chunks(array: Any, n: int, *, first_chunk: int = 0) -> list[DamagedChunk]:
+    """Chunks of the first ``n`` rows (from chunk ``first_chunk`` on) whose file does not exist (local stores only)."""
     root = getattr(getattr(array, "store", None), "root", None)
     if root is None or n <= 0:
         return []
@@ -124,7 +138,7 @@ def missing_chunks(array: Any, n: int) -> list[DamagedChunk]:
     rows = array.chunks[0]
     cols = [math.ceil(s / c) for s, c in zip(array.shape[1:], array.chunks[1:])]
     out = []
-    for i in range(math.ceil(n / rows)):
+    for i in range(first_chunk, math.ceil(n / rows)):
         for rest in np.ndindex(*cols):
             if not (folder / array.metadata.encode_chunk_key((i, *rest))).is_file():
                 out.append(DamagedChunk(_name(array), i, i * rows, min(n, (i + 1) * rows),

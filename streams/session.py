@@ -36,8 +36,9 @@ import zarr
 import zarr.errors
 from zarr.storage import LocalStore
 
-from streams._checks import check_bool
-from streams._chunks import DamagedChunk, checksum_codecs, has_checksums, missing_chunks, read_rows, scan_rows
+from streams._checks import check_bool, check_int
+from streams._chunks import (DamagedChunk, checksum_codecs, has_checksums, missing_chunks, read_block, read_rows,
+                             scan_rows)
 from streams._context import ClosingContext
 from streams._keys import sanitize_key
 from streams.clock import parse_clock_jump
@@ -648,6 +649,32 @@ class SessionReader:
         if s.data_damage or self.skip_damaged and self._time_damage(s):
             out = out[self._keep(s)]
         return out.astype(object) if s.desc.is_string else out
+
+    def data_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of stream ``key``'s samples, read from the store (only those chunks).
+
+        For consumers that walk a long session block by block in constant memory
+        (:func:`bci.runtime.replay.decode_session`). Indices are those of :meth:`data` in a
+        session read without ``skip_damaged`` (this reader must not skip damaged chunks: their
+        rows would not line up).
+
+        Raises
+        ------
+        DamagedChunkError
+            A chunk among those rows cannot be read (or its file is missing where every chunk was written).
+        ValueError
+            ``0 <= start <= stop <= n_samples(key)`` does not hold, or the reader skips damaged chunks.
+        """
+        s = self._stream(key)
+        start, stop = check_int("start", start, low=0), check_int("stop", stop, low=0)
+        if not start <= stop <= s.n:
+            raise ValueError(f"rows [{start}, {stop}) of stream {key!r}: need 0 <= start <= stop <= {s.n}")
+        if self.skip_damaged:
+            raise ValueError("data_rows() reads rows as stored; open the session without skip_damaged, or use data()")
+        values, damage = read_block(s.data, start, stop, s.n, missing_is_damage=has_checksums(s.data))
+        if damage:
+            raise self._error(s, damage)
+        return values.astype(object) if s.desc.is_string else values
 
     def times(self, key: str) -> np.ndarray:
         """Timestamps of stream ``key`` in seconds, shape ``(n,)`` float64.
