@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,41 @@ def test_export_import_round_trips_timestamps_gaps_markers_and_results(tmp_path:
     _same_session(SessionReader(src), back)
     assert back.attrs["subject"] == "P07" and back.attrs["channel_map"] == {"Fp1": "EEG 1"}
     assert back.attrs["imported_from"]["lsl_restored"] is True
+
+
+def test_skip_damaged_exports_around_a_damaged_chunk_as_a_bad_gap(sim: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    session = Path(shutil.copytree(sim, tmp_path / "damaged.zarr"))
+    chunk = session / "streams" / "SimEEG" / "data" / "c" / "5" / "0"  # samples 5000-5999, 5.000-5.999 s
+    raw_bytes = bytearray(chunk.read_bytes())  # 100 seeded random bytes over the chunk file, as test_integrity does
+    raw_bytes[200:300] = np.random.default_rng(0).integers(0, 256, 100, dtype=np.uint8).tobytes()
+    chunk.write_bytes(bytes(raw_bytes))
+    root = tmp_path / "bids"
+    args = ["export", "bids", str(session), str(root), "--subject", "01", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'data' chunk 5 (samples 5000-5999, 5.000-5.999 s): checksum mismatch" in err
+    assert not root.exists()  # nothing written before the damage was found
+    assert main([*args, "--skip-damaged"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped damaged chunks of 'SimEEG': 1000 samples, 1.000 s in 1 chunk(s): samples 5000-5999" in out
+    assert "events:" in out and "1 gap(s) as BAD_gap" in out
+    skip = SessionReader(session, skip_damaged=True)
+    bp = bids_path(root, "01", None, "bci", None)
+    raw = mne_bids.read_raw_bids(bp, verbose="error")
+    assert raw.n_times == 11000  # the damaged samples are left out, nothing filled in
+    assert np.array_equal(raw.get_data().T.astype(np.float32), skip.data("SimEEG"))
+    rows = _events_tsv(Path(bp.copy().update(suffix="events", extension=".tsv").fpath))
+    gap = [r for r in rows if r["trial_type"] == GAP_TRIAL_TYPE]
+    assert [int(r["sample"]) for r in gap] == [4999]  # the last sample before the damage, as any gap
+    assert float(gap[0]["lsl_time"]) == skip.times("SimEEG")[4999]
+    markers = [r["trial_type"] for r in rows if r["trial_type"] != GAP_TRIAL_TYPE]
+    assert markers == skip.markers()[1].tolist()  # every marker, also those in the damaged second
+    back = import_bids(BidsImportOptions(root, tmp_path / "back.zarr", subject="01"))
+    restored = SessionReader(back)
+    assert np.array_equal(restored.times("SimEEG"), skip.times("SimEEG"))
+    assert restored.gaps("SimEEG") == skip.gaps("SimEEG")
+    assert restored.gaps("SimEEG")[-1]["reason"].startswith("damaged chunk: stream 'SimEEG' 'data' chunk 5")
 
 
 def test_foreign_bids_dataset_imports_and_cuts_epochs(tmp_path: Path, rng: np.random.Generator) -> None:
