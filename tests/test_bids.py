@@ -175,23 +175,43 @@ def test_foreign_bids_dataset_imports_and_cuts_epochs(tmp_path: Path, rng: np.ra
     raw = mne.io.RawArray(rng.standard_normal((4, n)) * 1e-5, info, verbose=False)
     onsets = np.arange(1.0, 19.0, 1.5)
     kinds = ["face" if i % 2 else "house" for i in range(len(onsets))]
-    raw.set_annotations(mne.Annotations(onsets, np.zeros(len(onsets)), kinds))
+    # bad segments: over the window of the 3rd stimulus, a zero-length one in the 6th's, one at the 9th's onset
+    # (as bci export bids writes a gap), one far from any window
+    bad = {"BAD_muscle": (onsets[2] + 0.1, 0.3), "bad_blink": (onsets[5] + 0.05, 0.0),
+           "BAD_gap": (onsets[8], 1 / sfreq), "BAD_drift": (19.5, 0.3)}
+    raw.set_annotations(mne.Annotations([*onsets, *(o for o, _ in bad.values())],
+                                        [0.0] * len(onsets) + [d for _, d in bad.values()], [*kinds, *bad]))
     root = tmp_path / "ds"
     mne_bids.write_raw_bids(raw, mne_bids.BIDSPath(subject="03", task="faces", root=root, datatype="eeg"),
-                            event_id={"face": 1, "house": 2}, format="BrainVision", allow_preload=True,
+                            event_id={"face": 1, "house": 2, **{b: 10 + i for i, b in enumerate(bad)}}, format="BrainVision", allow_preload=True,
                             verbose="error")
     session = import_bids(BidsImportOptions(root, tmp_path / "s.zarr", subject="03",
                                             event_map={"face": ("face01", "face"), "house": ("house01", "house")}))
     reader = SessionReader(session)
     t, values = reader.markers()
-    assert values.tolist() == [f"stim/{k}01/{k}" for k in kinds]
-    assert np.allclose(t, onsets)
+    stim = values.astype(str).tolist()
+    assert [v for v in stim if v.startswith("stim/")] == [f"stim/{k}01/{k}" for k in kinds]
+    assert np.allclose(t[[v.startswith("stim/") for v in stim]], onsets)
+    assert sorted(v for v in stim if not v.startswith("stim/")) == sorted(f"event/{b}" for b in bad)
     assert reader.attrs["imported_from"]["lsl_restored"] is False
-    report = epochs_from_sessions([session], tmp_path / "epochs.zarr", WindowOptions(preprocessing=None, n_times=40),
-                                  LabelOptions(stimuli=None), splits=[])
-    assert report.n_epochs == len(onsets)
+    window = WindowOptions(preprocessing=None, n_times=40)
+    report = epochs_from_sessions([session], tmp_path / "epochs.zarr", window, LabelOptions(stimuli=None), splits=[])
+    # every BAD annotation is a gap: the three windows it touches are dropped, naming it, the others cut
+    assert report.n_epochs == len(onsets) - 3 and report.dropped == {"gap": 3}
+    dropped = report.sessions[0]["dropped_markers"]
+    assert [d["marker_time"] for d in dropped] == pytest.approx(onsets[[2, 5, 8]])
+    for d, name in zip(dropped, ["BAD_muscle", "bad_blink", "BAD_gap"]):
+        assert d["reason"] == "gap" and f"annotation 'event/{name}' at {bad[name][0]:.3f} s" in d["detail"], d
+    assert [b["n_samples"] for b in report.sessions[0]["bad_annotations"]] == [60, 1, 1, 60]
+    assert "left out BAD annotations (as gaps): 4, 122 samples" in str(report)
+    # mne's reject_by_annotation drops the same epochs, and keeps the one whose marker (not window) is bad
+    events = np.c_[np.rint(onsets * sfreq).astype(int), np.zeros(len(onsets), int), np.ones(len(onsets), int)]
+    mne_epochs = mne.Epochs(raw, events, tmin=window.offset or 0.02, tmax=(window.offset or 0.02) + 39 / sfreq,
+                            baseline=None, reject_by_annotation=True, preload=True, verbose="error")
     ds = EpochDataset.open(tmp_path / "epochs.zarr")
-    assert (ds.n_epochs, ds.n_channels, ds.n_times) == (len(onsets), 4, 40)
+    assert mne_epochs.selection.tolist() == [0, 1, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert np.allclose(ds.marker_time, onsets[[0, 1, 3, 4, 6, 7, 9, 10, 11]])
+    assert (ds.n_epochs, ds.n_channels, ds.n_times) == (len(onsets) - 3, 4, 40)
     assert sorted(ds.class_names) == ["face", "house"]
 
 

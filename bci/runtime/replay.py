@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -132,6 +133,7 @@ def decode_session(
     marker_key: str | None,
     chunk_size: int | None = None,
     clock: Callable[[], float] = local_clock,
+    leave_out: Sequence[tuple[float, float, str]] = (),
 ) -> None:
     """Feed a recorded session through ``pipeline`` as fast as possible (``--speed max``).
 
@@ -142,9 +144,17 @@ def decode_session(
     its first sample after, where the live run that recorded it called it too.
     ``arrival`` is the time the chunk is handed over, so ``latency_ms`` measures
     processing time.
+
+    ``leave_out`` spans ``(first_time, last_time, reason)`` (e.g. BAD annotations of an imported
+    recording, :mod:`offline.data.bad_annotations`): their samples are not fed, and each run of
+    left-out samples is a gap (last sample before, first after, the reasons of its spans), so no
+    window spans it and a marker in it is dropped with reason ``gap`` naming it.
     """
     data = session.data(data_key)
     times = session.times(data_key)
+    gaps = session.gaps(data_key)
+    if leave_out:
+        data, times, gaps = _leave_out(data, times, gaps, leave_out)
     if chunk_size is None:
         chunk_size = max(1, int(round(session.description(data_key).nominal_rate)))
     if marker_key is not None:
@@ -152,7 +162,7 @@ def decode_session(
     else:
         m_times, m_values = np.empty(0), np.empty(0, dtype=object)
     next_marker = 0
-    gaps_at = _gap_indices(times, session.gaps(data_key))
+    gaps_at = _gap_indices(times, gaps)
     bounds = sorted(set(range(0, len(times), chunk_size)) | set(gaps_at))
     for start, stop in zip(bounds, bounds[1:] + [len(times)]):
         for gap in gaps_at.get(start, ()):
@@ -166,6 +176,29 @@ def decode_session(
     if next_marker < len(m_times):
         pipeline.push_markers(list(m_values[next_marker:]), m_times[next_marker:], arrival=clock())
     pipeline.finish()
+
+
+def _leave_out(data: np.ndarray, times: np.ndarray, gaps: list[dict], spans: Sequence[tuple[float, float, str]]
+               ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The samples outside ``spans``, and the gaps with one more per run of left-out samples."""
+    out = np.zeros(len(times), dtype=bool)
+    hits = []
+    for first, last, reason in spans:
+        lo, hi = int(np.searchsorted(times, first, side="left")), int(np.searchsorted(times, last, side="right"))
+        if hi > lo:
+            out[lo:hi] = True
+            hits.append((lo, hi, reason))
+    if not hits:
+        return data, times, gaps
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], out.view(np.int8), [0]])))
+    added = []
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        reasons = "; ".join(dict.fromkeys(r for a, b, r in hits if a < hi and b > lo))
+        added.append({"start_time": float(times[lo - 1]) if lo > 0 else float("nan"),
+                      "end_time": float(times[hi]) if hi < len(times) else float("nan"), "reason": reasons})
+    keep = ~out
+    return data[keep], times[keep], sorted([*gaps, *added], key=lambda g: g["end_time"] if math.isfinite(
+        g["end_time"]) else math.inf)
 
 
 def _gap_indices(times: np.ndarray, gaps: list[dict]) -> dict[int, list[dict]]:
