@@ -183,7 +183,8 @@ def test_foreign_bids_dataset_imports_and_cuts_epochs(tmp_path: Path, rng: np.ra
                                         [0.0] * len(onsets) + [d for _, d in bad.values()], [*kinds, *bad]))
     root = tmp_path / "ds"
     mne_bids.write_raw_bids(raw, mne_bids.BIDSPath(subject="03", task="faces", root=root, datatype="eeg"),
-                            event_id={"face": 1, "house": 2, **{b: 10 + i for i, b in enumerate(bad)}}, format="BrainVision", allow_preload=True,
+                            event_id={"face": 1, "house": 2, **{b: 10 + i for i, b in enumerate(bad)}},
+                            format="BrainVision", allow_preload=True,
                             verbose="error")
     session = import_bids(BidsImportOptions(root, tmp_path / "s.zarr", subject="03",
                                             event_map={"face": ("face01", "face"), "house": ("house01", "house")}))
@@ -226,6 +227,21 @@ def test_edf_export_is_readable_and_close(sim: Path, tmp_path: Path) -> None:
     err = np.abs(raw.get_data() - store).max(axis=1)
     assert np.all(err <= span / 2**15)  # 16-bit: lossy, within one step of each channel's range
     assert raw.annotations.description.tolist() == SessionReader(sim).markers()[1].tolist()
+
+
+def test_export_and_import_draw_a_bar_on_a_terminal_only(sim: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_mne_epochs import _stderr_on_a_terminal
+
+    root = str(tmp_path / "bids")
+    runs = [(["export", "bids", str(sim), root, "--subject", "01"], "bids export: "),
+            (["export", "bids", str(sim), root, "--subject", "02", "--no-progress"], None),
+            (["import", "bids", root, "--subject", "01", str(tmp_path / "a.zarr")], "samples: "),
+            (["import", "bids", root, "--subject", "02", str(tmp_path / "b.zarr"), "--no-progress"], None)]
+    for argv, bar in runs:
+        status, shown = _stderr_on_a_terminal(monkeypatch, argv)
+        assert status == 0, shown
+        assert (bar in shown and "%|" in shown) if bar else "%|" not in shown, (argv, shown)
 
 
 # --------------------------------------------------------------------------- bad input
