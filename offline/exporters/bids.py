@@ -213,6 +213,8 @@ def export_bids(options: BidsExportOptions) -> BidsExportResult:
         The recording exists in the dataset and ``overwrite`` is false.
     streams.errors.StreamNotFoundError
         The session has no EEG stream (or not the one selected).
+    streams.errors.DamagedChunkError
+        A chunk of the session cannot be read and ``skip_damaged`` is false (nothing is written).
     """
     from tqdm import tqdm
 
