@@ -75,7 +75,8 @@ class VerifyReport:
         lines += [f"  note: {n}" for n in self.notes]
         if not self.ok:
             lines.append(f"  {len(self.damaged)} damaged chunk(s), {sum(d.n_samples for d in self.damaged)} samples: "
-                         "'--skip-damaged' on bci replay / bci epochs reads the rest, the damaged samples as gaps")
+                         "'--skip-damaged' on bci replay / bci epochs / bci export bids reads the rest, the damaged "
+                         "samples as gaps")
         return "\n".join(lines)
 
 

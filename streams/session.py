@@ -1037,8 +1037,9 @@ class SessionReader:
         more = f" (and {len(ranges) - 1} more damaged chunk(s))" if len(ranges) > 1 else ""
         return DamagedChunkError(
             f"session {str(self._path)!r}: {ranges[0].describe()}{more}. Run 'bci info --verify "
-            f"{self._path}' to list every damaged chunk; 'bci replay' and 'bci epochs' read the rest with "
-            "--skip-damaged (SessionReader(..., skip_damaged=True)), the damaged samples becoming gaps", ranges)
+            f"{self._path}' to list every damaged chunk; 'bci replay', 'bci epochs' and 'bci export bids' read "
+            "the rest with --skip-damaged (SessionReader(..., skip_damaged=True)), the damaged samples becoming gaps",
+            ranges)
 
     def _note(self, text: str) -> None:
         self.notes.append(text)

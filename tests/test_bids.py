@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,41 @@ def test_export_import_round_trips_timestamps_gaps_markers_and_results(tmp_path:
     assert back.attrs["imported_from"]["lsl_restored"] is True
 
 
+def test_skip_damaged_exports_around_a_damaged_chunk_as_a_bad_gap(sim: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    session = Path(shutil.copytree(sim, tmp_path / "damaged.zarr"))
+    chunk = session / "streams" / "SimEEG" / "data" / "c" / "5" / "0"  # samples 5000-5999, 5.000-5.999 s
+    raw_bytes = bytearray(chunk.read_bytes())  # 100 seeded random bytes over the chunk file, as test_integrity does
+    raw_bytes[200:300] = np.random.default_rng(0).integers(0, 256, 100, dtype=np.uint8).tobytes()
+    chunk.write_bytes(bytes(raw_bytes))
+    root = tmp_path / "bids"
+    args = ["export", "bids", str(session), str(root), "--subject", "01", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'data' chunk 5 (samples 5000-5999, 5.000-5.999 s): checksum mismatch" in err
+    assert not root.exists()  # nothing written before the damage was found
+    assert main([*args, "--skip-damaged"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped damaged chunks of 'SimEEG': 1000 samples, 1.000 s in 1 chunk(s): samples 5000-5999" in out
+    assert "events:" in out and "1 gap(s) as BAD_gap" in out
+    skip = SessionReader(session, skip_damaged=True)
+    bp = bids_path(root, "01", None, "bci", None)
+    raw = mne_bids.read_raw_bids(bp, verbose="error")
+    assert raw.n_times == 11000  # the damaged samples are left out, nothing filled in
+    assert np.array_equal(raw.get_data().T.astype(np.float32), skip.data("SimEEG"))
+    rows = _events_tsv(Path(bp.copy().update(suffix="events", extension=".tsv").fpath))
+    gap = [r for r in rows if r["trial_type"] == GAP_TRIAL_TYPE]
+    assert [int(r["sample"]) for r in gap] == [4999]  # the last sample before the damage, as any gap
+    assert float(gap[0]["lsl_time"]) == skip.times("SimEEG")[4999]
+    markers = [r["trial_type"] for r in rows if r["trial_type"] != GAP_TRIAL_TYPE]
+    assert markers == skip.markers()[1].tolist()  # every marker, also those in the damaged second
+    back = import_bids(BidsImportOptions(root, tmp_path / "back.zarr", subject="01"))
+    restored = SessionReader(back)
+    assert np.array_equal(restored.times("SimEEG"), skip.times("SimEEG"))
+    assert restored.gaps("SimEEG") == skip.gaps("SimEEG")
+    assert restored.gaps("SimEEG")[-1]["reason"].startswith("damaged chunk: stream 'SimEEG' 'data' chunk 5")
+
+
 def test_foreign_bids_dataset_imports_and_cuts_epochs(tmp_path: Path, rng: np.random.Generator) -> None:
     from offline.data.build import LabelOptions, WindowOptions, epochs_from_sessions
     from offline.data.epochs import EpochDataset
@@ -139,23 +175,44 @@ def test_foreign_bids_dataset_imports_and_cuts_epochs(tmp_path: Path, rng: np.ra
     raw = mne.io.RawArray(rng.standard_normal((4, n)) * 1e-5, info, verbose=False)
     onsets = np.arange(1.0, 19.0, 1.5)
     kinds = ["face" if i % 2 else "house" for i in range(len(onsets))]
-    raw.set_annotations(mne.Annotations(onsets, np.zeros(len(onsets)), kinds))
+    # bad segments: over the window of the 3rd stimulus, a zero-length one in the 6th's, one at the 9th's onset
+    # (as bci export bids writes a gap), one far from any window
+    bad = {"BAD_muscle": (onsets[2] + 0.1, 0.3), "bad_blink": (onsets[5] + 0.05, 0.0),
+           "BAD_gap": (onsets[8], 1 / sfreq), "BAD_drift": (19.5, 0.3)}
+    raw.set_annotations(mne.Annotations([*onsets, *(o for o, _ in bad.values())],
+                                        [0.0] * len(onsets) + [d for _, d in bad.values()], [*kinds, *bad]))
     root = tmp_path / "ds"
     mne_bids.write_raw_bids(raw, mne_bids.BIDSPath(subject="03", task="faces", root=root, datatype="eeg"),
-                            event_id={"face": 1, "house": 2}, format="BrainVision", allow_preload=True,
+                            event_id={"face": 1, "house": 2, **{b: 10 + i for i, b in enumerate(bad)}},
+                            format="BrainVision", allow_preload=True,
                             verbose="error")
     session = import_bids(BidsImportOptions(root, tmp_path / "s.zarr", subject="03",
                                             event_map={"face": ("face01", "face"), "house": ("house01", "house")}))
     reader = SessionReader(session)
     t, values = reader.markers()
-    assert values.tolist() == [f"stim/{k}01/{k}" for k in kinds]
-    assert np.allclose(t, onsets)
+    stim = values.astype(str).tolist()
+    assert [v for v in stim if v.startswith("stim/")] == [f"stim/{k}01/{k}" for k in kinds]
+    assert np.allclose(t[[v.startswith("stim/") for v in stim]], onsets)
+    assert sorted(v for v in stim if not v.startswith("stim/")) == sorted(f"event/{b}" for b in bad)
     assert reader.attrs["imported_from"]["lsl_restored"] is False
-    report = epochs_from_sessions([session], tmp_path / "epochs.zarr", WindowOptions(preprocessing=None, n_times=40),
-                                  LabelOptions(stimuli=None), splits=[])
-    assert report.n_epochs == len(onsets)
+    window = WindowOptions(preprocessing=None, n_times=40)
+    report = epochs_from_sessions([session], tmp_path / "epochs.zarr", window, LabelOptions(stimuli=None), splits=[])
+    # every BAD annotation is a gap: the three windows it touches are dropped, naming it, the others cut
+    assert report.n_epochs == len(onsets) - 3 and report.dropped == {"gap": 3}
+    dropped = report.sessions[0]["dropped_markers"]
+    assert [d["marker_time"] for d in dropped] == pytest.approx(onsets[[2, 5, 8]])
+    for d, name in zip(dropped, ["BAD_muscle", "bad_blink", "BAD_gap"]):
+        assert d["reason"] == "gap" and f"annotation 'event/{name}' at {bad[name][0]:.3f} s" in d["detail"], d
+    assert [b["n_samples"] for b in report.sessions[0]["bad_annotations"]] == [60, 1, 1, 60]
+    assert "left out BAD annotations (as gaps): 4, 122 samples" in str(report)
+    # mne's reject_by_annotation drops the same epochs, and keeps the one whose marker (not window) is bad
+    events = np.c_[np.rint(onsets * sfreq).astype(int), np.zeros(len(onsets), int), np.ones(len(onsets), int)]
+    mne_epochs = mne.Epochs(raw, events, tmin=window.offset or 0.02, tmax=(window.offset or 0.02) + 39 / sfreq,
+                            baseline=None, reject_by_annotation=True, preload=True, verbose="error")
     ds = EpochDataset.open(tmp_path / "epochs.zarr")
-    assert (ds.n_epochs, ds.n_channels, ds.n_times) == (len(onsets), 4, 40)
+    assert mne_epochs.selection.tolist() == [0, 1, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert np.allclose(ds.marker_time, onsets[[0, 1, 3, 4, 6, 7, 9, 10, 11]])
+    assert (ds.n_epochs, ds.n_channels, ds.n_times) == (len(onsets) - 3, 4, 40)
     assert sorted(ds.class_names) == ["face", "house"]
 
 
@@ -170,6 +227,21 @@ def test_edf_export_is_readable_and_close(sim: Path, tmp_path: Path) -> None:
     err = np.abs(raw.get_data() - store).max(axis=1)
     assert np.all(err <= span / 2**15)  # 16-bit: lossy, within one step of each channel's range
     assert raw.annotations.description.tolist() == SessionReader(sim).markers()[1].tolist()
+
+
+def test_export_and_import_draw_a_bar_on_a_terminal_only(sim: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_mne_epochs import _stderr_on_a_terminal
+
+    root = str(tmp_path / "bids")
+    runs = [(["export", "bids", str(sim), root, "--subject", "01"], "bids export: "),
+            (["export", "bids", str(sim), root, "--subject", "02", "--no-progress"], None),
+            (["import", "bids", root, "--subject", "01", str(tmp_path / "a.zarr")], "samples: "),
+            (["import", "bids", root, "--subject", "02", str(tmp_path / "b.zarr"), "--no-progress"], None)]
+    for argv, bar in runs:
+        status, shown = _stderr_on_a_terminal(monkeypatch, argv)
+        assert status == 0, shown
+        assert (bar in shown and "%|" in shown) if bar else "%|" not in shown, (argv, shown)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -132,6 +133,7 @@ def decode_session(
     marker_key: str | None,
     chunk_size: int | None = None,
     clock: Callable[[], float] = local_clock,
+    leave_out: Sequence[tuple[float, float, str]] = (),
 ) -> None:
     """Feed a recorded session through ``pipeline`` as fast as possible (``--speed max``).
 
@@ -148,9 +150,19 @@ def decode_session(
     the memory of a few minutes of it; the timestamps (8 bytes a sample) are read whole. A
     reader that skips damaged chunks reads the samples whole (the rows it keeps are only known
     then).
+
+    ``leave_out`` spans ``(first_time, last_time, reason)`` (e.g. BAD annotations of an imported
+    recording, :mod:`offline.data.bad_annotations`): their samples are not fed, and each run of
+    left-out samples is a gap (last sample before, first after, the reasons of its spans), so no
+    window spans it and a marker in it is dropped with reason ``gap`` naming it. With spans to leave
+    out, the samples are read whole.
     """
     times = session.times(data_key)
-    data = _BlockReader(session, data_key, len(times))
+    gaps = session.gaps(data_key)
+    if leave_out:  # imported recordings with BAD spans: whole arrays, the kept rows known only then
+        data, times, gaps = _leave_out(session.data(data_key), times, gaps, leave_out)
+    else:
+        data = _BlockReader(session, data_key, len(times))
     if chunk_size is None:
         chunk_size = max(1, int(round(session.description(data_key).nominal_rate)))
     if marker_key is not None:
@@ -158,7 +170,7 @@ def decode_session(
     else:
         m_times, m_values = np.empty(0), np.empty(0, dtype=object)
     next_marker = 0
-    gaps_at = _gap_indices(times, session.gaps(data_key))
+    gaps_at = _gap_indices(times, gaps)
     bounds = sorted(set(range(0, len(times), chunk_size)) | set(gaps_at))
     for start, stop in zip(bounds, bounds[1:] + [len(times)]):
         for gap in gaps_at.get(start, ()):
@@ -197,6 +209,29 @@ class _BlockReader:
             self._start, self._stop = start, min(self._n, max(stop, start + self._rows))
             self._block = self._session.data_rows(self._key, self._start, self._stop)
         return self._block[start - self._start:stop - self._start]
+
+
+def _leave_out(data: np.ndarray, times: np.ndarray, gaps: list[dict], spans: Sequence[tuple[float, float, str]]
+               ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The samples outside ``spans``, and the gaps with one more per run of left-out samples."""
+    out = np.zeros(len(times), dtype=bool)
+    hits = []
+    for first, last, reason in spans:
+        lo, hi = int(np.searchsorted(times, first, side="left")), int(np.searchsorted(times, last, side="right"))
+        if hi > lo:
+            out[lo:hi] = True
+            hits.append((lo, hi, reason))
+    if not hits:
+        return data, times, gaps
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], out.view(np.int8), [0]])))
+    added = []
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        reasons = "; ".join(dict.fromkeys(r for a, b, r in hits if a < hi and b > lo))
+        added.append({"start_time": float(times[lo - 1]) if lo > 0 else float("nan"),
+                      "end_time": float(times[hi]) if hi < len(times) else float("nan"), "reason": reasons})
+    keep = ~out
+    return data[keep], times[keep], sorted([*gaps, *added], key=lambda g: g["end_time"] if math.isfinite(
+        g["end_time"]) else math.inf)
 
 
 def _gap_indices(times: np.ndarray, gaps: list[dict]) -> dict[int, list[dict]]:

@@ -24,7 +24,7 @@ def _cmd_bids(args: argparse.Namespace) -> int:
     result = export_bids(BidsExportOptions(
         session=args.session, bids_root=args.bids_root, subject=args.subject, session_label=args.bids_session,
         task=args.task, run=args.run, format=args.format, stream=args.stream, overwrite=args.overwrite,
-        progress=show_progress(args.no_progress)))
+        progress=show_progress(args.no_progress), skip_damaged=args.skip_damaged))
     print(result.summary())
     return 0
 
@@ -50,6 +50,9 @@ def _add_bids(esub: Any) -> None:
     p.add_argument("--stream", default=None, metavar="STREAM",
                    help="data stream (key, name or type=EEG,...) [the session's EEG stream]")
     p.add_argument("--overwrite", action="store_true", help="replace this recording if the dataset holds it")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="export around damaged chunks ('bci info --verify' lists them): their samples are left out, "
+                        "each is a BAD_gap event like any gap (default: stop with an error)")
     add_progress_flag(p)
     p.set_defaults(func=_cmd_bids)
 

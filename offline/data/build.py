@@ -38,6 +38,7 @@ from bci.runtime.pipeline import Pipeline
 from bci.preprocessing import OnlinePreprocessor, PreprocessConfig, plan_rate
 from bci.runtime.replay import decode_session
 from bci.runtime.windowing import WindowSpec
+from offline.data.bad_annotations import bad_spans
 from offline.data.build_options import (
     DEFAULT_N_TIMES,
     DEFAULT_OFFSET,
@@ -137,6 +138,11 @@ class BuildReport:
             n = sum(d["stop"] - d["start"] for _, d in damaged)
             lines.append(f"skipped damaged chunks: {len(damaged)}, {n} samples: "
                          + "; ".join(f"{name}: {d['text']}" for name, d in damaged))
+        bad = [(s["name"], b) for s in self.sessions for b in s.get("bad_annotations", ())]
+        if bad:
+            lines.append(f"left out BAD annotations (as gaps): {len(bad)}, {sum(b['n_samples'] for _, b in bad)} "
+                         "samples: " + "; ".join(f"{name}: {b['marker']!r} at {b['onset']:.3f} s for "
+                                                 f"{b['duration']:.3f} s" for name, b in bad))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -175,6 +181,7 @@ class _EpochSink:
         self.tap = tap
         self.on_window = on_window
         self.dropped: dict[str, int] = {}
+        self.dropped_markers: list[dict[str, Any]] = []  # marker, marker_time, reason, detail of each
 
     def write(self, record: dict[str, Any]) -> None:
         if record.get("type") == "window":
@@ -182,6 +189,7 @@ class _EpochSink:
         elif record.get("type") == "dropped":
             reason = str(record.get("reason"))
             self.dropped[reason] = self.dropped.get(reason, 0) + 1
+            self.dropped_markers.append({k: record.get(k) for k in ("marker", "marker_time", "reason", "detail")})
 
     def close(self) -> None:
         """Nothing to release."""
@@ -601,7 +609,9 @@ def _cut_session(plan: _SessionPlan, index: int, n_sessions: int, writer: EpochD
     sink = _EpochSink(tap, on_window)
     pipeline = Pipeline(tap, sfreq=plan.sfreq, ch_names=plan.ch_names, preprocess=pre, window=spec,  # type: ignore[arg-type]
                         marker_filter=marker_filter, sinks=[sink], stream_name=plan.name, channel_map=channel_map)
-    decode_session(reader, pipeline, data_key=plan.data_key, marker_key=plan.marker_key)
+    bad = bad_spans(reader, plan.marker_key, times, plan.sfreq)
+    decode_session(reader, pipeline, data_key=plan.data_key, marker_key=plan.marker_key,
+                   leave_out=[(b.start_time, b.end_time, b.reason) for b in bad])
     pipeline.close()
     if progress is not None:
         progress(index, n_sessions, 1.0, writer.n_epochs)
@@ -609,6 +619,7 @@ def _cut_session(plan: _SessionPlan, index: int, n_sessions: int, writer: EpochD
             "marker_stream": plan.marker_key, "n_markers": plan.n_markers, "n_stimulus_markers": len(plan.stim),
             "n_epochs": counts["epochs"], "skipped": counts["skipped"], "dropped": dict(sink.dropped),
             "damaged": _damaged_info(reader, [plan.data_key, plan.marker_key]),
+            "bad_annotations": [b.to_dict() for b in bad], "dropped_markers": sink.dropped_markers,
             "block_rule": plan.block_rule, "synthetic": bool(plan.attrs.get("synthetic", False)),
             "simulation": plan.attrs.get("simulation")}
 

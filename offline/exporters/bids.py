@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -105,6 +106,11 @@ class BidsExportOptions:
         Replace this recording's files if they exist.
     progress : bool
         Show a progress bar on stderr.
+    skip_damaged : bool
+        Export around damaged chunks (``bci info --verify`` lists them): their samples are left out
+        of the data, the timestamps and every other stream, and each damaged range is a gap (a
+        ``BAD_gap`` row, like any recorded gap). Default: stop with
+        :class:`~streams.errors.DamagedChunkError`.
     """
 
     session: str | os.PathLike
@@ -117,6 +123,7 @@ class BidsExportOptions:
     stream: str | None = None
     overwrite: bool = False
     progress: bool = False
+    skip_damaged: bool = False
 
     def __post_init__(self) -> None:
         self.session = ensure_path("session", self.session, must_exist=True, kind="dir")
@@ -130,6 +137,7 @@ class BidsExportOptions:
             check_type("--stream", self.stream, str)
         check_bool("overwrite", self.overwrite)
         check_bool("progress", self.progress)
+        check_bool("skip_damaged", self.skip_damaged)
 
 
 @dataclass
@@ -146,6 +154,7 @@ class BidsExportResult:
     n_markers_outside: int
     n_gaps: int
     in_sourcedata: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line per stream with damaged chunks left out
 
     def summary(self) -> str:
         """Lines for the CLI."""
@@ -161,6 +170,7 @@ class BidsExportResult:
         if self.in_sourcedata:
             lines.append(f"  streams with no place in BIDS, kept in sourcedata/{PIPELINE}: "
                          f"{', '.join(self.in_sourcedata)}")
+        lines += [f"  {line}" for line in self.skipped]
         return "\n".join(lines)
 
 
@@ -203,14 +213,17 @@ def export_bids(options: BidsExportOptions) -> BidsExportResult:
         The recording exists in the dataset and ``overwrite`` is false.
     streams.errors.StreamNotFoundError
         The session has no EEG stream (or not the one selected).
+    streams.errors.DamagedChunkError
+        A chunk of the session cannot be read and ``skip_damaged`` is false (nothing is written).
     """
     from tqdm import tqdm
 
+    from streams.integrity import skipped_summary
     from streams.session import SessionReader
 
     check_type("options", options, BidsExportOptions)
     root = _check_root(options)
-    reader = SessionReader(options.session)
+    reader = SessionReader(options.session, skip_damaged=options.skip_damaged)
     key = reader.find(options.stream if options.stream is not None else "type=EEG")
     bp = bids_path(root, options.subject, options.session_label, options.task, options.run)
     existing = _check_recording_free(bp, options.overwrite)
@@ -237,11 +250,15 @@ def export_bids(options: BidsExportOptions) -> BidsExportResult:
         steps.close()
     if others:
         logger.info("streams %s have no place in a BIDS EEG recording: kept in %s", others, lsl_json.parent)
+    skipped: list[str] = []
+    if options.skip_damaged:
+        skipped_summary(reader, [key, *markers, *results, *others], skipped.append)
     return BidsExportResult(
         data_file=Path(written.fpath), events_file=Path(written.copy().update(suffix="events", extension=".tsv")
                                                         .fpath) if events.n_rows else None,
         lsl_json=lsl_json, lsl_times=lsl_times, results_file=results_file, n_samples=len(times),
-        n_events=events.n_rows, n_markers_outside=events.n_outside, n_gaps=events.n_gaps, in_sourcedata=others)
+        n_events=events.n_rows, n_markers_outside=events.n_outside, n_gaps=events.n_gaps, in_sourcedata=others,
+        skipped=skipped)
 
 
 def _check_root(options: BidsExportOptions) -> Path:
@@ -414,6 +431,13 @@ def _stream_meta(reader: Any, key: str) -> dict[str, Any]:
             "nonfinite_samples": attrs.get("nonfinite_samples", 0),
             "attrs": {k: v for k, v in attrs.items()
                       if k not in ("stream", "index", "gaps", "nonfinite_samples", "n_samples", "flush_rows")}}
+    damaged = reader.damaged(key) if reader.skip_damaged else []
+    if damaged:  # the samples left out: what was written, and every gap with the damaged ranges among them
+        meta["n_samples"] = len(reader.times(key))
+        meta["gaps"] = [{n: (v if not isinstance(v, float) or math.isfinite(v) else None) for n, v in g.items()}
+                        for g in reader.gaps(key)]
+        meta["damaged"] = [{"array": r.array, "chunk": r.chunk, "start": r.start, "stop": r.stop,
+                            "problem": r.problem, "text": r.describe()} for r in damaged]
     return meta
 
 
