@@ -130,6 +130,20 @@ def test_round_trip_and_live_equals_offline(trained: tuple[EpochDataset, Path], 
     live = Encoder(again, device="cpu", compile=False, cuda_graph=False, warmup=0)
     got = np.stack([live(ds.get_batch([i])[0])["embedding"] for i in idx])  # raw windows, one at a time
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # the live pipeline: a continuous stream of those epochs back to back, a marker at each one's first sample
+    from bci.runtime.pipeline import Pipeline
+    from bci.runtime.windowing import WindowSpec
+    from streams.markers import format_marker
+
+    stream = np.concatenate(list(ds.get_batch(idx)), axis=1).T                # (8 * n_times, n_chans)
+    times = 10.0 + np.arange(len(stream)) / ds.sfreq
+    pipeline = Pipeline(live, sfreq=ds.sfreq, ch_names=list(ds.ch_names), window=WindowSpec(n_times=ds.n_times,
+                                                                                            offset=0.0))
+    records = pipeline.push_markers([format_marker(f"img{i}") for i in idx], times[idx * ds.n_times])
+    records += pipeline.push_data(stream, times) + pipeline.finish()
+    windows = [r for r in records if r["type"] == "window"]
+    assert [r["window_start_index"] for r in windows] == (idx * ds.n_times).tolist()
+    np.testing.assert_allclose(np.array([r["embedding"] for r in windows]), expected, rtol=1e-4, atol=1e-5)
     model.set_whitening(None)                                            # the same model without its whitening
     with torch.inference_mode():
         unwhitened = model(torch.from_numpy(offline))["embedding"].numpy()
