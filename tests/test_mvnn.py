@@ -151,3 +151,16 @@ def test_round_trip_and_live_equals_offline(trained: tuple[EpochDataset, Path], 
     again.set_metadata(scaler={k: v for k, v in config.scaler.items() if k != "mvnn"})
     with pytest.raises(ValueError, match="no 'mvnn' record"):
         save_checkpoint(again, tmp_path / "lost")
+
+
+def test_evaluate_whitens_the_ridge_input_too(trained: tuple[EpochDataset, Path], clip_dir: Path) -> None:  # noqa: F811
+    """``bci evaluate`` on an MVNN checkpoint: the network and the ridge baseline see the same whitened windows."""
+    from offline.evaluation.evaluate import _EncoderRun, evaluate
+
+    ds, out = trained
+    run = _EncoderRun(out, ds)
+    idx = np.arange(5)
+    expected = np.matmul(run.model.mvnn_whitening.numpy(), _standardised(ds, idx, run.config.scaler))
+    np.testing.assert_allclose(run.scaled(idx), expected, rtol=1e-6, atol=1e-6)
+    report = evaluate(out, ds, clip_weights=clip_dir, plots=False, oracle=False)
+    assert {"model", "ridge"} <= set(report["scores"])
