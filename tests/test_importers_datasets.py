@@ -242,6 +242,66 @@ def test_things_import_layout_labels_and_zero_shot(tmp_path: Path) -> None:
         assert set(reps[reps > 0].tolist()) == {4}
 
 
+def _things_subject(root: Path, number: int, n_train: int = 6, n_test: int = 2, **content: object) -> tuple[Path, Path]:
+    """A ``sub-NN/`` folder of the THINGS-EEG2 layout, written with numpy only (tests.importer_files)."""
+    sub = root / f"sub-{number:02d}"
+    sub.mkdir(parents=True)
+    train_c, test_c = things_content(n_train, 2, seed=number), things_content(n_test, 3, seed=100 + number)
+    for c in (train_c, test_c):
+        c.update(content)
+    return (write_things(sub / "preprocessed_eeg_training.npy", train_c),
+            write_things(sub / "preprocessed_eeg_test.npy", test_c))
+
+
+def test_things_subject_and_exact_rate_from_the_source(tmp_path: Path) -> None:
+    ds = EpochDataset.open(import_things_eeg2(*_things_subject(tmp_path, 7), tmp_path / "ds", trust_pickle=True,
+                                              images_per_concept=3))
+    # rounded times (np.round(..., 2)): the differences give 99.99999999999991 Hz, the file means 100 Hz
+    assert ds.sfreq == 100.0 and ds.attrs["window"]["input_sfreq"] == 100.0
+    assert ds.subject_names == ["7"] and set(ds.subject.tolist()) == {0} and ds.source["subject"] == 7
+    assert ds.session_names == ["7: all sessions (merged in the file)"]
+    times250 = np.round(-0.2 + np.arange(20) / 250.0, 3)       # 250 Hz, times rounded to 1 ms
+    ds = EpochDataset.open(import_things_eeg2(*_things_subject(tmp_path / "b", 3, times=times250), tmp_path / "d2",
+                                              trust_pickle=True, images_per_concept=3))
+    assert ds.sfreq == 250.0 and ds.source["sfreq_from"].startswith("'times'")
+    ds = EpochDataset.open(import_things_eeg2(*_things_subject(tmp_path / "c", 4, sfreq=100.0), tmp_path / "d3",
+                                              trust_pickle=True, images_per_concept=3))
+    assert ds.sfreq == 100.0 and ds.source["sfreq_from"] == "the file's 'sfreq'"
+
+
+@pytest.mark.parametrize("content, match", [
+    ({"sfreq": 250.0}, r"'times' disagree with the rate 250 Hz declared by its sfreq: times\[19\] = -0.01 s is 28.5 samples"),
+    ({"sfreq": "fast"}, r"'sfreq' is 'fast'; expected a positive number of Hz"),
+    ({"sfreq": -100.0}, r"'sfreq' is -100.0; expected a positive number of Hz"),
+])
+def test_things_rate_that_disagrees_with_times(tmp_path: Path, content: dict, match: str) -> None:
+    with pytest.raises(ImportFormatError, match=match):
+        import_things_eeg2(*_things_subject(tmp_path, 7, **content), tmp_path / "ds", trust_pickle=True,
+                           images_per_concept=3)
+
+
+def test_things_two_subjects_combined_stay_apart(tmp_path: Path) -> None:
+    """Two imported subjects joined the project's way (mne.concatenate_epochs) keep their names and codes apart."""
+    import mne
+
+    from offline.data.mne_epochs import from_mne_epochs, to_mne_epochs
+
+    parts = []
+    for number in (7, 8):
+        out = import_things_eeg2(*_things_subject(tmp_path, number), tmp_path / f"ds{number}", trust_pickle=True,
+                                 images_per_concept=3)
+        parts.append(EpochDataset.open(out))
+    joined = mne.concatenate_epochs([to_mne_epochs(d) for d in parts], verbose=False)
+    ds = EpochDataset.open(from_mne_epochs(joined, tmp_path / "both").path)
+    n7 = parts[0].n_epochs
+    assert ds.subject_names == ["7", "8"] and ds.subject.tolist() == [0] * n7 + [1] * parts[1].n_epochs
+    assert ds.session_names == ["7: all sessions (merged in the file)", "8: all sessions (merged in the file)"]
+    np.testing.assert_array_equal(ds.get_batch([n7 + 1])[0], parts[1].get_batch([1])[0])
+    # leave-one-subject-out: hold sub-08 out; its blocks are not sub-07's (same image numbers, other subject)
+    info = ds.add_split("loso", {"train": np.arange(n7), "test": np.arange(n7, ds.n_epochs)}, kind="subject")
+    assert not info.leaking
+
+
 def test_things_average_repetitions_and_metadata(tmp_path: Path) -> None:
     import json
 

@@ -60,7 +60,9 @@ class ModelConfig:
     scaler : dict or None
         Per-channel standardisation applied by :class:`bci.runtime.inference.Encoder`:
         ``{"mean": [n_chans floats], "std": [n_chans floats], ...}`` (scalars allowed;
-        other keys are kept as-is).
+        other keys are kept as-is). ``"mvnn"``: the record of an MVNN whitening fitted after
+        the scaler (:mod:`bci.preprocessing.mvnn`); the model then holds the matrix (buffer
+        ``mvnn_whitening``) and applies it first in :meth:`EncoderModel.forward`.
     labels : list of str or None
         Class names, one per head output.
     extra : dict
@@ -138,6 +140,8 @@ class ModelConfig:
             if key == "std" and (arr <= 0).any():
                 raise ValueError("ModelConfig scaler['std'] must be > 0 for every channel")
             scaler[key] = float(arr) if arr.ndim == 0 else arr.tolist()  # plain JSON numbers
+        if "mvnn" in scaler and not isinstance(scaler["mvnn"], dict):
+            raise TypeError(f"ModelConfig scaler['mvnn'] must be the dict of an MVNN fit, got {scaler['mvnn']!r:.80}")
         self.scaler = scaler
 
     def _check_labels(self) -> None:
@@ -249,6 +253,10 @@ class EncoderModel(nn.Module):
         self.n_classes = config.n_classes
         params = self.resolve_params(config)
         self._config = config.replace(params=params)
+        # MVNN whitening (bci.preprocessing.mvnn), applied first in forward; None (no entry in the state dict)
+        # unless the config's scaler records one, so that loading a checkpoint fills it
+        mvnn = (config.scaler or {}).get("mvnn")
+        self.register_buffer("mvnn_whitening", None if mvnn is None else torch.zeros(self.n_chans, self.n_chans))
         self._build(params)
         self.head = nn.Linear(self.embed_dim, self.n_classes) if self.n_classes else None
 
@@ -289,6 +297,8 @@ class EncoderModel(nn.Module):
                 f"model {self._config.name!r} expects input (batch, {self.n_chans}, {self.n_times}), "
                 f"got {tuple(x.shape)}"
             )
+        if self.mvnn_whitening is not None:
+            x = torch.matmul(self.mvnn_whitening, x)
         embedding = self.embed(x)
         if self.head is None:
             return {"embedding": embedding}
@@ -313,6 +323,27 @@ class EncoderModel(nn.Module):
         if bad:
             raise ValueError(f"set_metadata cannot change {bad}; build a new model with the new config")
         self._config = self._config.replace(**changes)
+
+    def set_whitening(self, matrix: np.ndarray | None) -> None:
+        """Set (or with None remove) the MVNN whitening ``x -> W x`` applied before :meth:`embed`.
+
+        The matrix is stored in ``model.safetensors`` as the buffer ``mvnn_whitening``; the
+        config's ``scaler["mvnn"]`` must carry the fit's record when saving (see
+        :class:`bci.preprocessing.mvnn.NoiseWhitener`), so that loading rebuilds the buffer.
+
+        Parameters
+        ----------
+        matrix : numpy.ndarray, shape (n_chans, n_chans), or None
+        """
+        if matrix is None:
+            self.mvnn_whitening = None
+            return
+        m = np.asarray(matrix, dtype=np.float32)
+        if m.shape != (self.n_chans, self.n_chans) or not np.isfinite(m).all():
+            raise ValueError(f"model {self._config.name!r}: whitening matrix of shape {m.shape} must be finite and "
+                             f"({self.n_chans}, {self.n_chans})")
+        device = next((t.device for t in self.parameters()), torch.device("cpu"))
+        self.mvnn_whitening = torch.from_numpy(m.copy()).to(device)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> EncoderModel:

@@ -80,6 +80,9 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike, *, overwrite
             "build it with bci.models.build_model"
         )
     config = {**model.get_config().to_dict(), "format": FORMAT, "format_version": FORMAT_VERSION}
+    if model.mvnn_whitening is not None and "mvnn" not in (config["scaler"] or {}):
+        raise ValueError(f"model {config['name']!r} has an MVNN whitening but its config's scaler has no 'mvnn' record; "
+                         "set_metadata(scaler={..., 'mvnn': whitener.record}) before saving, or it would not load back")
     return write_checkpoint(directory, config, {WEIGHTS_FILE: model}, overwrite=overwrite,
                             tensor_metadata={"format": FORMAT}, allow_nan=True)
 

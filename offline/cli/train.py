@@ -74,7 +74,7 @@ _TRAINERS: dict[str, _Trainer] = {
                              no_flag=("d_lr_ratio",)),
     # one subcommand, two trainers: train_fmri (objective clip, FMRIOptions) and train_fmri_joint
     "fmri": _Trainer(_TASKS + "fmri:FMRISettings", (_TASKS + "fmri:FMRIOptions", _TASKS + "fmri_joint:FMRIJointOptions"),
-                     no_flag=("backbone", "head_hidden"), unset=("objective", "top_voxels")),
+                     no_flag=("backbone", "head_hidden", "mvnn"), unset=("objective", "top_voxels")),
 }
 
 
@@ -321,7 +321,9 @@ def _add_sample(sub: Any, add_parser: AddParser) -> None:
     p.add_argument("--backbone", metavar="CKPT",
                    help="two-stage extractor: build on this pixel-level checkpoint (bci train pixel, same dataset "
                         "and split or another dataset), frozen, and train only an MLP head into CLIP space")
-    _flags(p, "sample", [("--head-hidden", "hidden units of the --backbone head", {"type": cli_types.non_negative_int, "metavar": "N"})])
+    _flags(p, "sample", [("--head-hidden", "hidden units of the --backbone head", {"type": cli_types.non_negative_int, "metavar": "N"}),
+                         ("--mvnn", "multivariate noise normalisation: whitening fitted on the training part's "
+                          "repetitions of each image, stored in the checkpoint, applied live", {"action": "store_true"})])
     p.set_defaults(func=_handler("sample"))
 
 

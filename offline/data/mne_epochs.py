@@ -393,7 +393,9 @@ def from_mne_epochs(epochs: Any, out: str | os.PathLike, *, images: ImageTable |
         else from the event names (``"class/image"`` tags: the part before the first ``/``);
         image ids from the metadata column ``image_id``, else the event name after the last
         ``/``. Metadata columns ``subject``, ``session``, ``block``, ``run``, ``marker_time``
-        and ``split_<name>`` (each epoch's part) are used when present.
+        and ``split_<name>`` (each epoch's part) are used when present; ``subject_name`` /
+        ``session_name`` keep apart subjects (sessions) whose codes collide, as in epochs of
+        several datasets joined with :func:`mne.concatenate_epochs`.
     out : path
         Dataset to create.
     images : ImageTable, optional
@@ -441,9 +443,11 @@ def from_mne_epochs(epochs: Any, out: str | os.PathLike, *, images: ImageTable |
     if not (isinstance(ch_types, list) and len(ch_types) == len(epochs.ch_names)):
         ch_types = list(epochs.get_channel_types())
     window = carried.get("window") or {"offset": float(epochs.tmin), "n_times": len(epochs.times)}
+    subject, subject_names = _named_codes(meta, "subject", _or_zero(per_epoch["subject"], n), carried)
+    session, session_names = _named_codes(meta, "session", _or_zero(per_epoch["session"], n), carried)
     arrays = EpochArrays(
         data=epochs.get_data(copy=False).astype(np.float32), labels=np.array([codes[v] for v in labels]),
-        image_ids=image_ids, subject=_or_zero(per_epoch["subject"], n), session=_or_zero(per_epoch["session"], n),
+        image_ids=image_ids, subject=subject, session=session,
         block=_or_zero(per_epoch["block"], n), run=per_epoch["run"], marker_time=marker_time,
     )
     provenance = {"importer": "offline.data.mne_epochs.from_mne_epochs", "mne_version": mne.__version__,
@@ -455,8 +459,7 @@ def from_mne_epochs(epochs: Any, out: str | os.PathLike, *, images: ImageTable |
         ch_types=ch_types, modality=str(carried.get("modality") or "eeg"), source=provenance,
         preprocessing=carried.get("preprocessing") if carried else {
             "from_mne_info": {"highpass": epochs.info["highpass"], "lowpass": epochs.info["lowpass"]}},
-        subject_names=_names(carried.get("subject_names"), arrays.subject),
-        session_names=_names(carried.get("session_names"), arrays.session),
+        subject_names=subject_names, session_names=session_names,
         attrs={"window": window},
     )
     path = write_epoch_dataset(out, arrays, metadata, images=images, splits=splits or None,
@@ -467,6 +470,28 @@ def from_mne_epochs(epochs: Any, out: str | os.PathLike, *, images: ImageTable |
 
 def _or_zero(values: np.ndarray | None, n: int) -> np.ndarray:
     return np.zeros(n, dtype=np.int64) if values is None else values
+
+
+def _named_codes(meta: Any, key: str, codes: np.ndarray, carried: Mapping[str, Any]
+                 ) -> tuple[np.ndarray, list[str] | None]:
+    """Subject or session codes and their names, keeping apart what the ``<key>_name`` column names apart.
+
+    Epochs of several datasets joined with :func:`mne.concatenate_epochs` carry the first
+    one's description (its names) and codes that restart at 0 in each dataset: two subjects
+    ``"7"`` and ``"8"`` would both be code 0 named ``"7"``. When the per-epoch names of the
+    metadata column disagree with the carried names, the codes are rebuilt from the column
+    (names in order of first appearance); otherwise the carried codes and names are kept.
+    """
+    names = _names(carried.get(f"{key}_names"), codes)
+    column = f"{key}_name"
+    if meta is None or column not in meta.columns:
+        return codes, names
+    per_epoch = [str(v) for v in meta[column].tolist()]
+    if names is not None and all(names[c] == v for c, v in zip(codes.tolist(), per_epoch)):
+        return codes, names
+    order = list(dict.fromkeys(per_epoch))
+    index = {v: i for i, v in enumerate(order)}
+    return np.array([index[v] for v in per_epoch], dtype=np.int64), order
 
 
 def _names(names: Any, codes: np.ndarray) -> list[str] | None:

@@ -114,14 +114,17 @@ class _EncoderRun:
         return x if self.channels is None else x[:, self.channels, :]
 
     def scaled(self, indices: np.ndarray) -> np.ndarray:
-        """Windows standardised with the checkpoint's scaler (the ridge baseline's input)."""
+        """Windows standardised with the checkpoint's scaler, then its MVNN whitening if any (the ridge baseline's input)."""
         x = self.windows(indices).astype(np.float32)
         sc = self.config.scaler
         if sc is None:
             return x
         mean = np.asarray(sc["mean"], np.float32).reshape(1, -1, 1)
         std = np.asarray(sc["std"], np.float32).reshape(1, -1, 1)
-        return (x - mean) / std
+        x = (x - mean) / std
+        if self.model.mvnn_whitening is not None:  # the ridge sees what the network sees
+            x = np.matmul(self.model.mvnn_whitening.cpu().numpy(), x)
+        return x
 
     def embed(self, indices: np.ndarray, batch: int = 256) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)

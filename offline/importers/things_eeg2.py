@@ -4,7 +4,7 @@ Input layout, per subject (``sub-01/preprocessed_eeg_training.npy`` and
 ``sub-01/preprocessed_eeg_test.npy``): a dict saved with ``np.save``::
 
     {"preprocessed_eeg_data": float array (images, repetitions, channels, times),
-     "ch_names": [17 names], "times": (times,) seconds}
+     "ch_names": [17 names], "times": (times,) seconds, "sfreq": Hz (optional)}
 
 training: (16540, 4, 17, 100) -- 1654 concepts x 10 images, 4 repetitions;
 test: (200, 80, 17, 100) -- 200 other concepts x 1 image, 80 repetitions; 100 Hz,
@@ -19,17 +19,29 @@ first without unpickling anything.
 
 What the dataset gets: one epoch per (image, repetition) -- or per image with
 ``average_repetitions`` -- with ``block`` = the image (all repetitions of an
-image are one block, so no split separates them), ``session`` = 0 (the files
-merge the recording sessions and do not say which repetition came from which),
+image are one block, so no split separates them), ``subject`` = code 0 named after
+the source (``sub-07`` -> ``subject_names == ["7"]``, as :func:`offline.importers._checks.codes`
+names every importer's subjects; combining datasets keeps subjects apart by these names,
+:func:`offline.data.mne_epochs.from_mne_epochs`), ``session`` = 0 named
+``"7: all sessions (merged in the file)"`` (the files merge the recording sessions and do
+not say which repetition came from which),
 and the split ``zero_shot`` (``offline.data.splits.zero_shot_split``): every epoch of
 the 200 test concepts -- never seen in training -- in test (200-way zero-shot),
 the training images in train, 10 % of them (whole images) in val.
+
+**Rate.** The rate the file declares (a ``sfreq`` key) or, as the preprocessed files
+declare none, the rate of ``times``: samples over the span, ``(n - 1) / (times[-1] -
+times[0])``, rounded to 1e-6 Hz (:func:`sampling_rate`; ``times`` are rounded, so the
+differences of neighbours give 99.99999999999991 Hz where the file means 100 Hz). Every
+``times[k]`` must then be ``times[0] + k / sfreq`` to within 1 % of a sample, else the
+import is refused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -45,6 +57,7 @@ from offline.importers._checks import (
     ImportFormatError,
     UnsafeFileError,
     check_output,
+    codes,
     epoch_table,
     first_few,
     require_file,
@@ -56,20 +69,28 @@ logger = logging.getLogger(__name__)
 
 #: Keys of a preprocessed THINGS-EEG2 file.
 THINGS_KEYS: tuple[str, ...] = ("preprocessed_eeg_data", "ch_names", "times")
+#: Name of the one session code (after the subject's name): the files merge the sessions.
+MERGED_SESSIONS = "all sessions (merged in the file)"
 #: Keys of the image metadata.
 METADATA_KEYS: tuple[str, ...] = ("train_img_concepts", "train_img_files", "test_img_concepts", "test_img_files")
 #: Images per training concept in THINGS-EEG2.
 TRAIN_IMAGES_PER_CONCEPT = 10
+#: Precision of a rate derived from ``times`` (Hz).
+RATE_PRECISION_HZ = 1e-6
+#: ``times`` may deviate from ``times[0] + k / sfreq`` by this fraction of a sample.
+TIMES_TOLERANCE_SAMPLES = 0.01
 
 
 @dataclass
 class ThingsPart:
-    """One validated file: data (images, reps, channels, times), channel names, times."""
+    """One validated file: data (images, reps, channels, times), channel names, times, rate (Hz)."""
 
     data: np.ndarray
     ch_names: list[str]
     times: np.ndarray
     path: Path
+    sfreq: float
+    sfreq_from: str = "declared"
 
     @property
     def n_images(self) -> int:
@@ -186,7 +207,56 @@ def read_things_file(path: str | os.PathLike, what: str, *, trust_pickle: bool) 
     if data.shape[0] < 1 or data.shape[1] < 1:
         raise ImportFormatError(f"{what} {str(src)!r}: 'preprocessed_eeg_data' has shape {data.shape}; no epochs")
     _check_float32_range(data, f"{what} {str(src)!r}: 'preprocessed_eeg_data'")
-    return ThingsPart(data=data, ch_names=[str(c) for c in ch], times=times, path=src)
+    sfreq = sampling_rate(times, obj.get("sfreq"), f"{what} {str(src)!r}")
+    sfreq_from = ("the file's 'sfreq'" if obj.get("sfreq") is not None else
+                  f"'times': (n - 1) / (times[-1] - times[0]) rounded to {RATE_PRECISION_HZ:g} Hz")
+    return ThingsPart(data=data, ch_names=[str(c) for c in ch], times=times, path=src, sfreq=sfreq,
+                      sfreq_from=sfreq_from)
+
+
+def sampling_rate(times: np.ndarray, declared: Any, where: str) -> float:
+    """The rate of a THINGS-EEG2 file: ``declared`` (its ``sfreq`` key) or derived from ``times``; checked.
+
+    Parameters
+    ----------
+    times : numpy.ndarray, shape (n,)
+        Increasing, evenly spaced seconds (checked by :func:`read_things_file`).
+    declared : float or None
+        The file's ``sfreq`` value, when it has one.
+    where : str
+        The file, for messages.
+
+    Returns
+    -------
+    float
+        ``declared``, else ``(n - 1) / (times[-1] - times[0])`` rounded to
+        :data:`RATE_PRECISION_HZ`; 1.0 for a single sample without a declared rate.
+
+    Raises
+    ------
+    ImportFormatError
+        ``declared`` is not a positive finite number, or ``times`` disagree with the rate
+        by more than :data:`TIMES_TOLERANCE_SAMPLES` of a sample.
+    """
+    if declared is not None:
+        if isinstance(declared, bool) or not _numeric(declared) or np.ndim(declared) != 0 \
+                or not np.isfinite(declared) or float(declared) <= 0:
+            raise ImportFormatError(f"{where}: 'sfreq' is {declared!r}; expected a positive number of Hz")
+        sfreq = float(declared)
+    elif len(times) > 1:
+        digits = round(-np.log10(RATE_PRECISION_HZ))
+        sfreq = round((len(times) - 1) / float(times[-1] - times[0]), digits)
+    else:
+        return 1.0
+    off = np.abs(times - (times[0] + np.arange(len(times)) / sfreq)) * sfreq
+    if off.size and off.max() > TIMES_TOLERANCE_SAMPLES:
+        k = int(off.argmax())
+        raise ImportFormatError(
+            f"{where}: 'times' disagree with the rate {sfreq:g} Hz"
+            f"{' declared by its sfreq' if declared is not None else ''}: times[{k}] = {times[k]:.9g} s is "
+            f"{off[k]:.3g} samples from times[0] + {k}/{sfreq:g}; the file is inconsistent (check 'sfreq' and "
+            "'times')")
+    return sfreq
 
 
 def _check_float32_range(data: np.ndarray, where: str, images: int = 256) -> None:
@@ -345,7 +415,8 @@ def import_things_eeg2(
     meta = read_metadata(metadata_path, trust_pickle=trust_pickle) if metadata_path is not None else None
     train_ids, test_ids, train_c, test_c, class_names = _names_for(meta, train, test, images_per_concept)
     subj = subject_from_path(train_path) if subject is None else int(subject)
-    sfreq = 1.0 / float(np.median(np.diff(train.times))) if len(train.times) > 1 else 1.0
+    sfreq = train.sfreq
+    subject_name = codes(np.array([subj]))[1][0]
     table = _image_table(images_dir, train_ids + test_ids, np.concatenate([train_c, test_c]), class_names,
                          image_size, progress)
     source = _source(train, test, meta is not None, subj, average_repetitions, table)
@@ -371,7 +442,7 @@ def import_things_eeg2(
         bar.close()
         if table is not None:
             writer.set_images(table["images"], table["ids"], template_captions=table["templates"])
-        writer.close(subject_names=[str(subj)], session_names=["all sessions (merged in the file)"])
+        writer.close(subject_names=[subject_name], session_names=[f"{subject_name}: {MERGED_SESSIONS}"])
     labels = np.concatenate([np.repeat(train_c, reps[id(train)]), np.repeat(test_c, reps[id(test)])])
     blocks = np.concatenate([np.repeat(np.arange(train.n_images), reps[id(train)]),
                              train.n_images + np.repeat(np.arange(test.n_images), reps[id(test)])])
@@ -389,6 +460,9 @@ def _check_same_layout(train: ThingsPart, test: ThingsPart) -> None:
     if train.ch_names != test.ch_names:
         raise ImportFormatError(f"the training and test files name different channels ({first_few(train.ch_names)} "
                                 f"vs {first_few(test.ch_names)}); use files of the same subject and preprocessing")
+    if not math.isclose(train.sfreq, test.sfreq, rel_tol=1e-9):
+        raise ImportFormatError(f"the training file is at {train.sfreq:g} Hz and the test file at {test.sfreq:g} Hz; "
+                                "use files of the same preprocessing")
     if train.data.shape[3] != test.data.shape[3] or not np.allclose(train.times, test.times):
         raise ImportFormatError(f"the training and test files have different 'times' ({len(train.times)} vs "
                                 f"{len(test.times)} samples); use files of the same preprocessing")
@@ -425,10 +499,12 @@ def _source(train: ThingsPart, test: ThingsPart, has_meta: bool, subject: int, a
         "train_file": str(train.path.resolve()), "test_file": str(test.path.resolve()),
         "train_shape": list(train.data.shape), "test_shape": list(test.data.shape),
         "tmin": float(train.times[0]), "subject": subject,
+        "sfreq": train.sfreq, "sfreq_from": train.sfreq_from,
         "average_repetitions": bool(average),
         "image_names": "from image metadata" if has_meta else "generic train_00001.. / test_001.. (no metadata)",
         "block": "image: all repetitions of an image form one block",
         "session": "0 for all epochs: the files merge the recording sessions",
+        "subject_code": "0 for all epochs, named after the source subject (subject_names)",
         "unit": "as stored (the preprocessed files are whitened, not volts)",
         "protocol_notes": ("zero_shot split: test = the 200 test concepts (never in training); val = held-out "
                            "training concepts. Training and test images were interleaved in the same sessions."),

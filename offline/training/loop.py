@@ -52,6 +52,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bci.preprocessing import ChannelScaler, flat_channels
+from bci.preprocessing.mvnn import NoiseWhitener
 from bci.safe_io import atomic_write
 from streams._checks import check_bool, check_float, check_int, check_type
 from offline.data.epochs import EpochDataset
@@ -346,6 +347,27 @@ def fitted_source(dataset: EpochDataset, split: SplitInfo, *, channels: np.ndarr
     scaler = fit_scaler(dataset, split.parts["train"], channels=channels)
     source = WindowSource(dataset, scaler, np.concatenate([split.parts["train"], split.parts["val"]]), channels=channels)
     return scaler, source
+
+
+def fit_whitener(dataset: EpochDataset, source: WindowSource, train: np.ndarray) -> NoiseWhitener:
+    """MVNN whitening (:class:`bci.preprocessing.mvnn.NoiseWhitener`) fitted on the training part only.
+
+    Parameters
+    ----------
+    dataset : EpochDataset
+        Its ``image_ids`` name the conditions: epochs of one image are its repetitions.
+    source : WindowSource
+        The standardised windows the model sees (the whitening follows the scaler).
+    train : numpy.ndarray
+        The training epoch indices (fitting on validation or test epochs leaks).
+    """
+    idx = np.sort(np.asarray(train, dtype=np.int64))
+    if idx.size == 0:
+        raise ValueError("fit_whitener: no training epochs to fit the MVNN whitening on")
+    ids = np.asarray(dataset.image_ids, dtype=object)[idx]
+    whitener = NoiseWhitener.fit(source.get(idx), ids.astype(str))
+    whitener.record["split_part"] = "train"
+    return whitener
 
 
 def shuffled_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator,

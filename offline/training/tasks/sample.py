@@ -38,11 +38,12 @@ from torch import nn
 from bci.clip.resolve import clip_record, resolve_clip
 from bci.models import EncoderModel, save_checkpoint
 from bci.preprocessing import ChannelScaler
+from bci.preprocessing.mvnn import NoiseWhitener
 from offline.data.targets import TARGETS, class_gallery, dataset_preprocessing, dataset_record, open_dataset, target_table
 from offline.scoring.metrics import retrieval_top
 from offline.training.encoders import build_encoder, embed_windows
 from offline.training.losses import clip_alignment_loss
-from streams._checks import check_float, check_int, check_type, check_value
+from streams._checks import check_bool, check_float, check_int, check_type, check_value
 from offline.training.loop import (
     SplitInfo,
     Stage,
@@ -51,6 +52,7 @@ from offline.training.loop import (
     TrainTask,
     WindowSource,
     augment_windows,
+    fit_whitener,
     fitted_source,
     make_adamw,
     prepare_split,
@@ -103,6 +105,10 @@ class SampleOptions:
         its layers frozen, only an MLP head trained. None: train the whole encoder.
     head_hidden : int
         Hidden units of that head.
+    mvnn : bool
+        Multivariate noise normalisation (:mod:`bci.preprocessing.mvnn`): a whitening fitted on the
+        training part's repetitions of each image (after the scaler), stored in the checkpoint and
+        applied by the model offline and live. Off by default.
     """
 
     model: str | None = None
@@ -117,6 +123,7 @@ class SampleOptions:
     scale: float = 0.0
     backbone: str | None = None
     head_hidden: int = 256
+    mvnn: bool = False
 
     def __post_init__(self) -> None:
         check_value("target", self.target, TARGETS)
@@ -129,13 +136,14 @@ class SampleOptions:
         if self.backbone is not None:
             self.backbone = str(self.backbone)
         check_int("head_hidden", self.head_hidden, low=1)
+        check_bool("mvnn", self.mvnn)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         return {"model": self.model, "target": self.target, "loss": self.loss, "temperature": self.temperature,
                 "infonce_weight": self.infonce_weight, "dropout": self.dropout, "model_params": dict(self.model_params),
                 "max_shift": self.max_shift, "noise": self.noise, "scale": self.scale, "backbone": self.backbone,
-                "head_hidden": self.head_hidden}
+                "head_hidden": self.head_hidden, "mvnn": self.mvnn}
 
 
 @dataclass
@@ -197,7 +205,8 @@ class AlignmentTask(TrainTask):
     def __init__(self, model: EncoderModel, source: WindowSource, split: SplitInfo, targets: np.ndarray,
                  rows: np.ndarray, labels: np.ndarray, gallery: np.ndarray, settings: TrainSettings,
                  options: SampleOptions, scaler: ChannelScaler, *, kind: str = "sample",
-                 preprocessing: dict[str, Any] | None = None, val_level: str = "class") -> None:
+                 preprocessing: dict[str, Any] | None = None, val_level: str = "class",
+                 whitener: NoiseWhitener | None = None) -> None:
         if val_level not in ("class", "image"):
             raise ValueError(f"val_level={val_level!r} must be 'class' or 'image'")
         self.kind = kind
@@ -213,6 +222,7 @@ class AlignmentTask(TrainTask):
         self.settings = settings
         self.options = options
         self.scaler = scaler
+        self.whitener = whitener
         self.preprocessing = preprocessing
         self._optimizer = make_adamw([q for q in model.parameters() if q.requires_grad], settings)
 
@@ -261,7 +271,10 @@ class AlignmentTask(TrainTask):
         return {"options": self.options.to_dict(), "val_level": self.val_level}
 
     def save_best(self, directory: Path, record: dict[str, Any]) -> None:
-        self.model.set_metadata(scaler=self.scaler.to_dict(), preprocessing=self.preprocessing, extra=record)
+        scaler: dict[str, Any] = self.scaler.to_dict()
+        if self.whitener is not None:
+            scaler["mvnn"] = self.whitener.record
+        self.model.set_metadata(scaler=scaler, preprocessing=self.preprocessing, extra=record)
         save_checkpoint(self.model, directory, overwrite=True)
 
 
@@ -329,9 +342,13 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
         model = build_encoder(dataset, model=options.model, embed_dim=int(embedder.embed_dim), seed=settings.seed,
                               dropout=options.dropout, params=options.model_params, channels=channels)
     scaler, source = fitted_source(dataset, info, channels=channels)
+    whitener = fit_whitener(dataset, source, info.parts["train"]) if options.mvnn else None
+    if whitener is not None:
+        model.set_whitening(whitener.matrix)
     model = model.to(resolve_device(settings.device))
     task = AlignmentTask(model, source, info, targets, rows, dataset.labels, gallery, settings, options, scaler,
-                         kind=kind, preprocessing=dataset_preprocessing(dataset), val_level=val_level)
+                         kind=kind, preprocessing=dataset_preprocessing(dataset), val_level=val_level,
+                         whitener=whitener)
     record = {"data": dataset_record(dataset), "split": info.record(), "clip": clip_record(embedder, clip_weights),
               "target": options.target, "embedding_space": "clip", "level": val_level, **(extra_record or {})}
     if backbone_record is not None:
