@@ -64,6 +64,16 @@ def test_encoder_report_plots_and_baseline(data: dict, tmp_path: Path) -> None:
         _not_blank(Path(p))
     text = format_report(report)
     assert "6-way top-1" in text and "ridge" in text and "chance" in text
+    # 95 % bootstrap intervals over the independent unit (test blocks, or images when there are few blocks)
+    iv = report["intervals"]
+    test = data["ds"].split("block")["test"]
+    unit_ids = np.asarray(data["ds"].block)[test] if iv["unit"] == "block" else data["ds"].image_rows()[test]
+    assert iv["n_units"] == len(np.unique(unit_ids)) and iv["n_boot"] == 2000 and iv["seed"] == 0
+    for who in ("model", "ridge"):
+        s = report["scores"][who]["6-way top-1"]
+        assert s["ci95_low"] <= s["value"] <= s["ci95_high"] and s["ci_unit"] == iv["unit"]
+    assert f"{top1['value']:.3f} [{top1['ci95_low']:.2f}, {top1['ci95_high']:.2f}]" in text
+    assert f"95% bootstrap interval over {iv['n_units']} {iv['unit']}s (2000 resamples, seed 0)" in text
 
 
 def test_gan_report_has_image_metrics_and_ridge_reconstruction(data: dict, tmp_path: Path) -> None:
