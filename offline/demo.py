@@ -406,8 +406,10 @@ def _print_report(report: dict[str, Any]) -> None:
          "not single images)")
     iv = live.get("intervals")
     if iv:
+        few = (f"; only {iv['n_units']} blocks of one class each: the live number depends on the classes shown, "
+               "the offline table below is the measurement" if iv["unit"] == "block" and iv["n_units"] < 10 else "")
         _say(f"  [low, high]: {iv['level']:.0%} bootstrap interval over the {iv['n_units']} {iv['unit']}s of the "
-             f"live session ({iv['n_boot']} resamples, seed {iv['seed']})")
+             f"live session ({iv['n_boot']} resamples, seed {iv['seed']}){few}")
     _say(f"  latency (last sample in -> result out): p50 {live['latency_p50_ms']:.2f} ms, "
          f"p99 {live['latency_p99_ms']:.2f} ms")
     _say("  offline, held-out test blocks of session 0:")

@@ -44,6 +44,21 @@ def test_results_page_from_a_saved_demo_report(tmp_path: Path) -> None:
     assert page.read_text() == text  # regenerating replaces the section, nothing else
 
 
+def test_results_page_names_the_run_it_was_measured_with(tmp_path: Path) -> None:
+    """With the provenance the script records when it runs the demo, the page gives that commit and wall time."""
+    shutil.copytree(SAVED, tmp_path / "demo")
+    env = {"machine": {"cpu": "Test CPU 9000", "cores": 2, "os": "Linux-test", "python": "3.11.7"},
+           "versions": {"torch": "2.14.1", "numpy": "2.4.6"}, "commit": "0123abc", "seconds": 250.4,
+           "load_before": [1.0, 1.5, 2.0], "load_after": [2.0, 2.5, 3.0]}
+    (tmp_path / "demo" / "results-provenance.json").write_text(json.dumps(env))
+    done = _run("--report", str(tmp_path / "demo" / "report.json"), "--out", str(tmp_path / "r.md"))
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "r.md").read_text()
+    assert "Test CPU 9000, 2 logical cores, Linux-test" in text and "torch 2.14.1, numpy 2.4.6." in text
+    assert "Commit: `0123abc`." in text and "Demo wall time: 250 s" in text and "1.0 / 1.5 / 2.0 before" in text
+    assert text.startswith("# Results on the synthetic world\n\n<!-- results.py:begin -->")
+
+
 def test_results_script_errors_are_one_line(tmp_path: Path) -> None:
     missing = _run("--report", str(tmp_path / "nope.json"), "--out", str(tmp_path / "r.md"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
