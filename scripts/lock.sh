@@ -12,13 +12,7 @@ if [ "${1:-}" = "--from-venv" ]; then
 elif [ -n "${1:-}" ]; then
   echo "lock.sh: unknown argument ${1}; use no argument or --from-venv DIR" >&2; exit 2
 else
-  PY="${PYTHON:-}"
-  if [ -z "$PY" ]; then
-    for cand in python3.11 python3.12 python3.13 python3; do
-      if command -v "$cand" >/dev/null 2>&1; then PY="$cand"; break; fi
-    done
-  fi
-  if [ -z "$PY" ]; then echo "lock.sh: no python3 found; install Python 3.11 or newer" >&2; exit 2; fi
+  . scripts/python.sh lock.sh
   tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
   venv="$tmp/venv"
   "$PY" -m venv "$venv"
