@@ -1,24 +1,18 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install the project with its test extras.
-# Re-running is cheap: it reinstalls only when pyproject.toml changed.
+# Create .venv (Python 3.11+) and install the project with its test extras, at the exact versions of
+# requirements.lock (a pip constraints file; refresh it with: bash scripts/lock.sh).
+# Re-running is cheap: it reinstalls only when pyproject.toml or requirements.lock changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  for cand in python3.11 python3.12 python3.13 python3; do
-    if command -v "$cand" >/dev/null 2>&1; then PY="$cand"; break; fi
-  done
-fi
-if [ -z "$PY" ]; then echo "setup: no python3 found; install Python 3.11 or newer" >&2; exit 1; fi
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "setup: $PY is $("$PY" -V 2>&1); this project needs Python 3.11 or newer (set PYTHON=...)" >&2; exit 1
-fi
+. scripts/python.sh setup
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $("$PY" -V 2>&1)"
   "$PY" -m venv .venv
 fi
 stamp=.venv/.bci-installed
-want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+lock=()
+if [ -f requirements.lock ]; then lock=(-c requirements.lock); fi
+want="$({ cat pyproject.toml; if [ -f requirements.lock ]; then cat requirements.lock; fi; } | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if ! compgen -G '.venv/lib/python3*/site-packages/torch' >/dev/null && [ -z "${BCI_SKIP_DISK_CHECK:-}" ]; then
     # torch + torchvision (with their CUDA libraries on x86_64) take about 6 GiB in .venv
@@ -31,6 +25,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "setup: installing the project and its dependencies into .venv (first time: several minutes)"
   .venv/bin/python -m pip install --upgrade --quiet pip
-  .venv/bin/python -m pip install --quiet --no-cache-dir -e ".[dev]"
+  .venv/bin/python -m pip install --quiet --no-cache-dir ${lock[@]+"${lock[@]}"} -e ".[dev]"
   echo "$want" > "$stamp"
 fi

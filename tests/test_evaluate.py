@@ -12,7 +12,8 @@ from PIL import Image
 
 from bci.models.checkpoint import CheckpointError
 from offline.data.epochs import EpochDataset
-from offline.evaluation.evaluate import REPORT_FILE, evaluate, export_embeddings, format_report
+from offline.evaluation.evaluate import (MIN_BOOTSTRAP_BLOCKS, REPORT_FILE, evaluate, export_embeddings, format_report,
+                                         resampling_units)
 from offline.evaluation.plots import tsne
 from offline.training.tasks.saliency_gan import GanOptions, train_saliency_gan
 from offline.training.tasks.pixel import train_pixel
@@ -64,6 +65,28 @@ def test_encoder_report_plots_and_baseline(data: dict, tmp_path: Path) -> None:
         _not_blank(Path(p))
     text = format_report(report)
     assert "6-way top-1" in text and "ridge" in text and "chance" in text
+    # 95 % bootstrap intervals over the independent unit (test blocks, or images when there are few blocks)
+    iv = report["intervals"]
+    test = data["ds"].split("block")["test"]
+    unit_ids = np.asarray(data["ds"].block)[test] if iv["unit"] == "block" else data["ds"].image_rows()[test]
+    assert iv["n_units"] == len(np.unique(unit_ids)) and iv["n_boot"] == 2000 and iv["seed"] == 0
+    for who in ("model", "ridge"):
+        s = report["scores"][who]["6-way top-1"]
+        assert s["ci95_low"] <= s["value"] <= s["ci95_high"] and s["ci_unit"] == iv["unit"]
+    assert f"{top1['value']:.3f} [{top1['ci95_low']:.2f}, {top1['ci95_high']:.2f}]" in text
+    assert f"95% bootstrap interval over {iv['n_units']} {iv['unit']}s (2000 resamples, seed 0)" in text
+
+
+def test_intervals_resample_blocks_or_images_when_blocks_are_few(data: dict) -> None:
+    ds = data["ds"]
+    every = np.arange(len(ds.labels))
+    boot = resampling_units(ds, every)  # 24 blocks: the blocks are the unit
+    assert boot.unit == "block" and len(np.unique(boot.groups)) == len(np.unique(ds.block)) >= MIN_BOOTSTRAP_BLOCKS
+    assert all(len(set(np.asarray(ds.block)[boot.groups == g])) == 1 for g in np.unique(boot.groups))
+    test = ds.split("block")["test"]  # a few test blocks: their images are the unit
+    few = resampling_units(ds, test)
+    assert len(np.unique(np.asarray(ds.block)[test])) < MIN_BOOTSTRAP_BLOCKS
+    assert few.unit == "image" and np.array_equal(few.groups, ds.image_rows()[test])
 
 
 def test_gan_report_has_image_metrics_and_ridge_reconstruction(data: dict, tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from offline.scoring.metrics import (
+    Bootstrap,
     Score,
+    bootstrap_interval,
     classification_accuracy,
     clip_two_way,
     format_scores,
@@ -257,3 +259,66 @@ def test_paired_difference_with_grouped_bootstrap() -> None:
         paired_difference(a, b[:10])
     with pytest.raises(ValueError, match="groups has 3 entries"):
         paired_difference(a, b, np.arange(3))
+
+
+# ============================================================================ bootstrap intervals
+def _coverage(p: float, n_units: int, per_unit: int, grouped: bool, repeats: int = 200) -> float:
+    """Fraction of seeded repeats whose 95 % interval holds p; each unit's windows all hit or all miss."""
+    rng = np.random.default_rng(7)
+    groups = np.repeat(np.arange(n_units), per_unit)
+    inside = 0
+    for r in range(repeats):
+        values = np.repeat((rng.random(n_units) < p).astype(float), per_unit)
+        ci = bootstrap_interval(values, groups if grouped else None, n_boot=400, seed=r)
+        inside += ci.low <= p <= ci.high
+    return inside / repeats
+
+
+def test_bootstrap_interval_covers_a_known_binomial_95_percent_of_the_time() -> None:
+    assert 0.9 <= _coverage(0.3, 120, 1, grouped=False) <= 0.99
+    # windows of one block are not independent: resampling blocks keeps the coverage, resampling windows loses it
+    assert 0.9 <= _coverage(0.3, 40, 4, grouped=True) <= 0.99
+    assert _coverage(0.3, 40, 4, grouped=False) < 0.8
+
+
+def test_bootstrap_interval_is_seeded_and_states_its_resampling() -> None:
+    values = np.random.default_rng(0).random(96) < 0.5
+    groups = np.repeat(np.arange(24), 4)
+    ci = bootstrap_interval(values, groups, n_boot=300, seed=3, unit="block")
+    assert ci == bootstrap_interval(values, groups, n_boot=300, seed=3, unit="block")
+    assert ci != bootstrap_interval(values, groups, n_boot=300, seed=4, unit="block")
+    assert ci.low < values.mean() < ci.high and (ci.unit, ci.n_units, ci.n_boot, ci.seed) == ("block", 24, 300, 3)
+    assert ci.describe() == "95% bootstrap intervals over 24 blocks (300 resamples, seed 3)"
+    assert bootstrap_interval(np.ones(5)).low == 1.0 == bootstrap_interval(np.ones(5)).high
+
+
+def test_scores_carry_their_interval() -> None:
+    rng = np.random.default_rng(1)
+    scores, true = rng.random((60, 12)), rng.integers(0, 12, 60)
+    scores[np.arange(40), true[:40]] = 2.0  # 40 of 60 rows right
+    boot = Bootstrap(np.repeat(np.arange(15), 4), unit="block", n_boot=500)
+    top1 = topk_from_scores(scores, true, k=1, bootstrap=boot)["top-1"]
+    plain = topk_from_scores(scores, true, k=1)["top-1"]
+    assert top1.value == plain.value and plain.interval is None and "ci95_low" not in plain.to_dict()
+    d = top1.to_dict()
+    assert d["ci95_low"] < d["value"] < d["ci95_high"] and d["ci_unit"] == "block" and d["ci_n_units"] == 15
+    assert str(top1).startswith(f"top-1 {top1.value:.3f} [{d['ci95_low']:.2f}, {d['ci95_high']:.2f}] (chance")
+    pair = pairwise_identification(scores[:, :8], scores[:, :8] + 0.1, bootstrap=boot)
+    assert pair.interval is not None and pair.interval.low <= pair.value <= pair.interval.high
+    assert pair.value == pairwise_identification(scores[:, :8], scores[:, :8] + 0.1).value
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"values": np.zeros(0)}, ValueError, "values is empty"),
+        ({"values": np.array([0.5, np.nan])}, ValueError, "NaN or inf"),
+        ({"values": np.zeros(4), "groups": np.arange(3)}, ValueError, "groups has 3 entries for 4 samples"),
+        ({"values": np.zeros(4), "n_boot": 0}, ValueError, "n_boot"),
+        ({"values": np.zeros(4), "n_boot": 2.5}, TypeError, "n_boot"),
+        ({"values": np.zeros(4), "level": 1.0}, ValueError, "level"),
+    ],
+)
+def test_bootstrap_interval_input_validation(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        bootstrap_interval(**kwargs)

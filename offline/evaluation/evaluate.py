@@ -47,8 +47,10 @@ from offline.data.epochs import EpochDataset
 from offline.scoring.centroids import class_centroids
 from offline.scoring.vectors import unit_rows
 from offline.scoring.metrics import (
+    Bootstrap,
     Score,
     clip_two_way,
+    format_interval,
     pairwise_identification,
     paired_difference,
     pixcorr,
@@ -59,6 +61,7 @@ from offline.scoring.metrics import (
     topk_retrieval,
 )
 from bci.clip.resolve import recorded_clip, resolve_clip
+from offline.data.leaks import _unit_codes
 from offline.data.montage import channel_selection
 from offline.data.records import encoder_fingerprint
 from streams._store import jsonable as _jsonable
@@ -66,10 +69,13 @@ from offline.data.splits import SplitInfo, prepare_split
 from offline.data.targets import (class_gallery, dataset_record, open_dataset, pattern_targets, stimulus_tensor,
                                   target_table)
 
-__all__ = ["REPORT_FILE", "checkpoint_kind", "evaluate", "export_embeddings", "format_report"]
+__all__ = ["MIN_BOOTSTRAP_BLOCKS", "REPORT_FILE", "checkpoint_kind", "evaluate", "export_embeddings", "format_report",
+           "resampling_units"]
 
 REPORT_FILE = "report.json"
 _RIDGE_MAX_FEATURES = 4096
+#: Below this many blocks in the evaluated part, intervals resample images instead of blocks.
+MIN_BOOTSTRAP_BLOCKS = 10
 
 
 # ============================================================================ checkpoints
@@ -167,6 +173,25 @@ def _scores_dict(scores: dict[str, Score]) -> dict[str, dict[str, Any]]:
     return {k: v.to_dict() for k, v in scores.items()}
 
 
+def resampling_units(ds: EpochDataset, idx: np.ndarray) -> Bootstrap:
+    """The independent unit of the evaluated windows, for the bootstrap intervals of every score.
+
+    Windows of one block (subject, session, block) share slow drifts, so whole test blocks are
+    resampled; a part with fewer than :data:`MIN_BOOTSTRAP_BLOCKS` blocks (e.g. a rapid design)
+    resamples its stimulus images instead (all windows of one image together).
+    """
+    blocks = _unit_codes(ds.table)["blocks"][idx]
+    if len(np.unique(blocks)) >= MIN_BOOTSTRAP_BLOCKS or ds.image_table_ids is None:
+        return Bootstrap(blocks, unit="block")
+    return Bootstrap(ds.image_rows()[idx], unit="image")
+
+
+def _interval_record(boot: Bootstrap) -> dict[str, Any]:
+    groups = np.asarray(boot.groups)
+    return {"level": 0.95, "method": "percentile bootstrap of the mean over windows", "unit": boot.unit,
+            "n_units": int(len(np.unique(groups))), "n_boot": boot.n_boot, "seed": boot.seed}
+
+
 # ============================================================================ ridge
 def _ridge_features(run: _EncoderRun, indices: np.ndarray) -> np.ndarray:
     from offline.evaluation.baselines import downsample_features
@@ -191,7 +216,8 @@ def _ridge_fit_predict(run: _EncoderRun, ds: EpochDataset, train: np.ndarray, pa
 
 
 # ============================================================================ oracle
-def _oracle_metrics(ds: EpochDataset, info: SplitInfo, part: str, zero_shot: bool, level: str) -> dict[str, Any] | None:
+def _oracle_metrics(ds: EpochDataset, info: SplitInfo, part: str, zero_shot: bool, level: str,
+                    boot: Bootstrap | None = None) -> dict[str, Any] | None:
     """Scores of the simulator's oracle on the same candidates as the model (synthetic data only)."""
     from offline.evaluation.dataset_oracle import fmri_oracle_for_dataset, oracle_for_dataset
 
@@ -214,11 +240,10 @@ def _oracle_metrics(ds: EpochDataset, info: SplitInfo, part: str, zero_shot: boo
     m = len(uniq)
     what = "image " if level == "image" else ""
     ks = tuple(k for k in (1, 5) if k <= m)
-    out = {f"{what}{m}-way {k}": Score(v.value, v.chance, v.n, f"{what}{m}-way {k}")
-           for k, v in topk_from_scores(sub, true, k=ks).items()}
+    top = topk_from_scores(sub, true, k=ks, bootstrap=boot)
+    out = {f"{what}{m}-way {k}": v.renamed(f"{what}{m}-way {k}") for k, v in top.items()}
     if zero_shot and level == "class":
-        out.update({f"zero-shot {m}-way {k}": Score(v.value, v.chance, v.n, f"zero-shot {m}-way {k}")
-                    for k, v in topk_from_scores(sub, true, k=ks).items()})
+        out.update({f"zero-shot {m}-way {k}": v.renamed(f"zero-shot {m}-way {k}") for k, v in top.items()})
     return _scores_dict(out)
 
 
@@ -294,6 +319,8 @@ def _evaluate_encoder(checkpoint: str | os.PathLike, ds: EpochDataset, split: st
     if len(idx) == 0:
         raise ValueError(f"part {part!r} of split {info.name!r} is empty; choose another --part")
     report = _base_report(checkpoint, "encoder", ds, info, part)
+    boot = resampling_units(ds, idx)
+    report["intervals"] = _interval_record(boot)
     zero_shot = report["protocol"]["zero_shot"]
     space, embedder = _embedding_space(extra, run.config, clip, clip_weights, checkpoint)
     level = str(extra.get("level") or "class")
@@ -311,15 +338,15 @@ def _evaluate_encoder(checkpoint: str | os.PathLike, ds: EpochDataset, split: st
         view = _stimulus_view(ds, _stimulus_encoder(extra, checkpoint), idx, train)
     else:
         view = _metric_view(ds, run, idx, train)
-    report["scores"] = {"model": _scores_dict(view.score(pred, zero_shot))}
+    report["scores"] = {"model": _scores_dict(view.score(pred, zero_shot, boot=boot))}
     ridge_pred = None
     if baseline:
         ridge_pred = _ridge_fit_predict(run, ds, train, idx, view.ridge_targets)
-        report["scores"]["ridge"] = _scores_dict(view.score(ridge_pred, zero_shot, ridge=True))
+        report["scores"]["ridge"] = _scores_dict(view.score(ridge_pred, zero_shot, ridge=True, boot=boot))
     if space == "pattern":
         report["reconstruction"] = _pattern_reconstruction(ds, idx, view, pred, ridge_pred, out if plots else None)
     if oracle:
-        orc = _oracle_metrics(ds, info, part, zero_shot, level)
+        orc = _oracle_metrics(ds, info, part, zero_shot, level, boot)
         if orc is not None:
             report["scores"]["oracle"] = orc
     report["chance"] = {k: v["chance"] for k, v in report["scores"]["model"].items()}
@@ -353,7 +380,8 @@ class _View:
             return similarity(pred, self.candidates, "correlation")
         return unit_rows(pred) @ unit_rows(self.candidates).T
 
-    def score(self, pred: np.ndarray, zero_shot: bool, ridge: bool = False) -> dict[str, Score]:
+    def score(self, pred: np.ndarray, zero_shot: bool, ridge: bool = False,
+              boot: Bootstrap | None = None) -> dict[str, Score]:
         if ridge and self.metric_space:  # ridge on one-hot classes: its outputs are class scores
             scores = pred[:, self.candidate_ids]
         else:
@@ -361,15 +389,14 @@ class _View:
         m = scores.shape[1]
         what = "image " if self.level == "image" else ""
         ks = tuple(k for k in (1, 5) if k <= m)
-        out = {f"{what}{m}-way {k}": Score(v.value, v.chance, v.n, f"{what}{m}-way {k}")
-               for k, v in topk_from_scores(scores, self.true, k=ks).items()}
+        top = topk_from_scores(scores, self.true, k=ks, bootstrap=boot)
+        out = {f"{what}{m}-way {k}": v.renamed(f"{what}{m}-way {k}") for k, v in top.items()}
         if m >= 2 and not (ridge and self.metric_space):
             out[f"{what}pairwise"] = pairwise_identification(pred, self.candidates[self.true], ids=self.true,
                                                             metric=self.metric,
-                                                            name=f"{what}pairwise identification")
+                                                            name=f"{what}pairwise identification", bootstrap=boot)
         if zero_shot and self.level == "class":
-            out.update({f"zero-shot {m}-way {k}": Score(v.value, v.chance, v.n, f"zero-shot {m}-way {k}")
-                        for k, v in topk_from_scores(scores, self.true, k=ks).items()})
+            out.update({f"zero-shot {m}-way {k}": v.renamed(f"zero-shot {m}-way {k}") for k, v in top.items()})
         return out
 
 
@@ -538,12 +565,14 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | 
     gen_full = _resize_uint8(generated, size)
     report = _base_report(checkpoint, "saliency-gan", ds, info, part)
     report.update({"model": {"generator_image_size": int(generated.shape[1]), "encoder": enc}, "n": int(len(idx))})
+    boot = resampling_units(ds, idx)
+    report["intervals"] = _interval_record(boot)
     scores = {"PixCorr": pixcorr(gen_full, stim), "SSIM": ssim_metric(gen_full, stim)}
     embedder = resolve_clip(clip, clip_weights) if (clip is not None or clip_weights is not None) else None
     if embedder is not None:
         g_emb, r_emb = embedder.encode_images(gen_full), embedder.encode_images(stim)
-        scores["CLIP 2-way"] = clip_two_way(g_emb, r_emb)
-        scores.update(_generated_classification(embedder, ds, g_emb, np.asarray(ds.labels)[idx]))
+        scores["CLIP 2-way"] = clip_two_way(g_emb, r_emb, bootstrap=boot)
+        scores.update(_generated_classification(embedder, ds, g_emb, np.asarray(ds.labels)[idx], boot))
     report["scores"] = {"model": _scores_dict(scores)}
     ridge_images = None
     if baseline:
@@ -551,12 +580,12 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | 
         r_scores = {"PixCorr": pixcorr(ridge_images, stim), "SSIM": ssim_metric(ridge_images, stim)}
         if embedder is not None:
             r_emb_ridge = embedder.encode_images(ridge_images)
-            r_scores["CLIP 2-way"] = clip_two_way(r_emb_ridge, embedder.encode_images(stim))
-            r_scores.update(_generated_classification(embedder, ds, r_emb_ridge, np.asarray(ds.labels)[idx]))
+            r_scores["CLIP 2-way"] = clip_two_way(r_emb_ridge, embedder.encode_images(stim), bootstrap=boot)
+            r_scores.update(_generated_classification(embedder, ds, r_emb_ridge, np.asarray(ds.labels)[idx], boot))
         report["scores"]["ridge"] = _scores_dict(r_scores)
         report["ssim_model_minus_ridge"] = paired_difference(ssim_per_image(gen_full, stim),
                                                              ssim_per_image(ridge_images, stim),
-                                                             np.asarray(ds.block)[idx])
+                                                             boot.groups)
     report["chance"] = {k: v["chance"] for k, v in report["scores"]["model"].items()}
     if plots and out is not None:
         from offline.evaluation import plots as eval_plots
@@ -565,16 +594,16 @@ def _evaluate_gan(checkpoint: str | os.PathLike, ds: EpochDataset, split: str | 
     return report
 
 
-def _generated_classification(embedder: Any, ds: EpochDataset, emb: np.ndarray, labels: np.ndarray) -> dict[str, Score]:
+def _generated_classification(embedder: Any, ds: EpochDataset, emb: np.ndarray, labels: np.ndarray,
+                              boot: Bootstrap | None = None) -> dict[str, Score]:
     """N-way classification of generated images by CLIP (image embedding vs class template texts)."""
     gallery = class_gallery(ds, embedder, "template")
     classes = np.unique(labels)
     if len(classes) < 2:
         return {}
     column = np.searchsorted(classes, labels)
-    s = topk_retrieval(emb, gallery[classes], column, k=1)["top-1"]
     key = f"generated {len(classes)}-way top-1"
-    return {key: Score(s.value, s.chance, s.n, key)}
+    return {key: topk_retrieval(emb, gallery[classes], column, k=1, bootstrap=boot)["top-1"].renamed(key)}
 
 
 def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
@@ -599,25 +628,31 @@ def _ridge_reconstruction(run: _EncoderRun, ds: EpochDataset, train: np.ndarray,
 
 
 # ============================================================================ report text
+def _cell(score: dict[str, Any] | None) -> str:
+    """``0.531 [0.46, 0.60]`` (or ``0.531`` without an interval, ``-`` when missing), 20 wide."""
+    if not score or score.get("value") is None:
+        return f"{'-':>20}"
+    return f"{format_interval(score['value'], score.get('ci95_low'), score.get('ci95_high')):>20}"
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """Plain-text table: one line per metric with model, ridge, oracle and chance side by side."""
+    """Plain-text table: one line per metric with model, ridge, oracle (each with its 95 % interval) and chance."""
     scores = report.get("scores", {})
     model = scores.get("model", {})
     cols = [c for c in ("model", "ridge", "oracle") if c in scores]
     lines = [report.get("protocol", {}).get("description", ""),
              ("SYNTHETIC-WORLD RESULTS" if report.get("synthetic_world") else "") ,
-             f"{'metric':<28}" + "".join(f"{c:>10}" for c in cols) + f"{'chance':>10}{'n':>7}"]
+             f"{'metric':<28}" + "".join(f"{c:>20}" for c in cols) + f"{'chance':>10}{'n':>7}"]
     for key, s in model.items():
-        vals = []
-        for c in cols:
-            v = scores[c].get(key)
-            vals.append(f"{v['value']:>10.3f}" if v and v.get("value") is not None else f"{'-':>10}")
         chance = s.get("chance")
-        lines.append(f"{key:<28}" + "".join(vals) + (f"{chance:>10.3f}" if chance is not None else f"{'-':>10}")
-                     + f"{s.get('n', 0):>7}")
+        lines.append(f"{key:<28}" + "".join(_cell(scores[c].get(key)) for c in cols)
+                     + (f"{chance:>10.3f}" if chance is not None else f"{'-':>10}") + f"{s.get('n', 0):>7}")
     for key in sorted(set().union(*(scores[c].keys() for c in cols)) - set(model)):
-        vals = [f"{scores[c][key]['value']:>10.3f}" if key in scores[c] else f"{'-':>10}" for c in cols]
-        lines.append(f"{key:<28}" + "".join(vals))
+        lines.append(f"{key:<28}" + "".join(_cell(scores[c].get(key)) for c in cols))
+    iv = report.get("intervals")
+    if iv and any("ci95_low" in v for c in cols for v in scores[c].values()):
+        lines.append(f"[low, high]: {iv['level']:.0%} bootstrap interval over {iv['n_units']} {iv['unit']}s "
+                     f"({iv['n_boot']} resamples, seed {iv['seed']}); chance is exact")
     rec = report.get("reconstruction")
     if rec and rec.get("model"):
         lines.append(f"decoded {rec['grid']}x{rec['grid']} patterns" + f"{'model':>10}{'ridge':>10}{'chance':>10}")
@@ -627,8 +662,9 @@ def format_report(report: dict[str, Any]) -> str:
                          + (f"{s['chance']:>10.3f}" if s.get("chance") is not None else f"{'-':>10}"))
     paired = report.get("ssim_model_minus_ridge")
     if paired:
+        unit = (iv or {}).get("unit", "block")
         lines.append(f"SSIM model - ridge, paired: {paired['diff']:+.4f} (95% CI {paired['ci95_low']:+.4f} to "
-                     f"{paired['ci95_high']:+.4f}, bootstrap over {paired['n_groups']} blocks; model better on "
+                     f"{paired['ci95_high']:+.4f}, bootstrap over {paired['n_groups']} {unit}s; model better on "
                      f"{100 * paired['fraction_a_better']:.0f}% of {paired['n']} images)")
     plots = list(report.get("plots") or []) + list((rec or {}).get("plots") or [])
     if plots:

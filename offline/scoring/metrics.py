@@ -33,12 +33,17 @@ from scipy.special import gammaln
 
 from offline.scoring.ssim import ssim as _ssim_torch
 from offline.scoring.vectors import unit_rows
-from streams._checks import check_int
+from streams._checks import check_float, check_int
 
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "Bootstrap",
+    "Interval",
     "Score",
+    "bootstrap_interval",
     "classification_accuracy",
     "clip_two_way",
+    "format_interval",
     "format_scores",
     "n_way_accuracy",
     "paired_difference",
@@ -54,6 +59,143 @@ __all__ = [
 ]
 
 Metric = Literal["cosine", "dot", "correlation", "euclidean"]
+
+#: Bootstrap resamples of every interval the project prints (one owner of the default).
+BOOTSTRAP_RESAMPLES = 2000
+
+
+# ============================================================================ intervals
+@dataclass(frozen=True)
+class Interval:
+    """A bootstrap confidence interval of a mean, with how it was resampled.
+
+    Attributes
+    ----------
+    low, high : float
+        The percentile interval.
+    level : float
+        Coverage (0.95).
+    n_boot : int
+        Resamples.
+    unit : str
+        What was resampled with replacement (e.g. ``"block"``, ``"image"``, ``"window"``).
+    n_units : int
+        How many of those units the sample holds.
+    seed : int
+        Seed of the resampling.
+    """
+
+    low: float
+    high: float
+    level: float
+    n_boot: int
+    unit: str
+    n_units: int
+    seed: int
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """``ci95_low``, ``ci95_high`` and the resampling (``ci_unit``, ``ci_n_units``, ``ci_n_boot``, ``ci_seed``)."""
+        return {"ci95_low": float(self.low), "ci95_high": float(self.high), "ci_unit": self.unit,
+                "ci_n_units": int(self.n_units), "ci_n_boot": int(self.n_boot), "ci_seed": int(self.seed)}
+
+    def describe(self) -> str:
+        """E.g. ``95% bootstrap intervals over 24 test blocks (2000 resamples, seed 0)``."""
+        return (f"{self.level:.0%} bootstrap intervals over {self.n_units} {self.unit}s "
+                f"({self.n_boot} resamples, seed {self.seed})")
+
+
+def format_interval(value: float, low: float | None, high: float | None) -> str:
+    """``0.531 [0.46, 0.60]`` (the value to 3 decimals, the interval to 2); no interval: the value alone."""
+    if not math.isfinite(value):
+        return "nan"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.2f}, {high:.2f}]"
+
+
+def _group_sums(values: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    g = np.arange(len(values)) if groups is None else np.asarray(groups).reshape(-1)
+    if g.shape != values.shape:
+        raise ValueError(f"groups has {g.size} entries for {values.size} samples; give one group per sample")
+    uniq, inverse = np.unique(g, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(uniq))
+    counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+    return sums, counts
+
+
+def bootstrap_interval(values: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0, level: float = 0.95, unit: str | None = None) -> Interval:
+    """Percentile bootstrap interval of the mean of ``values``, resampling whole groups.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, (N,)
+        Per-sample scores (e.g. each window's top-1 hit, 0 or 1 or a tie share).
+    groups : numpy.ndarray, (N,), optional
+        The independent unit of each sample (e.g. its test block: windows of one block share
+        slow drifts and are not independent). Groups are drawn with replacement and the
+        statistic is the mean over the samples they hold. None: every sample is its own unit.
+    n_boot : int
+        Resamples.
+    seed : int
+        Seed of the resampling (the interval is reproducible).
+    level : float
+        Coverage, in [0.5, 0.999].
+    unit : str, optional
+        Name of the unit for reports (default ``"group"``, or ``"sample"`` without groups).
+
+    Returns
+    -------
+    Interval
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < 1:
+        raise ValueError("values is empty; a bootstrap interval needs at least one sample")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"values contains NaN or inf ({int(np.sum(~np.isfinite(v)))} values)")
+    n_boot = check_int("n_boot", n_boot, low=1)
+    seed = check_int("seed", seed, low=0)
+    level = check_float("level", level, low=0.5, high=0.999)
+    sums, counts = _group_sums(v, groups)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+    boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    name = unit if unit is not None else ("sample" if groups is None else "group")
+    return Interval(float(low), float(high), float(level), n_boot, name, len(sums), seed)
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How a metric's interval is resampled (pass to the metrics that take ``bootstrap=``).
+
+    Attributes
+    ----------
+    groups : numpy.ndarray, (N,), optional
+        The independent unit of each evaluated sample (test block, image); None: each sample.
+    unit : str
+        Its name in reports (``"block"``, ``"image"``, ``"window"``).
+    n_boot : int
+    seed : int
+    """
+
+    groups: np.ndarray | None = None
+    unit: str = "window"
+    n_boot: int = BOOTSTRAP_RESAMPLES
+    seed: int = 0
+
+    def interval(self, values: np.ndarray) -> Interval:
+        """:func:`bootstrap_interval` of ``values`` with these settings."""
+        return bootstrap_interval(values, self.groups, n_boot=self.n_boot, seed=self.seed, unit=self.unit)
+
+
+def _scored(values: np.ndarray, chance: float, name: str, bootstrap: Bootstrap | None) -> Score:
+    """A Score of the mean of per-sample ``values`` (with its interval when ``bootstrap`` is given)."""
+    n = len(values)
+    value = float(values.mean()) if n else float("nan")
+    interval = bootstrap.interval(values) if bootstrap is not None and n else None
+    return Score(value, chance, n, name, interval)
 
 
 # ============================================================================ Score
@@ -71,20 +213,35 @@ class Score:
         Number of evaluated samples (windows, images).
     name : str
         Short label, e.g. ``"top-1"``.
+    interval : Interval, optional
+        Its 95 % bootstrap interval (metrics compute one when given ``bootstrap=``).
     """
 
     value: float
     chance: float
     n: int
     name: str = ""
+    interval: Interval | None = None
 
     def to_dict(self) -> dict[str, float | int | str]:
-        """``{"name", "value", "chance", "n"}`` with plain Python types (JSON-ready)."""
-        return {"name": self.name, "value": float(self.value), "chance": float(self.chance), "n": int(self.n)}
+        """``{"name", "value", "chance", "n"}`` with plain Python types (JSON-ready), and with an interval
+        ``ci95_low``, ``ci95_high``, ``ci_unit``, ``ci_n_units``, ``ci_n_boot``, ``ci_seed``."""
+        out: dict[str, float | int | str] = {"name": self.name, "value": float(self.value),
+                                             "chance": float(self.chance), "n": int(self.n)}
+        if self.interval is not None:
+            out.update(self.interval.to_dict())
+        return out
+
+    def renamed(self, name: str) -> Score:
+        """The same score under another name."""
+        return Score(self.value, self.chance, self.n, name, self.interval)
 
     def __str__(self) -> str:
         label = f"{self.name} " if self.name else ""
-        return f"{label}{_fmt(self.value)} (chance {_fmt(self.chance)}, n={self.n})"
+        if self.interval is None:
+            return f"{label}{_fmt(self.value)} (chance {_fmt(self.chance)}, n={self.n})"
+        return (f"{label}{format_interval(self.value, self.interval.low, self.interval.high)} "
+                f"(chance {_fmt(self.chance)}, n={self.n}; {self.interval.describe()})")
 
 
 def _fmt(v: float) -> str:
@@ -184,7 +341,8 @@ def _tie_aware_hits(scores: np.ndarray, true_index: np.ndarray, k: int) -> np.nd
 
 
 def topk_from_scores(scores: np.ndarray | torch.Tensor, true_index: np.ndarray | torch.Tensor,
-                     k: int | Sequence[int] = (1, 5), *, name: str = "top") -> dict[str, Score]:
+                     k: int | Sequence[int] = (1, 5), *, name: str = "top",
+                     bootstrap: Bootstrap | None = None) -> dict[str, Score]:
     """Top-k accuracy from a score matrix (rows: queries, columns: candidates).
 
     Parameters
@@ -197,6 +355,8 @@ def topk_from_scores(scores: np.ndarray | torch.Tensor, true_index: np.ndarray |
         Each ``1 <= k <= M``.
     name : str
         Prefix of the keys and score names (``"top"`` gives ``"top-1"``, ``"top-5"``).
+    bootstrap : Bootstrap, optional
+        Give each score its bootstrap interval (resampling rows, or their groups).
 
     Returns
     -------
@@ -207,13 +367,8 @@ def topk_from_scores(scores: np.ndarray | torch.Tensor, true_index: np.ndarray |
     s = _as_float("scores", scores)
     idx = _as_index("true_index", true_index, len(s), s.shape[1])
     ks = _as_ks(k, s.shape[1])
-    n, m = s.shape
-    out = {}
-    for kk in ks:
-        key = f"{name}-{kk}"
-        value = float(_tie_aware_hits(s, idx, kk).mean()) if n else float("nan")
-        out[key] = Score(value, kk / m, n, key)
-    return out
+    m = s.shape[1]
+    return {f"{name}-{kk}": _scored(_tie_aware_hits(s, idx, kk), kk / m, f"{name}-{kk}", bootstrap) for kk in ks}
 
 
 def topk_retrieval(
@@ -223,6 +378,7 @@ def topk_retrieval(
     k: int | Sequence[int] = (1, 5),
     *,
     metric: Metric = "cosine",
+    bootstrap: Bootstrap | None = None,
 ) -> dict[str, Score]:
     """Top-k retrieval of each prediction's true item from a gallery.
 
@@ -238,6 +394,8 @@ def topk_retrieval(
         Row of ``gallery`` that each prediction should retrieve.
     k : int or sequence of int
     metric : {"cosine", "dot", "correlation", "euclidean"}
+    bootstrap : Bootstrap, optional
+        As for :func:`topk_from_scores`.
 
     Returns
     -------
@@ -247,7 +405,7 @@ def topk_retrieval(
     p = _as_float("pred", pred)
     g = _as_float("gallery", gallery)
     _check_rows("pred", p, "gallery", g, same_rows=False)
-    return topk_from_scores(similarity(p, g, metric), true_index, k)
+    return topk_from_scores(similarity(p, g, metric), true_index, k, bootstrap=bootstrap)
 
 
 # ============================================================================ N-way
@@ -416,6 +574,7 @@ def pairwise_identification(
     ids: Sequence | np.ndarray | None = None,
     metric: Metric = "cosine",
     name: str = "pairwise",
+    bootstrap: Bootstrap | None = None,
 ) -> Score:
     """Pairwise (2-way) identification accuracy.
 
@@ -431,6 +590,8 @@ def pairwise_identification(
         As in :func:`n_way_accuracy`: rows sharing an id are one candidate.
     metric : {"cosine", "dot", "correlation", "euclidean"}
     name : str
+    bootstrap : Bootstrap, optional
+        Give the score its bootstrap interval (resampling predictions, or their groups).
 
     Returns
     -------
@@ -445,8 +606,7 @@ def pairwise_identification(
     s_true = s[rows, true_index][:, None]
     below = (s < s_true).sum(axis=1)
     tied = (s == s_true).sum(axis=1) - 1  # minus the true target itself
-    value = float(((below + 0.5 * tied) / (len(t) - 1)).mean())
-    return Score(value, 0.5, len(p), name)
+    return _scored((below + 0.5 * tied) / (len(t) - 1), 0.5, name, bootstrap)
 
 
 def zero_shot_accuracy(
@@ -710,22 +870,14 @@ def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = 
     if a.shape != b.shape or a.size < 2:
         raise ValueError(f"a and b must be paired 1-d arrays of >= 2 samples, got {a.shape} and {b.shape}")
     d = a - b
-    g = np.arange(len(d)) if groups is None else np.asarray(groups).reshape(-1)
-    if g.shape != d.shape:
-        raise ValueError(f"groups has {g.size} entries for {d.size} samples")
-    uniq, inverse = np.unique(g, return_inverse=True)
-    sums = np.bincount(inverse, weights=d, minlength=len(uniq))
-    counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(uniq), size=(int(n_boot), len(uniq)))
-    boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "ci95_low": float(low),
-            "ci95_high": float(high), "fraction_a_better": float((d > 0).mean()), "n": int(len(d)),
-            "n_groups": int(len(uniq))}
+    ci = bootstrap_interval(d, groups, n_boot=n_boot, seed=seed)
+    return {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "ci95_low": ci.low,
+            "ci95_high": ci.high, "fraction_a_better": float((d > 0).mean()), "n": int(len(d)),
+            "n_groups": ci.n_units}
 
 
-def clip_two_way(gen_emb: np.ndarray | torch.Tensor, real_emb: np.ndarray | torch.Tensor) -> Score:
+def clip_two_way(gen_emb: np.ndarray | torch.Tensor, real_emb: np.ndarray | torch.Tensor, *,
+                 bootstrap: Bootstrap | None = None) -> Score:
     """CLIP two-way identification of generated images (MindEye's "CLIP 2-way").
 
     For each generated image i, the fraction of other stimuli j whose CLIP embedding
@@ -735,10 +887,12 @@ def clip_two_way(gen_emb: np.ndarray | torch.Tensor, real_emb: np.ndarray | torc
     ----------
     gen_emb, real_emb : array, (N, D)
         CLIP image embeddings of the generated images and of their stimuli.
+    bootstrap : Bootstrap, optional
+        Give the score its bootstrap interval.
 
     Returns
     -------
     Score
         Chance 0.5.
     """
-    return pairwise_identification(gen_emb, real_emb, metric="cosine", name="CLIP 2-way")
+    return pairwise_identification(gen_emb, real_emb, metric="cosine", name="CLIP 2-way", bootstrap=bootstrap)
