@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -120,11 +122,25 @@ def bci_cli(capfd: pytest.CaptureFixture[str]):
 
     def run(*args: object) -> CliResult:
         capfd.readouterr()
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:  # argparse's usage errors: status 2, as the console script exits
-            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        with torch_threads_kept():
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's usage errors: status 2, as the console script exits
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         captured = capfd.readouterr()
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Restore torch's intra-op thread count after a command run in-process (decoding sets it to 1 process-wide,
+    which a subprocess kept to itself)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import torch_threads_kept
+
 
 @pytest.fixture
 def bench(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
@@ -28,7 +30,8 @@ def bench(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     def run(module: str, argv: list[str]) -> pytest.CaptureResult[str]:
         monkeypatch.setattr(common, "SKIPPED", [])  # what a fresh process starts with
         capfd.readouterr()
-        code = importlib.import_module(f"benchmarks.{module}").main(argv)
+        with torch_threads_kept():
+            code = importlib.import_module(f"benchmarks.{module}").main(argv)
         captured = capfd.readouterr()
         assert code == 0, captured.out[-3000:] + captured.err[-3000:]
         return captured
