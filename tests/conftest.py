@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,50 @@ def one_torch_thread() -> object:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class CliResult:
+    """What ``bci ARGS`` returned and printed (the fields of ``subprocess.CompletedProcess`` that tests read)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def bci_cli(capfd: pytest.CaptureFixture[str]):
+    """Run ``bci ARGS`` in this process (``bci.cli.main.main``, what the console script calls): returns a
+    :class:`CliResult`.
+
+    For tests about a command's flags, output and exit status, not about the process boundary: a ``bci``
+    subprocess spends 5-8 s importing torch and open_clip before it parses a flag. An error the CLI does not
+    turn into its one line (exit status 2) propagates as the exception itself, so a test cannot pass on a
+    traceback. Tests about processes (kill -9, SIGSTOP, a child's stderr, independent producers) keep real ones.
+    Output is captured at the file descriptors (``capfd``), so it includes what the command's own children print
+    (the viewer process writes to its parent's stdout and stderr); a test using it cannot also use ``capsys``.
+    """
+    from bci.cli.main import main
+
+    def run(*args: object) -> CliResult:
+        capfd.readouterr()
+        with torch_threads_kept():
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's usage errors: status 2, as the console script exits
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        captured = capfd.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Restore torch's intra-op thread count after a command run in-process (decoding sets it to 1 process-wide,
+    which a subprocess kept to itself)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

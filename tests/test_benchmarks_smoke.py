@@ -8,26 +8,40 @@ window it should.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import torch_threads_kept
 
 
-def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+@pytest.fixture
+def bench(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """``bench(MODULE, ARGV)``: ``python -m benchmarks.MODULE ARGV`` run in this process (its ``main``; the
+    producers and consumers it starts are still their own processes, as in a real run); asserts exit status 0
+    and returns what it printed, captured at the file descriptors (its children's output included).
+
+    In-process because a benchmark's top-level process spent 5-8 s importing torch before its first line,
+    and these tests are about the script's run and report, not about its own process."""
+    import importlib
+
+    from benchmarks import common
+
+    def run(module: str, argv: list[str]) -> pytest.CaptureResult[str]:
+        monkeypatch.setattr(common, "SKIPPED", [])  # what a fresh process starts with
+        capfd.readouterr()
+        with torch_threads_kept():
+            code = importlib.import_module(f"benchmarks.{module}").main(argv)
+        captured = capfd.readouterr()
+        assert code == 0, captured.out[-3000:] + captured.err[-3000:]
+        return captured
+
+    return run
 
 
-def test_replay_speed_benchmark_runs(tmp_path: Path) -> None:
+def test_replay_speed_benchmark_runs(tmp_path: Path, bench) -> None:
     out = tmp_path / "replay.json"
-    _run(["-m", "benchmarks.replay_speed", "--duration", "6", "--out", str(out)], 100)
+    bench("replay_speed", ["--duration", "6", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["machine"]["cpu_count"] >= 1
     ours = result["ours"]
@@ -39,14 +53,11 @@ def test_replay_speed_benchmark_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(110)
-def test_latency_benchmark_runs(tmp_path: Path) -> None:
+def test_latency_benchmark_runs(tmp_path: Path, bench) -> None:
     """Both consumers decode every window; --trace gives every stage of every window of ours."""
     out = tmp_path / "latency.json"
-    _run(
-        ["-m", "benchmarks.latency", "--consumers", "floor-block,ours", "--duration", "4",
-         "--warmup", "1", "--pause", "0.5", "--trace", "--out", str(out)],
-        100,
-    )
+    bench("latency", ["--consumers", "floor-block,ours", "--duration", "4", "--warmup", "1", "--pause", "0.5",
+                      "--trace", "--out", str(out)])
     result = json.loads(out.read_text())
     for name in ("floor-block", "ours"):
         entry = result["results"][name]
@@ -68,23 +79,17 @@ def test_latency_benchmark_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_latency_benchmark_without_mne_lsl(tmp_path: Path) -> None:
+def test_latency_benchmark_without_mne_lsl(tmp_path: Path, bench, monkeypatch: pytest.MonkeyPatch) -> None:
     """mne-lsl missing (forced through BCI_BENCH_MISSING): one line, the other consumers' results kept.
 
     Also runs the random-chunk producer (1-97 samples): every window still arrives.
     """
-    import os
-
     out = tmp_path / "latency.json"
-    env = {**os.environ, "BCI_BENCH_MISSING": "mne_lsl"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", "--consumers", "mne-lsl,floor-block", "--duration", "3",
-         "--warmup", "1", "--pause", "0.2", "--chunks", "random", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=80, env=env,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if "mne_lsl" in line]
+    monkeypatch.setenv("BCI_BENCH_MISSING", "mne_lsl")
+    proc = bench("latency", ["--consumers", "mne-lsl,floor-block", "--duration", "3", "--warmup", "1",
+                             "--pause", "0.2", "--chunks", "random", "--out", str(out)])
+    assert "Traceback" not in proc.err
+    lines = [line for line in proc.err.splitlines() if "mne_lsl" in line]
     assert lines == ["skipped consumer mne-lsl: module 'mne_lsl' is not installed (pip install -e .[bench])"]
     result = json.loads(out.read_text())
     assert list(result["results"]) == ["floor-block"]
@@ -160,9 +165,9 @@ def test_session_or_simulate_keeps_a_given_session(tmp_path: Path) -> None:
     assert not (tmp_path / "session").exists()
 
 
-def test_resampler_benchmark_runs(tmp_path: Path) -> None:
+def test_resampler_benchmark_runs(tmp_path: Path, bench) -> None:
     out = tmp_path / "resampler.json"
-    _run(["-m", "benchmarks.resampler", "--rates", "512", "--seconds", "2", "--out", str(out)], 120)
+    bench("resampler", ["--rates", "512", "--seconds", "2", "--out", str(out)])
     rows = json.loads(out.read_text())["results"]
     ours = next(r for r in rows if r["method"] == "polyphase (ours)")
     assert ours["max_abs_error_vs_resample_poly"] < 1e-12 and ours["chunking_max_abs_diff"] == 0.0
@@ -171,13 +176,13 @@ def test_resampler_benchmark_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(110)
-def test_soak_benchmark_runs(tmp_path: Path) -> None:
+def test_soak_benchmark_runs(tmp_path: Path, bench) -> None:
     """bci simulate --speed -> bci live --record: every sample and marker accounted for in every row."""
     out = tmp_path / "soak.json"
-    proc = _run(["-m", "benchmarks.soak", "--hours", "0.005", "--speed", "6", "--bin-minutes", "0.15",
-                 "--drain", "1", "--max-p99-ratio", "1e6", "--max-p99-ms", "1e6",
-                 "--max-rss-growth-mb", "1e6", "--out", str(out)], 100)
-    assert "verdict: OK" in proc.stdout
+    proc = bench("soak", ["--hours", "0.005", "--speed", "6", "--bin-minutes", "0.15", "--drain", "1",
+                          "--max-p99-ratio", "1e6", "--max-p99-ms", "1e6", "--max-rss-growth-mb", "1e6",
+                          "--out", str(out)])
+    assert "verdict: OK" in proc.out
     result = json.loads(out.read_text())
     assert result["benchmark"] == "soak" and result["config"]["speed"] == 6.0
     totals, rows = result["totals"], result["rows"]

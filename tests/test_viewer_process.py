@@ -134,12 +134,12 @@ def test_contradicting_view_flags_are_one_line_errors(argv: list[str], message: 
 
 # --------------------------------------------------------------------------- bci live, real processes
 def test_bci_live_starts_the_viewer_child_which_renders_results_and_is_stopped(
-        procs, unique_name: str, model_dir: Path, gallery_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+        procs, unique_name: str, model_dir: Path, gallery_dir: Path, tmp_path: Path, bci_cli) -> None:  # noqa: F811
+    """``bci live`` runs in this process (bci_cli: its viewer child and the producer are real processes)."""
     _producer(procs, unique_name, 12)
     shot = tmp_path / "shot.png"
-    res = subprocess.run(_live(unique_name, model_dir, tmp_path, "--gallery", str(gallery_dir),
-                               "--screenshot", str(shot), "--after", "3"),
-                         cwd=REPO, capture_output=True, text=True, timeout=110)
+    res = bci_cli(*_live(unique_name, model_dir, tmp_path, "--gallery", str(gallery_dir),
+                         "--screenshot", str(shot), "--after", "3")[3:])
     assert res.returncode == 0, res.stderr
     out = res.stdout + res.stderr
     assert "with the viewer in its own process until the viewer's screenshot" in res.stdout
@@ -231,13 +231,16 @@ def test_view_inline_still_runs_the_viewer_in_process(procs, unique_name: str, m
 
 
 def test_a_viewer_that_cannot_start_leaves_the_decoder_running(procs, unique_name: str, model_dir: Path,
-                                                               tmp_path: Path) -> None:
-    """A display that is not there: the child's Qt cannot start; one line says so and decoding goes on."""
+                                                               tmp_path: Path, bci_cli,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A display that is not there: the child's Qt cannot start; one line says so and decoding goes on.
+
+    ``bci live`` runs in this process (bci_cli); the viewer child inherits the environment without a display."""
     _producer(procs, unique_name, 6)
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
-    env["DISPLAY"] = ":987"  # no X server there
-    res = subprocess.run(_live(unique_name, model_dir, tmp_path, "--duration", "6"),
-                         cwd=REPO, capture_output=True, text=True, timeout=110, env=env)
+    for name in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DISPLAY", ":987")  # no X server there
+    res = bci_cli(*_live(unique_name, model_dir, tmp_path, "--duration", "6")[3:])
     assert res.returncode == 0, res.stderr
     said = [x for x in res.stderr.splitlines() if x.startswith("viewer: the viewer process ")]
     assert len(said) == 1 and said[0].endswith("; decoding goes on without it (Ctrl-C stops)"), res.stderr
