@@ -119,20 +119,28 @@ def test_learned_temperature_moves_is_logged_and_round_trips_through_the_checkpo
     assert (out / "last" / "temperature.safetensors").is_file()  # and resume restores it with the optimiser
 
 
-def test_learned_temperature_is_clamped_after_every_step(dataset_path: Path, clip_a: Path, root: Path) -> None:
-    from offline.training.tasks.sample import AlignmentTask, SampleSettings
+def _task(dataset_path: Path, clip_a: Path, options: SampleOptions) -> tuple[Any, Any]:
+    """An :class:`AlignmentTask` on the small dataset as :func:`train_sample` builds it, and its split."""
+    from bci.clip import load_clip
     from offline.training.encoders import build_encoder
     from offline.training.loop import fitted_source, prepare_split
-    from bci.clip import load_clip
+    from offline.training.tasks.sample import AlignmentTask, SampleSettings, _text_targets
 
     ds = EpochDataset.open(dataset_path)
     clip = load_clip("tiny", weights=clip_a)
     info = prepare_split(ds, "block")
-    targets, rows = target_table(ds, clip, "image")
+    targets, rows = target_table(ds, clip, options.target)
+    text, text_ids = _text_targets(ds, clip, options)
     scaler, source = fitted_source(ds, info)
     model = build_encoder(ds, model=None, embed_dim=clip.embed_dim, seed=0, params=SMALL_NET)
-    task = AlignmentTask(model, source, info, targets, rows, ds.labels, targets, SampleSettings(**FAST),
-                         SampleOptions(target="image", learn_temperature=True, model_params=SMALL_NET), scaler)
+    task = AlignmentTask(model, source, info, targets, rows, ds.labels, targets, SampleSettings(**FAST), options,
+                         scaler, text_targets=text, text_ids=text_ids)
+    return task, info
+
+
+def test_learned_temperature_is_clamped_after_every_step(dataset_path: Path, clip_a: Path) -> None:
+    task, info = _task(dataset_path, clip_a, SampleOptions(target="image", learn_temperature=True,
+                                                           model_params=SMALL_NET))
     assert task.temperature is not None and task.temperature.value == pytest.approx(math.log(1 / 0.07))
     with torch.no_grad():
         task.temperature.logit_scale.fill_(7.0)  # beyond log 100, as a large step could leave it
@@ -222,6 +230,20 @@ def test_text_mix_needs_a_weight_in_0_1_and_a_text_target() -> None:
         clip_alignment_loss(h, image, "infonce", text_hat=text, text_weight="0.5")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="text_hat is None"):
         clip_alignment_loss(h, image, "infonce", text_weight=0.5)
+
+
+def test_the_trainer_mixes_the_caption_text_loss_in(dataset_path: Path, clip_a: Path) -> None:
+    def batch_loss(weight: float) -> tuple[float, Any]:
+        task, info = _task(dataset_path, clip_a, SampleOptions(target="image", text_weight=weight, model_params=SMALL_NET))
+        task.model.eval()  # no dropout: the same embedding for every weight
+        stage = next(iter(task.stages(info.parts["train"][:24], torch.Generator().manual_seed(0))))
+        return float(stage.loss.detach()), task
+
+    image_only, task = batch_loss(0.0)
+    mixed, _ = batch_loss(0.5)
+    text_only, _ = batch_loss(1.0)
+    assert task.text_targets is None  # weight 0: the captions are not even embedded
+    assert mixed != image_only and mixed == pytest.approx(0.5 * image_only + 0.5 * text_only, rel=1e-5)
 
 
 def test_text_mix_in_training_reads_the_caption_targets(atm_run: tuple[Path, Any], dataset_path: Path) -> None:
