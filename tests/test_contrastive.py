@@ -119,6 +119,16 @@ def test_learned_temperature_moves_is_logged_and_round_trips_through_the_checkpo
     assert (out / "last" / "temperature.safetensors").is_file()  # and resume restores it with the optimiser
 
 
+def test_resume_restores_the_learned_temperature(atm_run: tuple[Path, Any], dataset_path: Path, clip_a: Path,
+                                                 tmp_path: Path) -> None:
+    out, straight = atm_run
+    train_sample(dataset_path, tmp_path / "r", clip_weights=clip_a, options=ATM, settings=TrainSettings(epochs=2, **FAST))
+    resumed = train_sample(dataset_path, tmp_path / "r", clip_weights=clip_a, options=ATM,
+                           settings=TrainSettings(epochs=3, **FAST), resume=True)
+    assert [h["train_logit_scale"] for h in resumed.history] == [h["train_logit_scale"] for h in straight.history]
+    assert load_temperature(tmp_path / "r").value == load_temperature(out).value
+
+
 def _task(dataset_path: Path, clip_a: Path, options: SampleOptions) -> tuple[Any, Any]:
     """An :class:`AlignmentTask` on the small dataset as :func:`train_sample` builds it, and its split."""
     from bci.clip import load_clip
