@@ -1,4 +1,7 @@
-"""Cache of text embeddings, keyed by model fingerprint + text; in memory and optionally on disk.
+"""Caches of CLIP embeddings: texts one by one (:class:`TextEmbeddingCache`) and whole tables
+(:class:`EmbeddingTableCache`, e.g. the CLIP targets of a dataset's images or captions).
+
+Text embeddings are keyed by model fingerprint + text, in memory and optionally on disk.
 
 On disk (no pickle), under ``<directory>/<fingerprint>/<key[:2]>/``::
 
@@ -9,6 +12,15 @@ where ``key`` is the SHA-256 (hex) of ``fingerprint + "\\0" + text``. The JSON i
 written last, so its presence marks a complete entry; on reading, the text and the
 fingerprint it names must match, and an unreadable or mismatching entry counts as a
 miss (and is rewritten).
+
+A table is one ``(n_rows, embed_dim)`` float32 array per fingerprint (the caller hashes the
+model and every input into it), under ``<directory>/``::
+
+    <fingerprint>.safetensors   one tensor ``embeddings``
+    <fingerprint>.json          {"format", "format_version", "fingerprint", "ids", "n_rows", "embed_dim", ...}
+
+again JSON last, no pickle; a table whose JSON or tensor does not match (fingerprint, ids,
+shape, dtype) counts as a miss.
 """
 
 from __future__ import annotations
@@ -18,14 +30,21 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
+from typing import Any
 
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from bci.safe_io import atomic_write
 from streams._checks import check_int
 
-__all__ = ["TextEmbeddingCache", "text_key"]
+__all__ = ["EmbeddingTableCache", "TextEmbeddingCache", "text_key"]
 
 _FORMAT = "bci-runtime.text-embedding"
 _FORMAT_VERSION = 1
+_TABLE_FORMAT = "bci-runtime.embedding-table"
+_TABLE_FORMAT_VERSION = 1
 
 
 def text_key(fingerprint: str, text: str) -> str:
@@ -132,6 +151,54 @@ class TextEmbeddingCache:
             os.replace(tmp_json, json_path)
         finally:
             tmp_json.unlink(missing_ok=True)
+
+
+class EmbeddingTableCache:
+    """Embedding tables on disk, one per fingerprint: ``<fingerprint>.safetensors`` + ``<fingerprint>.json``.
+
+    Parameters
+    ----------
+    directory : path
+        Where the tables live (created on the first :meth:`save`).
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def paths(self, fingerprint: str) -> tuple[Path, Path]:
+        """The ``.safetensors`` and ``.json`` files of ``fingerprint``."""
+        name = _safe(fingerprint)
+        return self.directory / f"{name}.safetensors", self.directory / f"{name}.json"
+
+    def load(self, fingerprint: str, ids: list[str]) -> np.ndarray | None:
+        """The stored table of ``fingerprint`` when it is complete and names the same ``ids``; else None."""
+        tensor_path, json_path = self.paths(fingerprint)
+        try:
+            meta = json.loads(json_path.read_text(encoding="utf-8"))
+            if (meta.get("format") != _TABLE_FORMAT or meta.get("format_version") != _TABLE_FORMAT_VERSION
+                    or meta.get("fingerprint") != fingerprint or meta.get("ids") != list(ids)):
+                return None
+            table = load_file(str(tensor_path))["embeddings"]
+        except (OSError, ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError):
+            return None
+        if table.dtype != np.float32 or table.shape != (len(ids), meta.get("embed_dim")):
+            return None
+        return table
+
+    def save(self, fingerprint: str, ids: list[str], table: np.ndarray, meta: dict[str, Any]) -> Path:
+        """Write ``table`` (``(len(ids), D)`` float32) with ``meta`` (JSON) in its description; returns the JSON path."""
+        array = np.ascontiguousarray(table, dtype=np.float32)
+        if array.ndim != 2 or len(array) != len(ids):
+            raise ValueError(f"table has shape {array.shape}; expected ({len(ids)}, embed_dim), one row per id")
+        tensor_path, json_path = self.paths(fingerprint)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        json_path.unlink(missing_ok=True)  # the JSON marks a complete table: written last
+        atomic_write(tensor_path, lambda p: save_file({"embeddings": array}, str(p), metadata={"format": _TABLE_FORMAT}))
+        body = {**meta, "format": _TABLE_FORMAT, "format_version": _TABLE_FORMAT_VERSION, "fingerprint": fingerprint,
+                "n_rows": int(array.shape[0]), "embed_dim": int(array.shape[1]), "ids": list(ids)}
+        text = json.dumps(body, indent=1, ensure_ascii=False) + "\n"
+        atomic_write(json_path, lambda p: p.write_text(text, encoding="utf-8"))
+        return json_path
 
 
 def _safe(fingerprint: str) -> str:

@@ -74,7 +74,8 @@ _TRAINERS: dict[str, _Trainer] = {
                              no_flag=("d_lr_ratio",)),
     # one subcommand, two trainers: train_fmri (objective clip, FMRIOptions) and train_fmri_joint
     "fmri": _Trainer(_TASKS + "fmri:FMRISettings", (_TASKS + "fmri:FMRIOptions", _TASKS + "fmri_joint:FMRIJointOptions"),
-                     no_flag=("backbone", "head_hidden", "mvnn"), unset=("objective", "top_voxels")),
+                     no_flag=("backbone", "head_hidden", "mvnn", "learn_temperature", "text_weight"),
+                     unset=("objective", "top_voxels")),
 }
 
 
@@ -323,7 +324,11 @@ def _add_sample(sub: Any, add_parser: AddParser) -> None:
                         "and split or another dataset), frozen, and train only an MLP head into CLIP space")
     _flags(p, "sample", [("--head-hidden", "hidden units of the --backbone head", {"type": cli_types.non_negative_int, "metavar": "N"}),
                          ("--mvnn", "multivariate noise normalisation: whitening fitted on the training part's "
-                          "repetitions of each image, stored in the checkpoint, applied live", {"action": "store_true"})])
+                          "repetitions of each image, stored in the checkpoint, applied live", {"action": "store_true"}),
+                         ("--learn-temperature", "learn the InfoNCE temperature as CLIP does (logit_scale from "
+                          "log(1/--temperature), at most log 100), saved in the checkpoint", {"action": "store_true"}),
+                         ("--text-weight", "with --target image: (1-W) * loss(image) + W * loss(caption text); "
+                          "ATM uses 0.01", {"type": cli_types.non_negative_float, "metavar": "W"})])
     p.set_defaults(func=_handler("sample"))
 
 

@@ -4,10 +4,15 @@ Used by the trainers (:mod:`offline.training.tasks`) and by evaluation
 (:mod:`offline.evaluation.evaluate`) alike: opening a dataset, the image row of every
 epoch, the class template captions, the CLIP target table (template / caption / image)
 and the class gallery, and what a checkpoint records about the data.
+
+The image and caption embeddings of a dataset are computed once per (CLIP model, image
+table, captions) and cached next to the dataset (:func:`clip_embeddings`,
+:func:`target_cache_dir`): ``<dataset>.targets/<fingerprint>.safetensors`` + ``.json``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,8 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bci.clip.cache import EmbeddingTableCache
+from bci.clip.resolve import clip_record
 from bci.models.stimulus import images_to_grey
 from offline.data.epochs import EpochDataset
+from offline.data.table import sha256_arrays
 from offline.scoring.vectors import unit_rows
 from streams.synthetic.stimuli import template_caption
 
@@ -25,6 +33,7 @@ __all__ = [
     "TARGETS",
     "class_gallery",
     "class_template_texts",
+    "clip_embeddings",
     "dataset_preprocessing",
     "dataset_record",
     "epoch_image_rows",
@@ -32,8 +41,11 @@ __all__ = [
     "open_dataset",
     "pattern_targets",
     "stimulus_tensor",
+    "target_cache_dir",
     "target_table",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: What an encoder's embedding can be aligned to (see :func:`target_table`).
 TARGETS = ("template", "caption", "image")
@@ -102,11 +114,74 @@ def target_table(dataset: EpochDataset, clip: Any, kind: str) -> tuple[np.ndarra
         captions = dataset.captions
         if captions is None or len(captions) == 0:
             raise ValueError("target='caption' needs captions in the dataset; use --target template")
-        return unit_rows(clip.encode_text([str(c) for c in captions])), rows
+        return unit_rows(clip_embeddings(dataset, clip, "caption")), rows
     images = dataset.images
     if images is None or len(images) == 0:
         raise ValueError("target='image' needs the stimulus images in the dataset; use --target template")
-    return unit_rows(clip.encode_images(np.asarray(images))), rows
+    return unit_rows(clip_embeddings(dataset, clip, "image")), rows
+
+
+def target_cache_dir(dataset: EpochDataset) -> Path:
+    """Where the CLIP targets of ``dataset`` are cached: ``<dataset path>.targets/`` beside the store."""
+    path = Path(dataset.path)
+    return path.with_name(path.name + ".targets")
+
+
+def clip_embeddings(dataset: EpochDataset, clip: Any, kind: str) -> np.ndarray:
+    """CLIP embeddings of the dataset's image table (``kind="image"``) or captions (``"caption"``), cached.
+
+    The cache key (fingerprint) hashes the CLIP model (:meth:`ClipEmbedder.fingerprint`: architecture,
+    preprocessing and every weight), the kind, the image ids and the images' bytes (or the captions), so
+    a table is reused exactly when all of them are the same and recomputed when one changes. The table is
+    stored in :func:`target_cache_dir` (safetensors + JSON naming the model, its weights, the ids and the
+    dimensions; no pickle). A cache that cannot be written (read-only folder) is logged and skipped.
+
+    Parameters
+    ----------
+    dataset : EpochDataset
+        With an image table (and captions for ``"caption"``).
+    clip : ClipEmbedder
+    kind : {"image", "caption"}
+
+    Returns
+    -------
+    numpy.ndarray, (n_images, D) float32
+        One row per image-table row, as ``clip.encode_images`` / ``clip.encode_text`` return them.
+    """
+    if kind not in ("image", "caption"):
+        raise ValueError(f"kind={kind!r} must be 'image' or 'caption'")
+    ids = [str(i) for i in (dataset.image_table_ids or [])]
+    if kind == "image":
+        images = dataset.images
+        if images is None or len(images) == 0:
+            raise ValueError(f"{str(dataset.path)!r} holds no stimulus images to embed")
+        content: list[bytes | np.ndarray | str] = [str(images.dtype), repr(images.shape), np.asarray(images)]
+    else:
+        captions = dataset.captions
+        if captions is None or len(captions) == 0:
+            raise ValueError(f"{str(dataset.path)!r} holds no captions to embed")
+        content = ["\n".join(str(c) for c in captions), repr(len(captions))]
+    fingerprint = sha256_arrays("bci-runtime.clip-targets/1", str(clip.fingerprint()), kind, "\n".join(ids),
+                                *content)[:16]
+    cache = EmbeddingTableCache(target_cache_dir(dataset))
+    where = cache.paths(fingerprint)[0]
+    table = cache.load(fingerprint, ids)
+    if table is not None:
+        logger.info("CLIP %s targets reused from %s (fingerprint %s)", kind, where, fingerprint)
+        return table
+    if kind == "image":
+        table = clip.encode_images(np.asarray(dataset.images))
+    else:
+        table = clip.encode_text([str(c) for c in dataset.captions or []])
+    meta = {"kind": kind, "clip": clip_record(clip), "dataset": str(dataset.path)}
+    try:
+        cache.save(fingerprint, ids, table, meta)
+    except OSError as exc:
+        logger.warning("CLIP %s targets computed but not cached (%s: %s); they are recomputed next time",
+                       kind, where, exc)
+    else:
+        logger.info("CLIP %s targets computed and cached in %s (fingerprint %s)", kind, where, fingerprint)
+    return table
 
 
 def class_gallery(dataset: EpochDataset, clip: Any, kind: str) -> np.ndarray:

@@ -10,7 +10,10 @@
   GAN losses.
 * :func:`clip_alignment_loss` (:func:`mse_alignment`, :func:`info_nce`): alignment
   of a brain embedding ``h`` to a frozen CLIP embedding ``ĥ``, with duplicate
-  targets in a batch treated as positives.
+  targets in a batch treated as positives, optionally mixed with a second (text)
+  target (ATM's ``0.99 · image + 0.01 · text``).
+* :class:`LearnedTemperature`: CLIP's learned ``logit_scale`` (Radford et al. 2021),
+  initialised at ``log(1/0.07)`` and clamped to ``[0, log 100]``.
 
 Every function validates its tensors (type, dtype, shape) and raises ``TypeError``
 or ``ValueError`` naming the argument. Definitions are collected in ``docs/metrics.md``.
@@ -18,17 +21,21 @@ or ``ValueError`` naming the argument. Definitions are collected in ``docs/metri
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from offline.scoring.ssim import gaussian_window, ssim
 from offline.scoring.tensors import check_same_shape, check_tensor
 from streams._checks import check_float
 
 __all__ = [
+    "MAX_LOGIT_SCALE",
+    "LearnedTemperature",
     "TripletStats",
     "clip_alignment_loss",
     "diff_augment",
@@ -430,23 +437,53 @@ def clip_alignment_loss(
     *,
     target_ids: torch.Tensor | None = None,
     infonce_weight: float = 1.0,
+    text_hat: torch.Tensor | None = None,
+    text_ids: torch.Tensor | None = None,
+    text_weight: float = 0.0,
 ) -> torch.Tensor:
     """Loss aligning brain embeddings ``h`` to CLIP embeddings ``ĥ`` (sample-level extractor).
 
     ``"mse"``: :func:`mse_alignment`; ``"infonce"``: :func:`info_nce`;
     ``"mse+infonce"``: ``mse_alignment + infonce_weight * info_nce``.
 
+    With ``text_weight`` ``w > 0`` the loss is mixed with the same loss against a second
+    target, the CLIP text embedding of each row's caption (ATM, Li et al. 2024: image
+    targets with ``w = 0.01``)::
+
+        loss = (1 - w) * loss(h, h_hat) + w * loss(h, text_hat)
+
+    ``w = 0`` (the default) computes exactly the loss against ``h_hat`` alone (the text
+    term is not evaluated).
+
     Parameters
     ----------
     h, h_hat : torch.Tensor, (B, D) float
     kind : {"mse", "infonce", "mse+infonce"}
     temperature : float or torch.Tensor
-        InfoNCE temperature.
+        InfoNCE temperature (a 0-d tensor for a learned one, see :class:`LearnedTemperature`).
     target_ids : torch.Tensor, (B,) int, optional
         Same-target rows are positives of each other in InfoNCE (see :func:`info_nce`).
     infonce_weight : float
         Weight of the InfoNCE term in ``"mse+infonce"``.
+    text_hat : torch.Tensor, (B, D) float, optional
+        The second (text) target of every row; needed when ``text_weight > 0``.
+    text_ids : torch.Tensor, (B,) int, optional
+        Same-text rows (``target_ids`` of the text term); by identical rows when ``None``.
+    text_weight : float
+        ``w`` in ``[0, 1]``.
     """
+    w = check_float("text_weight", text_weight, low=0.0, high=1.0)
+    loss = _alignment(h, h_hat, kind, temperature, target_ids, infonce_weight)
+    if w == 0.0:
+        return loss
+    if text_hat is None:
+        raise ValueError(f"text_weight={text_weight!r} mixes in a text target, but text_hat is None; pass the "
+                         "text embeddings of the rows' captions, or text_weight=0")
+    return (1.0 - w) * loss + w * _alignment(h, text_hat, kind, temperature, text_ids, infonce_weight)
+
+
+def _alignment(h: torch.Tensor, h_hat: torch.Tensor, kind: str, temperature: float | torch.Tensor,
+               target_ids: torch.Tensor | None, infonce_weight: float) -> torch.Tensor:
     if kind == "mse":
         return mse_alignment(h, h_hat)
     if kind == "infonce":
@@ -455,3 +492,49 @@ def clip_alignment_loss(
         w = check_float("infonce_weight", infonce_weight, positive=True)
         return mse_alignment(h, h_hat) + w * info_nce(h, h_hat, temperature, target_ids)
     raise ValueError(f"kind={kind!r} must be 'mse', 'infonce' or 'mse+infonce'")
+
+
+#: CLIP's cap on the learned logit scale: logits are never scaled by more than 100 (temperature >= 0.01).
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class LearnedTemperature(nn.Module):
+    """CLIP's learned temperature: a parameter ``logit_scale`` with ``τ = exp(-logit_scale)``.
+
+    As in CLIP (Radford et al. 2021) and open_clip, ``logit_scale`` starts at ``log(1/τ₀)``
+    (``τ₀ = 0.07``: ``log(1/0.07) ≈ 2.659``), is trained with the encoder, and is clamped to
+    ``[0, log 100]`` (``τ`` in ``[0.01, 1]``): in the forward pass and, by :meth:`clamp_`,
+    in place after every optimiser step.
+
+    Parameters
+    ----------
+    initial : float
+        ``τ₀`` in ``[0.01, 1]``.
+    """
+
+    def __init__(self, initial: float = 0.07) -> None:
+        super().__init__()
+        tau = check_float("temperature", initial, positive=True)
+        if not 1.0 / math.exp(MAX_LOGIT_SCALE) - 1e-12 <= tau <= 1.0:
+            raise ValueError(f"temperature={initial!r}: a learned temperature starts in [0.01, 1] (CLIP clamps "
+                             "logit_scale = log(1/temperature) to [0, log 100]); pass e.g. 0.07")
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / tau), dtype=torch.float32))
+
+    def forward(self) -> torch.Tensor:
+        """The temperature ``exp(-clamp(logit_scale, 0, log 100))``, a 0-d tensor with gradient."""
+        return torch.exp(-self.logit_scale.clamp(0.0, MAX_LOGIT_SCALE))
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamp ``logit_scale`` to ``[0, log 100]`` in place (after an optimiser step, as open_clip does)."""
+        self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+
+    @property
+    def value(self) -> float:
+        """The current ``logit_scale`` as a float."""
+        return float(self.logit_scale.detach())
+
+    def record(self) -> dict[str, float]:
+        """JSON for checkpoints and logs: ``logit_scale``, ``temperature`` and the clamp."""
+        scale = min(max(self.value, 0.0), MAX_LOGIT_SCALE)
+        return {"logit_scale": scale, "temperature": math.exp(-scale), "max_logit_scale": MAX_LOGIT_SCALE}

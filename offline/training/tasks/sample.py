@@ -14,6 +14,11 @@ Loss ``"mse"`` (``‖h − ĥ‖²``), ``"infonce"`` (symmetric InfoNCE over the
 the same target are positives of each other; the default: on the synthetic world it
 retrieved better than the other two, see docs/results.md) or ``"mse+infonce"``.
 
+Contrastive alignment as the EEG → image literature does it (NICE, ATM): ``target="image"``,
+``learn_temperature=True`` (CLIP's learned ``logit_scale``, :class:`~offline.training.losses.LearnedTemperature`,
+saved in the checkpoint as ``temperature.safetensors`` and in ``config.json``) and
+``text_weight=0.01`` (ATM: ``0.99 · loss(image) + 0.01 · loss(caption text)``).
+
 Validation metric: N-way top-1 retrieval of each validation window's class among the
 classes present in the validation part (N = 40 on the synthetic world), by cosine
 similarity against the class template text embeddings (class-mean image embeddings for
@@ -33,16 +38,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bci.clip.resolve import clip_record, resolve_clip
 from bci.models import EncoderModel, save_checkpoint
 from bci.preprocessing import ChannelScaler
 from bci.preprocessing.mvnn import NoiseWhitener
+from bci.safe_io import atomic_write
 from offline.data.targets import TARGETS, class_gallery, dataset_preprocessing, dataset_record, open_dataset, target_table
 from offline.scoring.metrics import retrieval_top
 from offline.training.encoders import build_encoder, embed_windows
-from offline.training.losses import clip_alignment_loss
+from offline.training.losses import LearnedTemperature, clip_alignment_loss
 from streams._checks import check_bool, check_float, check_int, check_type, check_value
 from offline.training.loop import (
     SplitInfo,
@@ -67,11 +74,15 @@ __all__ = [
     "AlignmentTask",
     "SampleOptions",
     "SampleSettings",
+    "TEMPERATURE_FILE",
     "check_dropout",
+    "load_temperature",
     "train_sample",
 ]
 
 LOSSES = ("mse", "infonce", "mse+infonce")
+#: The learned temperature in a checkpoint directory (``{"logit_scale": 0-d tensor}``).
+TEMPERATURE_FILE = "temperature.safetensors"
 
 
 @dataclass
@@ -87,7 +98,7 @@ class SampleOptions:
     loss : {"mse", "infonce", "mse+infonce"}
         Alignment loss.
     temperature : float
-        InfoNCE temperature.
+        InfoNCE temperature; with ``learn_temperature`` its initial value (0.07: ``logit_scale = log(1/0.07)``).
     infonce_weight : float
         Weight of InfoNCE in ``"mse+infonce"``.
     dropout : float or None
@@ -109,6 +120,13 @@ class SampleOptions:
         Multivariate noise normalisation (:mod:`bci.preprocessing.mvnn`): a whitening fitted on the
         training part's repetitions of each image (after the scaler), stored in the checkpoint and
         applied by the model offline and live. Off by default.
+    learn_temperature : bool
+        Learn the InfoNCE temperature as CLIP does (a ``logit_scale`` parameter trained with the encoder,
+        clamped to at most ``log 100``); needs an InfoNCE loss. Off by default (fixed ``temperature``).
+    text_weight : float
+        ``w`` in ``[0, 1]``: mix the loss against the image targets with the loss against the CLIP text
+        embeddings of the images' captions, ``(1 - w) · loss(image) + w · loss(text)`` (ATM uses 0.01);
+        needs ``target="image"`` and captions in the dataset. 0 (default): image targets only.
     """
 
     model: str | None = None
@@ -124,6 +142,8 @@ class SampleOptions:
     backbone: str | None = None
     head_hidden: int = 256
     mvnn: bool = False
+    learn_temperature: bool = False
+    text_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_value("target", self.target, TARGETS)
@@ -137,13 +157,24 @@ class SampleOptions:
             self.backbone = str(self.backbone)
         check_int("head_hidden", self.head_hidden, low=1)
         check_bool("mvnn", self.mvnn)
+        check_bool("learn_temperature", self.learn_temperature)
+        if self.learn_temperature:
+            if self.loss == "mse":
+                raise ValueError("learn_temperature=True learns the InfoNCE temperature, but loss='mse' has none; "
+                                 "use loss='infonce' or 'mse+infonce'")
+            LearnedTemperature(self.temperature)  # the initial value must lie inside CLIP's clamp
+        check_float("text_weight", self.text_weight, low=0.0, high=1.0)
+        if self.text_weight > 0 and self.target != "image":
+            raise ValueError(f"text_weight={self.text_weight!r} mixes caption text targets into image targets; it "
+                             f"needs target='image', not {self.target!r} (or text_weight=0)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         return {"model": self.model, "target": self.target, "loss": self.loss, "temperature": self.temperature,
                 "infonce_weight": self.infonce_weight, "dropout": self.dropout, "model_params": dict(self.model_params),
                 "max_shift": self.max_shift, "noise": self.noise, "scale": self.scale, "backbone": self.backbone,
-                "head_hidden": self.head_hidden, "mvnn": self.mvnn}
+                "head_hidden": self.head_hidden, "mvnn": self.mvnn, "learn_temperature": self.learn_temperature,
+                "text_weight": self.text_weight}
 
 
 @dataclass
@@ -198,6 +229,10 @@ class AlignmentTask(TrainTask):
         ``"sample"`` or ``"fmri"``.
     preprocessing : dict, optional
         Stored in the checkpoint config.
+    text_targets : numpy.ndarray, (n_targets, D), optional
+        Caption text embeddings in the rows of ``targets`` (``options.text_weight > 0``).
+    text_ids : numpy.ndarray, (n_targets,), optional
+        Same caption -> same id (positives of each other in the text term).
     """
 
     metric = "top1"
@@ -206,7 +241,8 @@ class AlignmentTask(TrainTask):
                  rows: np.ndarray, labels: np.ndarray, gallery: np.ndarray, settings: TrainSettings,
                  options: SampleOptions, scaler: ChannelScaler, *, kind: str = "sample",
                  preprocessing: dict[str, Any] | None = None, val_level: str = "class",
-                 whitener: NoiseWhitener | None = None) -> None:
+                 whitener: NoiseWhitener | None = None, text_targets: np.ndarray | None = None,
+                 text_ids: np.ndarray | None = None) -> None:
         if val_level not in ("class", "image"):
             raise ValueError(f"val_level={val_level!r} must be 'class' or 'image'")
         self.kind = kind
@@ -224,9 +260,21 @@ class AlignmentTask(TrainTask):
         self.scaler = scaler
         self.whitener = whitener
         self.preprocessing = preprocessing
-        self._optimizer = make_adamw([q for q in model.parameters() if q.requires_grad], settings)
+        if options.text_weight > 0 and (text_targets is None or text_ids is None):
+            raise ValueError(f"text_weight={options.text_weight!r} needs the caption text targets")
+        self.text_targets = None if text_targets is None else torch.from_numpy(
+            np.ascontiguousarray(text_targets, dtype=np.float32)).to(self.device)
+        self.text_ids = None if text_ids is None else torch.from_numpy(np.asarray(text_ids, dtype=np.int64)).to(self.device)
+        params: list[Any] = [q for q in model.parameters() if q.requires_grad]
+        self.temperature: LearnedTemperature | None = None
+        if options.learn_temperature:  # no weight decay on the temperature (as open_clip)
+            self.temperature = LearnedTemperature(options.temperature).to(self.device)
+            params = [{"params": params}, {"params": list(self.temperature.parameters()), "weight_decay": 0.0}]
+        self._optimizer = make_adamw(params, settings)
 
     def modules(self) -> dict[str, nn.Module]:
+        if self.temperature is not None:
+            return {"model": self.model, "temperature": self.temperature}
         return {"model": self.model}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -241,9 +289,17 @@ class AlignmentTask(TrainTask):
                             scale=o.scale)
         h = self.model(x)["embedding"]
         rows = torch.from_numpy(self.rows[batch]).to(self.device)
-        loss = clip_alignment_loss(h, self.targets[rows], self.options.loss, self.options.temperature,
-                                   target_ids=rows, infonce_weight=self.options.infonce_weight)
-        yield Stage("loss", loss, "model")
+        temperature: float | torch.Tensor = o.temperature if self.temperature is None else self.temperature()
+        text: dict[str, Any] = {}
+        if o.text_weight > 0 and self.text_targets is not None and self.text_ids is not None:
+            text = {"text_hat": self.text_targets[rows], "text_ids": self.text_ids[rows], "text_weight": o.text_weight}
+        loss = clip_alignment_loss(h, self.targets[rows], o.loss, temperature, target_ids=rows,
+                                   infonce_weight=o.infonce_weight, **text)
+        if self.temperature is None:
+            yield Stage("loss", loss, "model")
+            return
+        yield Stage("loss", loss, "model", logs={"logit_scale": self.temperature.value})
+        self.temperature.clamp_()  # after the optimiser step, as open_clip does
 
     def train_mode(self) -> None:
         super().train_mode()
@@ -274,8 +330,28 @@ class AlignmentTask(TrainTask):
         scaler: dict[str, Any] = self.scaler.to_dict()
         if self.whitener is not None:
             scaler["mvnn"] = self.whitener.record
+        if self.temperature is not None:
+            record = {**record, "temperature": {"learned": True, **self.temperature.record(),
+                                                "file": TEMPERATURE_FILE}}
         self.model.set_metadata(scaler=scaler, preprocessing=self.preprocessing, extra=record)
         save_checkpoint(self.model, directory, overwrite=True)
+        if self.temperature is not None:
+            scale = self.temperature.logit_scale.detach().cpu().clone().contiguous()
+            atomic_write(directory / TEMPERATURE_FILE,
+                         lambda p: save_file({"logit_scale": scale}, str(p), metadata={"format": "bci-runtime.temperature"}))
+
+
+def load_temperature(directory: str | os.PathLike) -> LearnedTemperature | None:
+    """The learned temperature of a sample-level checkpoint (``temperature.safetensors``), or None when it has none."""
+    path = Path(directory) / TEMPERATURE_FILE
+    if not path.is_file():
+        return None
+    state = load_file(str(path))
+    if set(state) != {"logit_scale"} or state["logit_scale"].shape != ():
+        raise ValueError(f"{path} must hold one 0-d tensor 'logit_scale', got {sorted(state)}; re-save the checkpoint")
+    out = LearnedTemperature()
+    out.load_state_dict(state)
+    return out
 
 
 # ============================================================================ entry point
@@ -328,6 +404,7 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
     embedder = resolve_clip(clip, clip_weights, model=clip_model)
     targets, rows = target_table(dataset, embedder, options.target)
     gallery = class_gallery(dataset, embedder, options.target)
+    text_targets, text_ids = _text_targets(dataset, embedder, options)
     backbone_record = None
     if options.backbone is not None:
         from offline.training.tasks.sample_backbone import build_backbone_encoder
@@ -348,9 +425,22 @@ def train_sample(data: Any, out: str | os.PathLike, *, split: str | None = None,
     model = model.to(resolve_device(settings.device))
     task = AlignmentTask(model, source, info, targets, rows, dataset.labels, gallery, settings, options, scaler,
                          kind=kind, preprocessing=dataset_preprocessing(dataset), val_level=val_level,
-                         whitener=whitener)
+                         whitener=whitener, text_targets=text_targets, text_ids=text_ids)
     record = {"data": dataset_record(dataset), "split": info.record(), "clip": clip_record(embedder, clip_weights),
               "target": options.target, "embedding_space": "clip", "level": val_level, **(extra_record or {})}
     if backbone_record is not None:
         record["backbone"] = backbone_record
     return run_training(task, settings, out, resume=resume, overwrite=overwrite, record=record)
+
+
+def _text_targets(dataset: Any, embedder: Any, options: SampleOptions) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Caption text embeddings in the image-target rows, and one id per distinct caption (``text_weight > 0``)."""
+    if options.text_weight == 0:
+        return None, None
+    captions = dataset.captions
+    if captions is None or len(captions) == 0:
+        raise ValueError(f"text_weight={options.text_weight!r} needs the captions of the dataset's images, and "
+                         f"{str(dataset.path)!r} has none; pass text_weight=0 (--text-weight 0)")
+    text, _ = target_table(dataset, embedder, "caption")
+    _, ids = np.unique(np.asarray([str(c) for c in captions]), return_inverse=True)
+    return text, ids.astype(np.int64)
