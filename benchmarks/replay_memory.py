@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -75,7 +76,8 @@ def measure(session: Path, checkpoint: Path, seconds: float, code: str) -> dict[
     return {**run, "x_real_time": seconds / run["wall_s"]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked (usage error naming the flag otherwise); ``minutes`` sorted."""
     p = common.make_parser(__doc__, "python -m benchmarks.replay_memory --minutes 5,20,80")
     p.add_argument("--minutes", default="5,20,80", help="session lengths, minutes, comma-separated [5,20,80]")
     p.add_argument("--workdir", type=Path, default=None,
@@ -94,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     if not minutes:
         p.error("--minutes: give at least one length")
     common.checked(p, check_float, "--max-growth-mb", args.max_growth_mb, low=0.0)
+    args.minutes = minutes
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    minutes = args.minutes
     machine = common.machine_info()
     rows: list[dict[str, Any]] = []
     with common.scratch_dir() as tmp:

@@ -127,6 +127,8 @@ def test_require_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
         ("latency", ["--consumers", "floor-block,nope"], "--consumers='nope' is not one of"),
         ("latency", ["--duration", "999"], "must be an integer >= 1 and <= 999"),
         ("retrieval", ["--n", "0"], "--n=0 must be an integer >= 1"),
+        ("replay_memory", ["--minutes", "5,0.1"], "--minutes=0.1 must be >= 0.5"),
+        ("replay_memory", ["--minutes", "five"], "--minutes 'five' must be numbers of minutes"),
         ("retrieval", ["--n", "3", "-k", "5"], "-k=5 must be an integer <= 3"),
     ],
 )
@@ -197,3 +199,15 @@ def test_soak_benchmark_runs(tmp_path: Path, bench) -> None:
 
     with pytest.raises(SystemExit):
         parse_args(["--hours", "0"])
+
+
+def test_replay_memory_reads_a_childs_own_peak_rss() -> None:
+    """benchmarks.replay_memory measures the child's own ru_maxrss: a child holding 300 MiB says so."""
+    from benchmarks.replay_memory import peak_rss_run
+
+    small = peak_rss_run("pass", [])
+    big = peak_rss_run("import sys; block = bytearray(int(sys.argv[1]) * 2**20); block[::4096] = b'x' * len(block[::4096])",
+                       ["300"])
+    assert big["peak_rss_mb"] >= 300 > small["peak_rss_mb"]
+    with pytest.raises(RuntimeError, match="exited 3"):
+        peak_rss_run("import sys; sys.exit(3)", [])
