@@ -31,6 +31,8 @@ from bci.models.checkpoint import FORMAT, FORMAT_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_MODELS = ["eeg_convnet", "eeg_shallow", "fmri_mlp"]
+#: The field's encoders, tested on tiny shapes in tests/test_field_encoders.py.
+FIELD_MODELS = ["atm", "bd_atcnet", "bd_deep4", "bd_eegconformer", "bd_eegnet", "bd_shallow", "nice_tsconv"]
 
 
 def _model(name: str, seed: int = 0, **overrides) -> EncoderModel:
@@ -56,7 +58,7 @@ def _randomize_batchnorm(model: torch.nn.Module, seed: int = 3) -> None:
 
 # ---------------------------------------------------------------------- registry
 def test_registry_lists_the_built_in_models() -> None:
-    assert list_models() == sorted(ALL_MODELS)
+    assert list_models() == sorted(ALL_MODELS + FIELD_MODELS)
     assert set(ALL_MODELS) <= set(MODELS)
 
 
