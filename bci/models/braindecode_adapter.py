@@ -63,11 +63,14 @@ _DEFAULT_SHAPE: dict[str, Any] = {"n_chans": 128, "n_times": 440, "sfreq": 1000.
 _TOO_SHORT = "smaller than the minimum required"
 
 
-class BraindecodeNotInstalledError(ImportError):
-    """A ``bd_*`` model was built but braindecode is not importable."""
+class BraindecodeNotInstalledError(ImportError, ValueError):
+    """A ``bd_*`` model was built but braindecode is not importable.
+
+    Also a ``ValueError``, so that the CLI reports it as one line (exit code 2).
+    """
 
     def __init__(self, name: str, exc: BaseException) -> None:
-        super().__init__(f"model {name!r} needs braindecode>=1.8, which is not installed ({exc}); "
+        super().__init__(f"model {name!r} needs braindecode>=1.8, which cannot be imported ({type(exc).__name__}: {exc}); "
                          f"install it with {BRAINDECODE_EXTRA}")
 
 
@@ -81,7 +84,7 @@ def braindecode_model_class(model: str, class_name: str) -> type[torch.nn.Module
         warnings.filterwarnings("ignore", message=r"Montage name .* is deprecated", category=FutureWarning)
         try:
             models = importlib.import_module("braindecode.models")
-        except ImportError as exc:
+        except Exception as exc:  # missing, or broken (e.g. built for another torch): unavailable either way
             raise BraindecodeNotInstalledError(model, exc) from None
     try:
         return getattr(models, class_name)
@@ -122,8 +125,8 @@ class BraindecodeEncoder(EncoderModel):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                net = net_class(n_chans=self.n_chans, n_outputs=self.embed_dim, n_times=self.n_times,
-                                sfreq=self.sfreq, **kwargs)
+                net = _construct(net_class, n_chans=self.n_chans, n_outputs=self.embed_dim, n_times=self.n_times,
+                                 sfreq=self.sfreq, **kwargs)
                 out = _trial_forward(net, self.n_chans, self.n_times)
             except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError) as exc:
                 raise ValueError(f"model {name!r} (braindecode {self.braindecode_class}) cannot take {shape} "
@@ -140,7 +143,7 @@ class BraindecodeEncoder(EncoderModel):
                 continue
             warnings.warn(f"model {name!r} (braindecode {self.braindecode_class}): {w.message}",
                           w.category if isinstance(w.category, type) else UserWarning, stacklevel=4)
-        if tuple(out.shape) != (1, self.embed_dim):
+        if out is not None and tuple(out.shape) != (1, self.embed_dim):
             raise ValueError(f"model {name!r} (braindecode {self.braindecode_class}) gives output of shape "
                              f"{tuple(out.shape)[1:]} for {shape}, not ({self.embed_dim},)")
         self.net = net
@@ -150,8 +153,30 @@ class BraindecodeEncoder(EncoderModel):
         return self.net(x)
 
 
-def _trial_forward(net: torch.nn.Module, n_chans: int, n_times: int) -> torch.Tensor:
-    """One eval-mode forward pass on zeros (no statistics change, no random numbers drawn)."""
+def _on_meta() -> bool:
+    """Whether tensors are being made on the meta device (the checkpoint loader's shape check)."""
+    return torch.empty(0).is_meta
+
+
+def _construct(net_class: type[torch.nn.Module], **kwargs: Any) -> torch.nn.Module:
+    """``net_class(**kwargs)``; on the meta device, built on the CPU and moved there when it cannot be built there.
+
+    Some braindecode models (EEGConformer) read a trial output's values in their constructor,
+    which meta tensors do not have.
+    """
+    if not _on_meta():
+        return net_class(**kwargs)
+    try:
+        return net_class(**kwargs)
+    except NotImplementedError:
+        with torch.device("cpu"):
+            return net_class(**kwargs).to("meta")
+
+
+def _trial_forward(net: torch.nn.Module, n_chans: int, n_times: int) -> torch.Tensor | None:
+    """One eval-mode forward pass on zeros (no statistics change, no random numbers drawn); None on meta."""
+    if _on_meta():
+        return None
     was_training = net.training
     net.eval()
     try:
