@@ -3,7 +3,8 @@
 Each model is built (seeded, untrained) with ``n_chans=128``, ``n_times=440``, ``sfreq=1000``
 and ``embed_dim=512`` (the default window and embedding of ``eeg_convnet``, the floor), put in
 eval mode, and called on one window under ``torch.inference_mode()``: ``--warmup`` calls, then
-``--calls`` timed ones; the median is the run's figure. ``--runs`` runs one after another, each
+``--calls`` timed ones, on ``--threads`` torch threads (1, as the live ``Encoder``); the median
+is the run's figure. ``--runs`` runs one after another, each
 over every model, with the 1-minute load average before and after (on a shared machine the
 numbers move with it). The braindecode entries need the extra (``pip install -e .[braindecode]``);
 without it they are skipped with one line. Parameter counts are printed beside the latency.
@@ -67,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads [1: the live Encoder's default]")
     common.add_seed(parser)
     common.add_out(parser, "encoder_latency")
     args = parser.parse_args(argv)
-    for flag in ("runs", "warmup", "calls"):
+    for flag in ("runs", "warmup", "calls", "threads"):
         common.checked(parser, check_int, f"--{flag}", getattr(args, flag), low=1 if flag != "warmup" else 0)
+    torch.set_num_threads(args.threads)
     machine = common.machine_info()
     models = {}
     for name in (n.strip() for n in args.models.split(",") if n.strip()):
