@@ -31,6 +31,8 @@ from bci.models.checkpoint import FORMAT, FORMAT_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_MODELS = ["eeg_convnet", "eeg_shallow", "fmri_mlp"]
+#: The field's encoders, tested on tiny shapes in tests/test_field_encoders.py.
+FIELD_MODELS = ["atm", "bd_atcnet", "bd_deep4", "bd_eegconformer", "bd_eegnet", "bd_shallow", "nice_tsconv"]
 
 
 def _model(name: str, seed: int = 0, **overrides) -> EncoderModel:
@@ -56,7 +58,7 @@ def _randomize_batchnorm(model: torch.nn.Module, seed: int = 3) -> None:
 
 # ---------------------------------------------------------------------- registry
 def test_registry_lists_the_built_in_models() -> None:
-    assert list_models() == sorted(ALL_MODELS)
+    assert list_models() == sorted(ALL_MODELS + FIELD_MODELS)
     assert set(ALL_MODELS) <= set(MODELS)
 
 
@@ -195,7 +197,7 @@ def test_default_config_overrides() -> None:
     assert cfg.embed_dim == 256 and cfg.params["dropout"] == 0.5 and cfg.params["n_spatial"] == 16
     with pytest.raises(ValueError, match=r"unknown overrides \['colour'\].*n_spatial"):
         default_config("eeg_convnet", colour="red")
-    with pytest.raises(ValueError, match=r"unknown model 'nope'; registered models are \['eeg_convnet'"):
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; registered models are " + re.escape(str(list_models()))):
         default_config("nope")
 
 
@@ -445,7 +447,7 @@ def test_foreign_format_is_refused(ckpt: Path) -> None:
 
 def test_unknown_model_name_lists_the_registered_ones(ckpt: Path) -> None:
     _edit_config(ckpt, name="eeg_transformer")
-    with pytest.raises(CheckpointError, match=r"'eeg_transformer'.*registered models are \['eeg_convnet', 'eeg_shallow', 'fmri_mlp'\]"):
+    with pytest.raises(CheckpointError, match=r"'eeg_transformer'.*registered models are " + re.escape(str(list_models()))):
         load_checkpoint(ckpt)
 
 
