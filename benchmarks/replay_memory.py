@@ -9,7 +9,8 @@ in a fresh process, three ways, in the same run:
   ``bci.runtime.replay.READ_BLOCK_S`` set to infinity, so the session's samples are read at once;
 * **floor**: the same command on a 10-second session (imports, model, buffers: what any replay costs).
 
-Peak RSS is the child's own ``ru_maxrss`` (``os.wait4``), not a sampled value. Also reported: wall
+Peak RSS is the child's ``ru_maxrss`` (``os.wait4``), not a sampled value; where the child is forked
+before exec it also counts the parent's pages until the exec, so this script stays smaller than the floor. Also reported: wall
 time, times faster than real time, the session's size on disk. The verdict: ours flat within
 ``--max-growth-mb`` from the shortest to the longest session.
 

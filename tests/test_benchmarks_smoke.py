@@ -202,12 +202,11 @@ def test_soak_benchmark_runs(tmp_path: Path, bench) -> None:
 
 
 def test_replay_memory_reads_a_childs_own_peak_rss() -> None:
-    """benchmarks.replay_memory measures the child's own ru_maxrss: a child holding 300 MiB says so."""
+    """benchmarks.replay_memory reads the child's ru_maxrss: a child holding 300 MiB says so; a failing child raises."""
     from benchmarks.replay_memory import peak_rss_run
 
-    small = peak_rss_run("pass", [])
     big = peak_rss_run("import sys; block = bytearray(int(sys.argv[1]) * 2**20); block[::4096] = b'x' * len(block[::4096])",
                        ["300"])
-    assert big["peak_rss_mb"] >= 300 > small["peak_rss_mb"]
+    assert big["peak_rss_mb"] >= 300  # (a forked child also counts its parent's pages before exec: no upper check)
     with pytest.raises(RuntimeError, match="exited 3"):
         peak_rss_run("import sys; sys.exit(3)", [])
