@@ -354,7 +354,9 @@ class LiveRuntime:
 def _take_new(cursor: _Cursor) -> tuple[np.ndarray, np.ndarray, int]:
     """New samples of a receiver's ring buffer, and how many were overwritten before they could be read."""
     first, data, times = cursor.receiver.buffer.read_from(cursor.index)  # one read: no race with the writer
-    lost = first - cursor.index if len(times) else 0
+    if not len(times):  # nothing new: the cursor stays, so a later read still counts what was overwritten
+        return data, times, 0
+    lost = first - cursor.index
     if lost:
         cursor.overwritten += lost
         logger.error("decoder fell behind: %d samples of %s overwritten before decoding", lost,
